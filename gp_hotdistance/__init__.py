@@ -1,0 +1,7 @@
+"""gp_hotdistance: hot-distance training targets as gunpowder nodes."""
+
+__version__ = "0.1.0"
+
+from gp_hotdistance.predictor import HotDistancePredictor  # noqa: F401
+from gp_hotdistance.predictor import OutputArrayType  # noqa: F401
+from gp_hotdistance.predictor import Predictor  # noqa: F401

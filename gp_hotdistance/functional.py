@@ -42,9 +42,7 @@ SUPPORTED_DIMS = (2, 3)
 # ---------------------------------------------------------------------------
 
 
-def to_channels(
-    labels: npt.NDArray, class_ids: Sequence[int]
-) -> npt.NDArray[np.uint8]:
+def to_channels(labels: npt.NDArray, class_ids: Sequence[int]) -> npt.NDArray[np.uint8]:
     """Convert an integer class-id volume ``(*spatial)`` to binary channels.
 
     Channel ``i`` is 1 where ``labels == class_ids[i]``; ids not in
@@ -57,9 +55,7 @@ def to_channels(
     """
     labels = np.asarray(labels)
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
-        raise TypeError(
-            f"class-id labels must have an integer dtype, got dtype={labels.dtype}"
-        )
+        raise TypeError(f"class-id labels must have an integer dtype, got dtype={labels.dtype}")
     ids = list(class_ids)
     if len(ids) == 0:
         raise ValueError("class_ids must name at least one class id, got []")
@@ -86,9 +82,7 @@ def check_binary(gt: npt.NDArray, name: str = "gt") -> None:
     bad = (gt != 0) & (gt != 1)
     if bad.any():
         values = np.unique(gt[bad])[:5]
-        raise ValueError(
-            f"{name} must be binary (0/1) per channel, found values {values.tolist()}"
-        )
+        raise ValueError(f"{name} must be binary (0/1) per channel, found values {values.tolist()}")
 
 
 def check_dims(ndim: int, name: str = "array") -> None:
@@ -152,9 +146,7 @@ def _lower_envelope(values, start, step, n_out, weight, out):  # pragma: no cove
             s = -np.inf
             while k >= 0:
                 p = pos[k]
-                s = ((fj + weight * q * q) - (val[k] + weight * p * p)) / (
-                    2.0 * weight * (q - p)
-                )
+                s = ((fj + weight * q * q) - (val[k] + weight * p * p)) / (2.0 * weight * (q - p))
                 if s > bound[k]:
                     break
                 k -= 1
@@ -245,9 +237,7 @@ def squared_face_distance(
     return native
 
 
-def signed_distance(
-    channel: npt.NDArray, voxel_size: Sequence[float]
-) -> npt.NDArray[np.float32]:
+def signed_distance(channel: npt.NDArray, voxel_size: Sequence[float]) -> npt.NDArray[np.float32]:
     """Signed world distance of every voxel centre to the nearest label face.
 
     Positive inside (``channel != 0``), negative outside. A channel without
@@ -258,13 +248,17 @@ def signed_distance(
     inside = channel != 0
     if np.isinf(squared.flat[0]):
         sign = 1.0 if inside.flat[0] else -1.0
-        return np.full(channel.shape, sign * no_boundary_extent(channel.shape, voxel_size), dtype=np.float32)
+        return np.full(
+            channel.shape, sign * no_boundary_extent(channel.shape, voxel_size), dtype=np.float32
+        )
     distance = np.sqrt(squared).astype(np.float32)
     np.negative(distance, out=distance, where=~inside)
     return distance
 
 
-def tanh_normalize(distance: npt.NDArray[np.float32], scale_factor: float) -> npt.NDArray[np.float32]:
+def tanh_normalize(
+    distance: npt.NDArray[np.float32], scale_factor: float
+) -> npt.NDArray[np.float32]:
     """``tanh(distance / scale_factor)``, computed in the input's dtype."""
     return np.tanh(distance / scale_factor)
 
@@ -397,9 +391,7 @@ def hot_distance_weights(
     if moving_counts is None:
         moving_counts = new_moving_counts(2 * channels)
     if len(moving_counts) != 2 * channels:
-        raise ValueError(
-            f"moving_counts holds {len(moving_counts)} dicts, expected 2 * {channels}"
-        )
+        raise ValueError(f"moving_counts holds {len(moving_counts)} dicts, expected 2 * {channels}")
     hot, hot_counts = balance_weights(gt, mask, moving_counts[:channels], clipmin, clipmax)
     if distance_mask is None:
         distance_scale = mask
@@ -416,7 +408,7 @@ def hot_distance_weights(
 def no_boundary_extent(shape: Sequence[int], voxel_size: Sequence[float]) -> float:
     """``min(shape[a] * voxel_size[a] / 2)``: the distance given to a channel
     without any boundary in the crop."""
-    return min(s * float(v) / 2 for s, v in zip(shape, voxel_size))
+    return min(s * float(v) / 2 for s, v in zip(shape, voxel_size, strict=True))
 
 
 __all__ = [

@@ -189,7 +189,9 @@ class HotDistancePredictor(Predictor):
                 raise ValueError(
                     f"gt_region_for_roi needs target_spec.voxel_size, got None in {target_spec}"
                 )
-            gt_spec.roi = grow_roi(gt_spec.roi, self.context(gt_spec.voxel_size), gt_spec.voxel_size)
+            gt_spec.roi = grow_roi(
+                gt_spec.roi, self.context(gt_spec.voxel_size), gt_spec.voxel_size
+            )
         return gt_spec
 
     def context(self, voxel_size: Coordinate) -> Coordinate:

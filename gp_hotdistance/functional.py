@@ -120,79 +120,171 @@ def broadcast_mask(
 # ---------------------------------------------------------------------------
 
 
-@numba.njit(parallel=True, cache=True)
-def _lower_envelope(values, start, step, n_out, weight, out):  # pragma: no cover - jit
-    """Squared-distance min-plus transform of each row of ``values``.
+# Rows along the transformed axis are gathered in blocks of this many into
+# contiguous scratch buffers: strided reads stay cache friendly and the
+# scratch is allocated once per block, not once per row.
+_BLOCK = 16
 
-    Site ``j`` of a row sits at doubled coordinate ``start + j * step`` and
-    carries cost ``values[row, j]`` (``inf``: no site). Output ``x`` sits at
-    doubled coordinate ``2 * x`` and receives
-    ``min_j values[row, j] + weight * (x - (start + j * step) / 2) ** 2``
-    (``inf`` for a row without sites). Lower envelope of parabolas,
-    Felzenszwalb & Huttenlocher (2012).
-    """
-    n_rows, n_sites = values.shape
-    for row in numba.prange(n_rows):
-        f = values[row]
-        pos = np.empty(n_sites, dtype=np.float64)
-        val = np.empty(n_sites, dtype=np.float64)
-        bound = np.empty(n_sites + 1, dtype=np.float64)
-        k = -1
-        for j in range(n_sites):
-            fj = f[j]
-            if fj == np.inf:
+
+@numba.njit(cache=True)
+def _block_rows(r0, r1, post):  # pragma: no cover - jit
+    """Indices ``(i, k)`` of rows ``r0 .. r1 - 1`` of a ``(pre, n, post)`` array."""
+    ii = np.empty(r1 - r0, dtype=np.int64)
+    cc = np.empty(r1 - r0, dtype=np.int64)
+    for r in range(r0, r1):
+        ii[r - r0] = r // post
+        cc[r - r0] = r % post
+    return ii, cc
+
+
+@numba.njit(cache=True)
+def _scan_line(sites, half, weight, out):  # pragma: no cover - jit
+    """``out[x] = weight * (x - nearest site) ** 2`` on one row; sites at
+    ``j + 0.5`` if ``half`` else at ``j``; ``inf`` without sites."""
+    n = out.shape[0]
+    m = sites.shape[0]
+    shift = 0.5 if half else 0.0
+    last = -np.inf
+    for x in range(n):
+        j = x - 1 if half else x
+        if 0 <= j < m and sites[j]:
+            last = j + shift
+        out[x] = x - last
+    nxt = np.inf
+    for x in range(n - 1, -1, -1):
+        if x < m and sites[x]:
+            nxt = x + shift
+        d = min(out[x], nxt - x)
+        out[x] = weight * d * d
+
+
+@numba.njit(cache=True)
+def _envelope_line(
+    native, half, use_native, use_half, weight, pos, val, bound, out
+):  # pragma: no cover - jit
+    """Lower envelope of parabolas (Felzenszwalb & Huttenlocher 2012) on
+    one row: costs ``native[j]`` at ``j`` and ``half[j]`` at ``j + 0.5``
+    (``inf``: no site); ``out[x] = min cost + weight * (x - position) ** 2``."""
+    n = out.shape[0]
+    k = -1
+    for j2 in range(2 * n - 1):
+        j = j2 // 2
+        if j2 % 2 == 0:
+            if not use_native:
                 continue
-            q = 0.5 * (start + j * step)
-            s = -np.inf
-            while k >= 0:
-                p = pos[k]
-                s = ((fj + weight * q * q) - (val[k] + weight * p * p)) / (2.0 * weight * (q - p))
-                if s > bound[k]:
-                    break
-                k -= 1
-            if k < 0:
-                s = -np.inf
-            k += 1
-            pos[k] = q
-            val[k] = fj
-            bound[k] = s
-            bound[k + 1] = np.inf
-        o = out[row]
-        if k < 0:
-            for x in range(n_out):
-                o[x] = np.inf
+            fj = native[j]
+        else:
+            if not use_half:
+                continue
+            fj = half[j]
+        if fj == np.inf:
             continue
-        i = 0
-        for x in range(n_out):
-            while bound[i + 1] < x:
-                i += 1
-            d = x - pos[i]
-            o[x] = val[i] + weight * d * d
+        q = 0.5 * j2
+        s = -np.inf
+        while k >= 0:
+            p = pos[k]
+            s = ((fj + weight * q * q) - (val[k] + weight * p * p)) / (2.0 * weight * (q - p))
+            if s > bound[k]:
+                break
+            k -= 1
+        if k < 0:
+            s = -np.inf
+        k += 1
+        pos[k] = q
+        val[k] = fj
+        bound[k] = s
+        bound[k + 1] = np.inf
+    if k < 0:
+        for x in range(n):
+            out[x] = np.inf
+        return
+    t = 0
+    for x in range(n):
+        while bound[t + 1] < x:
+            t += 1
+        d = x - pos[t]
+        out[x] = val[t] + weight * d * d
 
 
-def _along_axis(values: np.ndarray, axis: int, start: int, step: int, n_out: int, weight: float):
-    """Apply :func:`_lower_envelope` along ``axis`` of an N-D array."""
-    moved = np.ascontiguousarray(np.moveaxis(values, axis, -1))
-    rows = moved.reshape(-1, moved.shape[-1])
-    out = np.empty((rows.shape[0], n_out), dtype=np.float64)
-    _lower_envelope(rows, start, step, n_out, weight, out)
-    return np.moveaxis(out.reshape(moved.shape[:-1] + (n_out,)), -1, axis)
+@numba.njit(parallel=True, cache=True)
+def _nearest_site(sites, half, weight, out):  # pragma: no cover - jit
+    """Squared distance along axis 1 of ``(pre, n, post)`` arrays to the
+    nearest True entry of ``sites`` (``(pre, m, post)``, site ``j`` at
+    ``j + 0.5`` if ``half`` else at ``j``), times ``weight``."""
+    pre, m, post = sites.shape
+    n = out.shape[1]
+    rows = pre * post
+    for block in numba.prange((rows + _BLOCK - 1) // _BLOCK):
+        r0 = block * _BLOCK
+        r1 = min(r0 + _BLOCK, rows)
+        ii, cc = _block_rows(r0, r1, post)
+        line_in = np.empty((_BLOCK, max(m, 1)), dtype=np.bool_)
+        line_out = np.empty((_BLOCK, n), dtype=np.float64)
+        for j in range(m):
+            for b in range(r1 - r0):
+                line_in[b, j] = sites[ii[b], j, cc[b]]
+        for b in range(r1 - r0):
+            _scan_line(line_in[b, :m], half, weight, line_out[b])
+        for x in range(n):
+            for b in range(r1 - r0):
+                out[ii[b], x, cc[b]] = line_out[b, x]
 
 
-def _interleave(native: np.ndarray, half: np.ndarray, axis: int) -> np.ndarray:
-    """Merge ``native`` (n samples) and ``half`` (n-1 samples, offset by 1/2)
-    along ``axis`` into one array of ``2n - 1`` samples."""
-    n = native.shape[axis]
-    shape = list(native.shape)
-    shape[axis] = 2 * n - 1
-    merged = np.empty(shape, dtype=np.float64)
-    even = [slice(None)] * native.ndim
-    odd = [slice(None)] * native.ndim
-    even[axis] = slice(0, None, 2)
-    odd[axis] = slice(1, None, 2)
-    merged[tuple(even)] = native
-    merged[tuple(odd)] = half
-    return merged
+@numba.njit(parallel=True, cache=True)
+def _lower_envelope(native, half, use_native, use_half, weight, out):  # pragma: no cover - jit
+    """Squared-distance min-plus transform along axis 1 of ``(pre, n, post)``
+    arrays: costs ``native[i, j, k]`` at ``j`` and ``half[i, j, k]`` at
+    ``j + 0.5`` (each used only if its flag is set; ``inf``: no site);
+    ``out[i, x, k] = min cost + weight * (x - position) ** 2``, ``inf`` for a
+    row without sites."""
+    pre, n, post = out.shape
+    m = max(n - 1, 1)
+    rows = pre * post
+    for block in numba.prange((rows + _BLOCK - 1) // _BLOCK):
+        r0 = block * _BLOCK
+        r1 = min(r0 + _BLOCK, rows)
+        line_native = np.full((_BLOCK, n), np.inf)
+        line_half = np.full((_BLOCK, m), np.inf)
+        line_out = np.empty((_BLOCK, n), dtype=np.float64)
+        pos = np.empty(2 * n, dtype=np.float64)
+        val = np.empty(2 * n, dtype=np.float64)
+        bound = np.empty(2 * n + 1, dtype=np.float64)
+        ii, cc = _block_rows(r0, r1, post)
+        if use_native:
+            for x in range(n):
+                for b in range(r1 - r0):
+                    line_native[b, x] = native[ii[b], x, cc[b]]
+        if use_half:
+            for j in range(n - 1):
+                for b in range(r1 - r0):
+                    line_half[b, j] = half[ii[b], j, cc[b]]
+        for b in range(r1 - r0):
+            _envelope_line(
+                line_native[b],
+                line_half[b],
+                use_native,
+                use_half,
+                weight,
+                pos,
+                val,
+                bound,
+                line_out[b],
+            )
+        for x in range(n):
+            for b in range(r1 - r0):
+                out[ii[b], x, cc[b]] = line_out[b, x]
+
+
+def _rows(array: np.ndarray, axis: int) -> np.ndarray:
+    """View a C-contiguous array as ``(pre, n, post)`` around ``axis``."""
+    shape = array.shape
+    pre = int(np.prod(shape[:axis], dtype=np.int64))
+    post = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+    return array.reshape(pre, shape[axis], post)
+
+
+def _native_shape(shape: tuple[int, ...], axis: int, n: int) -> tuple[int, ...]:
+    return shape[:axis] + (n,) + shape[axis + 1 :]
 
 
 def face_sites(channel: npt.NDArray) -> list[npt.NDArray[np.bool_]]:
@@ -204,7 +296,7 @@ def face_sites(channel: npt.NDArray) -> list[npt.NDArray[np.bool_]]:
         hi = [slice(None)] * channel.ndim
         lo[axis] = slice(0, -1)
         hi[axis] = slice(1, None)
-        sites.append(channel[tuple(lo)] != channel[tuple(hi)])
+        sites.append(np.ascontiguousarray(channel[tuple(lo)] != channel[tuple(hi)]))
     return sites
 
 
@@ -214,26 +306,38 @@ def squared_face_distance(
     """Squared world distance from every voxel centre to the nearest face
     centre between differently labelled neighbours (``inf`` if none).
 
-    Exact: equals the doubled-grid EDT sampled at the voxel centres.
+    Exact: equals the doubled-grid EDT sampled at the voxel centres. Faces
+    normal to axis ``a`` sit on a grid shifted by half a voxel along ``a``;
+    axis by axis, their costs are carried to the native grid (merging them
+    with the native costs there) while the others stay on their own grids.
     """
     dims = channel.ndim
     weights = [float(v) ** 2 for v in voxel_size]
-    # pending[a]: site costs of the faces normal to axis a (half grid along a)
-    pending = [np.where(s, 0.0, np.inf) for s in face_sites(channel)]
-    native = None  # site costs on the native grid, once there are any
-    for axis in range(dims):
+    sites = face_sites(channel)
+    # first axis: binary sites, nearest-site scan
+    n = channel.shape[0]
+    native = np.empty(channel.shape, dtype=np.float64)
+    _nearest_site(_rows(sites[0], 0), True, weights[0], _rows(native, 0))
+    pending: list[np.ndarray | None] = [None]
+    for other in range(1, dims):
+        out = np.empty(_native_shape(sites[other].shape, 0, n), dtype=np.float64)
+        _nearest_site(_rows(sites[other], 0), False, weights[0], _rows(out, 0))
+        pending.append(out)
+    empty = np.empty((1, 0, 1), dtype=np.float64)
+    for axis in range(1, dims):
         n = channel.shape[axis]
         half = pending[axis]
         pending[axis] = None
-        if native is None:
-            if n == 1:
-                native = np.full(half.shape[:axis] + (1,) + half.shape[axis + 1 :], np.inf)
-            else:
-                native = _along_axis(half, axis, 1, 2, n, weights[axis])
-        elif n > 1:
-            native = _along_axis(_interleave(native, half, axis), axis, 0, 1, n, weights[axis])
+        merged = np.empty(channel.shape, dtype=np.float64)
+        _lower_envelope(
+            _rows(native, axis), _rows(half, axis), True, n > 1, weights[axis], _rows(merged, axis)
+        )
+        native = merged
         for other in range(axis + 1, dims):
-            pending[other] = _along_axis(pending[other], axis, 0, 2, n, weights[axis])
+            costs = pending[other]
+            out = np.empty(_native_shape(costs.shape, axis, n), dtype=np.float64)
+            _lower_envelope(_rows(costs, axis), empty, True, False, weights[axis], _rows(out, axis))
+            pending[other] = out
     return native
 
 

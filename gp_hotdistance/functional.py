@@ -407,11 +407,16 @@ def distance_mask(
     voxel of ``mask[i]`` (crop edge included), a voxel is set to 0 where
     ``min(|t_i| + epsilon, threshold) >= tanh(b / scale_factor)``; elsewhere
     the mask value is kept. Returns ``C`` channels in the mask's dtype.
+    A spatial mask ``(*spatial)`` applies to every channel (its distances
+    are computed once).
     """
+    shared = np.ndim(mask) == tanh_distances.ndim - 1
     mask = broadcast_mask(mask, tanh_distances.shape)
     out = np.array(mask, copy=True)
+    known = None
     for i in range(tanh_distances.shape[0]):
-        known = np.tanh(boundary_distance(mask[i], voxel_size) / scale_factor)
+        if known is None or not shared:
+            known = np.tanh(boundary_distance(mask[i], voxel_size) / scale_factor)
         needed = np.clip(np.abs(tanh_distances[i]) + epsilon, 0, threshold)
         out[i][needed >= known] = 0
     return out

@@ -261,7 +261,7 @@ class HotDistancePredictor(Predictor):
                 f"distances has {distances.shape[0]} channels, expected {self.classes}"
             )
         if mask is None:
-            mask = np.ones(distances.shape, dtype=np.uint8)
+            mask = np.ones(distances.shape[1:], dtype=np.uint8)
         return F.distance_mask(
             distances,
             np.asarray(mask),
@@ -284,7 +284,6 @@ class HotDistancePredictor(Predictor):
         roi = target.roi
         gt_data = self.gt_channels(np.asarray(gt[roi]), len(roi.shape))
         mask_data = None if mask is None else np.asarray(mask[roi])
-        mask_data = F.broadcast_mask(mask_data, gt_data.shape)
         distance_mask = None
         if self.mask_distances:
             target_data = np.asarray(target[roi])

@@ -1,0 +1,172 @@
+"""WeightNode: class-balanced loss weights with moving counts."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gunpowder as gp
+import numpy as np
+
+from gp_hotdistance import functional as F
+from gp_hotdistance.functional import MovingCounts
+from gp_hotdistance.nodes.common import (
+    ContextFilter,
+    check_same_voxel_size,
+    errors_about,
+    upstream_spec,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class WeightNode(ContextFilter):
+    """Add loss weights ``[hot x C, distance x C]`` (float32, ``2C`` channels).
+
+    Each channel is balanced on its own between its two classes (0/1 of the
+    GT channel) over the requested ROI ``R`` only (no context: context voxels
+    never reach the loss). Hot channels are balanced over ``mask``, distance
+    channels over ``mask * distance_mask`` when ``predictor.mask_distances``,
+    else over ``mask``; weights are 0 wherever that product is 0. Not
+    interpolatable: interpolation would leak weight into unknown voxels.
+
+    Moving counts (``2C`` dicts ``{class: (num, den)}``, hot first) live in
+    ``self.moving_counts`` and carry over from batch to batch, so weights
+    depend on the batch order; read and restore them with
+    :meth:`state_dict` / :meth:`load_state_dict`. Each ``PreCache`` worker
+    process holds its own copy of this node and so its own counts, and the
+    counts of the main process never change then. ``moving_counts=False``
+    balances every batch on its own (fresh counts), reproducibly.
+
+    Args:
+        predictor: A :class:`~gp_hotdistance.HotDistancePredictor`.
+        gt: Ground truth, channels ``(C, *spatial)`` or class ids ``(*spatial)``.
+        target: The target key; not requested (balancing does not read it),
+            but it must be provided upstream with GT's voxel size, and weights
+            are only advertised where it is.
+        weights: The key to provide.
+        mask: ``(C, *spatial)`` or ``(*spatial)``; ``None`` means all ones.
+        distance_mask: From :class:`DistanceMaskNode`; required exactly when
+            ``predictor.mask_distances``.
+        moving_counts: Keep the counts across batches.
+
+    Raises:
+        ValueError: ``distance_mask`` is missing although
+            ``predictor.mask_distances`` is set, or given although it is not.
+    """
+
+    def __init__(
+        self,
+        predictor: Any,
+        gt: gp.ArrayKey,
+        target: gp.ArrayKey,
+        weights: gp.ArrayKey,
+        mask: gp.ArrayKey | None = None,
+        distance_mask: gp.ArrayKey | None = None,
+        moving_counts: bool = True,
+    ):
+        if predictor.mask_distances and distance_mask is None:
+            raise ValueError(
+                "WeightNode: distance_mask=None, but predictor.mask_distances is True; "
+                "pass the key of a DistanceMaskNode output"
+            )
+        if not predictor.mask_distances and distance_mask is not None:
+            raise ValueError(
+                f"WeightNode: distance_mask={distance_mask} is given, but "
+                "predictor.mask_distances is False, so it would be ignored; pass None"
+            )
+        self.predictor = predictor
+        self.gt = gt
+        self.target = target
+        self.weights = weights
+        self.mask = mask
+        self.distance_mask = distance_mask
+        self.use_moving_counts = bool(moving_counts)
+        self.moving_counts: MovingCounts = F.new_moving_counts(predictor.embedding_dims)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The moving counts, JSON-serialisable:
+        ``{"moving_counts": [{"0": [num, den], "1": [num, den]}, ...]}``."""
+        return {
+            "moving_counts": [
+                {str(c): [num, den] for c, (num, den) in counts.items()}
+                for counts in self.moving_counts
+            ]
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the moving counts saved by :meth:`state_dict`.
+
+        Raises:
+            ValueError: the state holds a number of channels other than ``2C``.
+        """
+        counts = [
+            {int(c): (num, den) for c, (num, den) in channel.items()}
+            for channel in state["moving_counts"]
+        ]
+        if len(counts) != self.predictor.embedding_dims:
+            raise ValueError(
+                f"{self.name()}: state holds moving counts for {len(counts)} channels, "
+                f"expected {self.predictor.embedding_dims}"
+            )
+        self.moving_counts = counts
+
+    def setup(self) -> None:
+        specs = {
+            self.gt: upstream_spec(self, self.gt, "gt"),
+            self.target: upstream_spec(self, self.target, "target"),
+        }
+        if self.mask is not None:
+            specs[self.mask] = upstream_spec(self, self.mask, "mask")
+        if self.distance_mask is not None:
+            specs[self.distance_mask] = upstream_spec(self, self.distance_mask, "distance_mask")
+        check_same_voxel_size(self, specs)
+        spec = specs[self.gt].copy()
+        for other in specs.values():
+            spec.roi = spec.roi.intersect(other.roi)
+        spec.dtype = np.float32
+        spec.interpolatable = False
+        self.advertise(self.weights, spec, {key: s.roi for key, s in specs.items()})
+
+    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
+        deps = gp.BatchRequest()
+        for key in (self.gt, self.mask, self.distance_mask):
+            if key is not None:
+                deps[key] = request[self.weights].copy()
+                deps[key].dtype = None
+                deps[key].interpolatable = None
+        return deps
+
+    def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
+        outputs = gp.Batch()
+        if self.weights not in request:
+            return outputs
+        gt = batch.arrays[self.gt]
+        dims = gt.spec.voxel_size.dims
+        with errors_about(self, self.gt):
+            gt_data = self.predictor.gt_channels(gt.data, dims, name=str(self.gt))
+        mask = None
+        if self.mask is not None:
+            with errors_about(self, self.mask):
+                mask = F.broadcast_mask(batch.arrays[self.mask].data, gt_data.shape)
+        distance_mask = None
+        if self.distance_mask is not None:
+            with errors_about(self, self.distance_mask):
+                distance_mask = F.broadcast_mask(
+                    batch.arrays[self.distance_mask].data, gt_data.shape, name="distance_mask"
+                )
+        counts = self.moving_counts if self.use_moving_counts else None
+        weights, counts = F.hot_distance_weights(
+            gt_data,
+            mask,
+            distance_mask,
+            counts,
+            self.predictor.clipmin,
+            self.predictor.clipmax,
+        )
+        if self.use_moving_counts:
+            self.moving_counts = counts
+        spec = self.spec[self.weights].copy()
+        spec.roi = request[self.weights].roi
+        outputs.arrays[self.weights] = gp.Array(weights, spec)
+        return outputs

@@ -438,6 +438,7 @@ def balance_weights(
     moving_counts: MovingCounts | None = None,
     clipmin: float = 0.05,
     clipmax: float = 0.95,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.float32], MovingCounts]:
     """Class-balanced weights, each channel of ``labels`` on its own.
 
@@ -447,8 +448,8 @@ def balance_weights(
     ``[clipmin, clipmax]``; ``w = 1 / (2 * frac)`` (absent classes: 0);
     ``weight = scale * w[label]``.
 
-    Returns the float32 weights and *new* moving counts; ``moving_counts``
-    (``None``: fresh) is not modified.
+    Returns the float32 weights (written into ``out`` if given) and *new*
+    moving counts; ``moving_counts`` (``None``: fresh) is not modified.
     """
     channels = labels.shape[0]
     scale = broadcast_mask(scale, labels.shape, name="scale")
@@ -458,12 +459,12 @@ def balance_weights(
         raise ValueError(
             f"moving_counts holds {len(moving_counts)} channels, labels have {channels}"
         )
-    weights = np.empty(labels.shape, dtype=np.float32)
+    weights = np.empty(labels.shape, dtype=np.float32) if out is None else out
     counts_out: MovingCounts = []
     for c in range(channels):
-        scale_c = np.asarray(scale[c], dtype=np.float64)
+        scale_c = scale[c]
         fg = labels[c] != 0
-        masked_in = float(scale_c.sum())
+        masked_in = float(scale_c.sum(dtype=np.float64))
         known = scale_c != 0
         n_fg = int(np.count_nonzero(fg & known))
         n_bg = int(np.count_nonzero(known)) - n_fg
@@ -476,7 +477,8 @@ def balance_weights(
             counts[class_id] = (num + count, den)
             frac = min(max((num + count) / den, clipmin), clipmax)
             w[class_id] = 1.0 / (2.0 * frac)
-        weights[c] = scale_c * np.where(fg, w[1], w[0])
+        class_weight = np.where(fg, np.float32(w[1]), np.float32(w[0]))
+        np.multiply(scale_c, class_weight, out=weights[c], casting="unsafe")
         counts_out.append(counts)
     return weights, counts_out
 
@@ -501,17 +503,20 @@ def hot_distance_weights(
         moving_counts = new_moving_counts(2 * channels)
     if len(moving_counts) != 2 * channels:
         raise ValueError(f"moving_counts holds {len(moving_counts)} dicts, expected 2 * {channels}")
-    hot, hot_counts = balance_weights(gt, mask, moving_counts[:channels], clipmin, clipmax)
+    weights = np.empty((2 * channels,) + gt.shape[1:], dtype=np.float32)
+    _, hot_counts = balance_weights(
+        gt, mask, moving_counts[:channels], clipmin, clipmax, out=weights[:channels]
+    )
     if distance_mask is None:
         distance_scale = mask
     else:
         distance_scale = np.asarray(mask, dtype=np.float32) * broadcast_mask(
             distance_mask, gt.shape, name="distance_mask"
         )
-    dist, dist_counts = balance_weights(
-        gt, distance_scale, moving_counts[channels:], clipmin, clipmax
+    _, dist_counts = balance_weights(
+        gt, distance_scale, moving_counts[channels:], clipmin, clipmax, out=weights[channels:]
     )
-    return np.concatenate((hot, dist)), hot_counts + dist_counts
+    return weights, hot_counts + dist_counts
 
 
 def no_boundary_extent(shape: Sequence[int], voxel_size: Sequence[float]) -> float:

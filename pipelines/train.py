@@ -126,15 +126,17 @@ def open_dataset(container: Path, name: str):
     return open_ds(str(path))
 
 
-def build_pipeline(
+def build_data_pipeline(
     config: Config,
     container: Path,
-    model: torch.nn.Module,
     keys: Keys,
-    out: Path,
-    device: str,
+    input_shape: Coordinate,
+    output_shape: Coordinate,
+    num_workers: int,
 ) -> tuple[gp.Pipeline, gp.BatchRequest, WeightNode]:
-    """The training pipeline, its request and its WeightNode (for the counts)."""
+    """Sources, augmentations and the three hot-distance nodes, up to
+    ``Stack``; returns the pipeline, its request (raw at ``input_shape``,
+    everything else at ``output_shape``, in voxels) and its WeightNode."""
     predictor = make_predictor(config)
     raw = open_dataset(container, config.data.raw)
     gt = open_dataset(container, config.data.gt)
@@ -143,10 +145,6 @@ def build_pipeline(
         raise ConfigError(
             f"raw voxel size {raw.voxel_size} differs from gt voxel size {gt.voxel_size}"
         )
-    output_shape = Coordinate(config.model.output_shape)
-    input_shape = Coordinate(input_shape_for(model, output_shape))
-    input_size = input_shape * voxel_size
-    output_size = output_shape * voxel_size
     padding = predictor.padding(voxel_size)
 
     sources = [gp.ArraySource(keys.raw, raw, interpolatable=True), gp.ArraySource(keys.gt, gt)]
@@ -171,10 +169,8 @@ def build_pipeline(
     pipeline += TargetNode(predictor, keys.gt, keys.target)
     if keys.distance_mask is not None:
         pipeline += DistanceMaskNode(predictor, keys.target, keys.mask, keys.distance_mask)
-    if config.training.num_workers > 0:
-        pipeline += gp.PreCache(
-            cache_size=config.training.cache_size, num_workers=config.training.num_workers
-        )
+    if num_workers > 0:
+        pipeline += gp.PreCache(cache_size=config.training.cache_size, num_workers=num_workers)
     weight_node = WeightNode(
         predictor,
         keys.gt,
@@ -186,9 +182,32 @@ def build_pipeline(
     pipeline += weight_node
     pipeline += gp.Unsqueeze([keys.raw])
     pipeline += gp.Stack(config.training.batch_size)
+
+    request = gp.BatchRequest()
+    request.add(keys.raw, input_shape * voxel_size)
+    for key in (keys.gt, keys.target, keys.weights, keys.mask, keys.distance_mask):
+        if key is not None:
+            request.add(key, output_shape * voxel_size)
+    return pipeline, request, weight_node
+
+
+def build_pipeline(
+    config: Config,
+    container: Path,
+    model: torch.nn.Module,
+    keys: Keys,
+    out: Path,
+    device: str,
+) -> tuple[gp.Pipeline, gp.BatchRequest, WeightNode]:
+    """The training pipeline, its request and its WeightNode (for the counts)."""
+    output_shape = Coordinate(config.model.output_shape)
+    input_shape = Coordinate(input_shape_for(model, output_shape))
+    pipeline, request, weight_node = build_data_pipeline(
+        config, container, keys, input_shape, output_shape, config.training.num_workers
+    )
     pipeline += gp_torch.Train(
         model=model,
-        loss=HotDistanceLoss(dims=voxel_size.dims),
+        loss=HotDistanceLoss(dims=output_shape.dims),
         optimizer=torch.optim.Adam(model.parameters(), lr=config.training.learning_rate),
         inputs={"x": keys.raw},
         outputs={0: keys.prediction},
@@ -206,6 +225,8 @@ def build_pipeline(
     }
     if keys.mask is not None:
         snapshot_names[keys.mask] = "mask"
+    if keys.distance_mask is not None:
+        snapshot_names[keys.distance_mask] = "distance_mask"
     pipeline += gp.Snapshot(
         snapshot_names,
         output_dir=str(out / "snapshots"),
@@ -213,12 +234,7 @@ def build_pipeline(
         every=config.training.snapshot_every,
     )
     pipeline += gp.PrintProfilingStats(every=config.training.profile_every)
-
-    request = gp.BatchRequest()
-    request.add(keys.raw, input_size)
-    for key in (keys.gt, keys.target, keys.weights, keys.prediction, keys.mask):
-        if key is not None:
-            request.add(key, output_size)
+    request.add(keys.prediction, request[keys.gt].roi.shape)
     return pipeline, request, weight_node
 
 

@@ -160,13 +160,20 @@ def _scan_line(sites, half, weight, out):  # pragma: no cover - jit
 
 @numba.njit(cache=True)
 def _envelope_line(
-    native, half, use_native, use_half, weight, pos, val, bound, out
+    native, half, use_native, use_half, weight, pos, val, icept, bound, out
 ):  # pragma: no cover - jit
     """Lower envelope of parabolas (Felzenszwalb & Huttenlocher 2012) on
     one row: costs ``native[j]`` at ``j`` and ``half[j]`` at ``j + 0.5``
-    (``inf``: no site); ``out[x] = min cost + weight * (x - position) ** 2``."""
+    (``inf``: no site); ``out[x] = min cost + weight * (x - position) ** 2``.
+
+    A site at ``q`` with cost ``f`` is kept as ``pos``, ``val`` and its
+    intercept ``f + weight * q**2``; two parabolas meet at
+    ``(icept_q - icept_p) / (2 * weight * (q - p))``.
+    """
     n = out.shape[0]
     k = -1
+    num = 0.0
+    den = 1.0
     for j2 in range(2 * n - 1):
         j = j2 // 2
         if j2 % 2 == 0:
@@ -180,19 +187,18 @@ def _envelope_line(
         if fj == np.inf:
             continue
         q = 0.5 * j2
-        s = -np.inf
+        cq = fj + weight * q * q
         while k >= 0:
-            p = pos[k]
-            s = ((fj + weight * q * q) - (val[k] + weight * p * p)) / (2.0 * weight * (q - p))
-            if s > bound[k]:
+            num = cq - icept[k]
+            den = 2.0 * weight * (q - pos[k])
+            if num > bound[k] * den:  # the intersection lies right of bound[k]
                 break
             k -= 1
-        if k < 0:
-            s = -np.inf
         k += 1
         pos[k] = q
         val[k] = fj
-        bound[k] = s
+        icept[k] = cq
+        bound[k] = num / den if k > 0 else -np.inf
         bound[k + 1] = np.inf
     if k < 0:
         for x in range(n):
@@ -248,6 +254,7 @@ def _lower_envelope(native, half, use_native, use_half, weight, out):  # pragma:
         line_out = np.empty((_BLOCK, n), dtype=np.float64)
         pos = np.empty(2 * n, dtype=np.float64)
         val = np.empty(2 * n, dtype=np.float64)
+        icept = np.empty(2 * n, dtype=np.float64)
         bound = np.empty(2 * n + 1, dtype=np.float64)
         ii, cc = _block_rows(r0, r1, post)
         if use_native:
@@ -267,6 +274,7 @@ def _lower_envelope(native, half, use_native, use_half, weight, out):  # pragma:
                 weight,
                 pos,
                 val,
+                icept,
                 bound,
                 line_out[b],
             )

@@ -25,7 +25,9 @@ distance on the native grid.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import edt
 import numba
@@ -212,15 +214,16 @@ def _envelope_line(
         out[x] = val[t] + weight * d * d
 
 
-@numba.njit(parallel=True, cache=True)
-def _nearest_site(sites, half, weight, out):  # pragma: no cover - jit
+@numba.njit(nogil=True, cache=True)
+def _nearest_site(sites, half, weight, out, first_block, stop_block):  # pragma: no cover - jit
     """Squared distance along axis 1 of ``(pre, n, post)`` arrays to the
     nearest True entry of ``sites`` (``(pre, m, post)``, site ``j`` at
-    ``j + 0.5`` if ``half`` else at ``j``), times ``weight``."""
+    ``j + 0.5`` if ``half`` else at ``j``), times ``weight``; for the rows
+    of blocks ``first_block .. stop_block - 1``."""
     pre, m, post = sites.shape
     n = out.shape[1]
     rows = pre * post
-    for block in numba.prange((rows + _BLOCK - 1) // _BLOCK):
+    for block in range(first_block, stop_block):
         r0 = block * _BLOCK
         r1 = min(r0 + _BLOCK, rows)
         ii, cc = _block_rows(r0, r1, post)
@@ -236,17 +239,19 @@ def _nearest_site(sites, half, weight, out):  # pragma: no cover - jit
                 out[ii[b], x, cc[b]] = line_out[b, x]
 
 
-@numba.njit(parallel=True, cache=True)
-def _lower_envelope(native, half, use_native, use_half, weight, out):  # pragma: no cover - jit
+@numba.njit(nogil=True, cache=True)
+def _lower_envelope(
+    native, half, use_native, use_half, weight, out, first_block, stop_block
+):  # pragma: no cover - jit
     """Squared-distance min-plus transform along axis 1 of ``(pre, n, post)``
     arrays: costs ``native[i, j, k]`` at ``j`` and ``half[i, j, k]`` at
     ``j + 0.5`` (each used only if its flag is set; ``inf``: no site);
     ``out[i, x, k] = min cost + weight * (x - position) ** 2``, ``inf`` for a
-    row without sites."""
+    row without sites; for the rows of blocks ``first_block .. stop_block - 1``."""
     pre, n, post = out.shape
     m = max(n - 1, 1)
     rows = pre * post
-    for block in numba.prange((rows + _BLOCK - 1) // _BLOCK):
+    for block in range(first_block, stop_block):
         r0 = block * _BLOCK
         r1 = min(r0 + _BLOCK, rows)
         line_native = np.full((_BLOCK, n), np.inf)
@@ -281,6 +286,45 @@ def _lower_envelope(native, half, use_native, use_half, weight, out):  # pragma:
         for x in range(n):
             for b in range(r1 - r0):
                 out[ii[b], x, cc[b]] = line_out[b, x]
+
+
+# Arrays of fewer voxels than this are transformed on one thread: below it,
+# handing blocks to threads costs more than it saves.
+PARALLEL_MIN_VOXELS = 1 << 16
+
+_executor: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _threads() -> int:
+    """Threads for the kernels: the cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _pool() -> ThreadPoolExecutor:
+    """This process's thread pool (a forked worker makes its own)."""
+    global _executor
+    if _executor is None or _executor[0] != os.getpid():
+        _executor = (os.getpid(), ThreadPoolExecutor(max_workers=_threads()))
+    return _executor[1]
+
+
+def _run_blocks(kernel, out: np.ndarray, *args) -> None:
+    """Run ``kernel(*args, out, first_block, stop_block)`` over all row
+    blocks of ``out`` (``(pre, n, post)``), split across threads when large
+    (the kernels release the GIL)."""
+    pre, n, post = out.shape
+    blocks = -(-(pre * post) // _BLOCK)
+    threads = min(_threads(), blocks)
+    if threads <= 1 or out.size < PARALLEL_MIN_VOXELS:
+        kernel(*args, out, 0, blocks)
+        return
+    edges = np.linspace(0, blocks, threads + 1).astype(int)
+    futures = [
+        _pool().submit(kernel, *args, out, int(a), int(b))
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
+    ]
+    for future in futures:
+        future.result()
 
 
 def _rows(array: np.ndarray, axis: int) -> np.ndarray:
@@ -325,11 +369,11 @@ def squared_face_distance(
     # first axis: binary sites, nearest-site scan
     n = channel.shape[0]
     native = np.empty(channel.shape, dtype=np.float64)
-    _nearest_site(_rows(sites[0], 0), True, weights[0], _rows(native, 0))
+    _run_blocks(_nearest_site, _rows(native, 0), _rows(sites[0], 0), True, weights[0])
     pending: list[np.ndarray | None] = [None]
     for other in range(1, dims):
         out = np.empty(_native_shape(sites[other].shape, 0, n), dtype=np.float64)
-        _nearest_site(_rows(sites[other], 0), False, weights[0], _rows(out, 0))
+        _run_blocks(_nearest_site, _rows(out, 0), _rows(sites[other], 0), False, weights[0])
         pending.append(out)
     empty = np.empty((1, 0, 1), dtype=np.float64)
     for axis in range(1, dims):
@@ -337,14 +381,28 @@ def squared_face_distance(
         half = pending[axis]
         pending[axis] = None
         merged = np.empty(channel.shape, dtype=np.float64)
-        _lower_envelope(
-            _rows(native, axis), _rows(half, axis), True, n > 1, weights[axis], _rows(merged, axis)
+        _run_blocks(
+            _lower_envelope,
+            _rows(merged, axis),
+            _rows(native, axis),
+            _rows(half, axis),
+            True,
+            n > 1,
+            weights[axis],
         )
         native = merged
         for other in range(axis + 1, dims):
             costs = pending[other]
             out = np.empty(_native_shape(costs.shape, axis, n), dtype=np.float64)
-            _lower_envelope(_rows(costs, axis), empty, True, False, weights[axis], _rows(out, axis))
+            _run_blocks(
+                _lower_envelope,
+                _rows(out, axis),
+                _rows(costs, axis),
+                empty,
+                True,
+                False,
+                weights[axis],
+            )
             pending[other] = out
     return native
 

@@ -78,3 +78,60 @@ def random_mask(
 def voxel_roi(roi: gp.Roi, outer: gp.Roi, voxel_size: Sequence[int]) -> tuple[slice, ...]:
     """Slices selecting ``roi`` in an array that covers ``outer``."""
     return ((roi - outer.offset) / gp.Coordinate(voxel_size)).to_slices()
+
+
+def augmented_pipeline(
+    predictor,
+    keys: dict[str, gp.ArrayKey],
+    shape: Sequence[int] = (16, 64, 64),
+    voxel_size: Sequence[int] = (8, 4, 4),
+    seed: int = 0,
+    ids: Sequence[int] = (1, 2, 2**40 + 3),
+):
+    """The training pipeline of the issue's point 5 up to the three nodes:
+    ``source + Pad(gt, mask) + RandomLocation + ElasticAugment +
+    SimpleAugment + IntensityAugment + TargetNode + DistanceMaskNode +
+    WeightNode`` on random 3-D data (raw float32, uint64 class ids, uint8
+    mask). ``keys`` maps raw, gt, mask, target, distance_mask, weights.
+    Returns the pipeline and the WeightNode."""
+    from gp_hotdistance import DistanceMaskNode, TargetNode, WeightNode
+
+    rng = np.random.default_rng(seed)
+    offset = (0,) * len(shape)
+    labels = blobs(rng, shape, ids, n=40)
+    raw = (labels % np.uint64(7)).astype(np.float32) / 7 + rng.normal(0, 0.1, shape)
+    raw = np.clip(raw, 0, 1).astype(np.float32)
+    mask = random_mask(rng, shape, p_unknown=0.3)
+    padding = predictor.padding(gp.Coordinate(voxel_size))
+    source = (
+        ArraySource(keys["raw"], make_array(raw, offset, voxel_size, interpolatable=True)),
+        ArraySource(keys["gt"], make_array(labels, offset, voxel_size)),
+        ArraySource(keys["mask"], make_array(mask, offset, voxel_size)),
+    ) + gp.MergeProvider()
+    weight_node = WeightNode(
+        predictor,
+        keys["gt"],
+        keys["target"],
+        keys["weights"],
+        keys["mask"],
+        keys["distance_mask"] if predictor.mask_distances else None,
+    )
+    pipeline = (
+        source
+        + gp.Pad(keys["gt"], padding)
+        + gp.Pad(keys["mask"], padding)
+        + gp.RandomLocation()
+        + gp.ElasticAugment(
+            control_point_spacing=(8, 8),
+            jitter_sigma=(1.0, 1.0),
+            rotation_interval=(0, np.pi / 2),
+            spatial_dims=2,
+            subsample=4,
+        )
+        + gp.SimpleAugment(transpose_only=[len(shape) - 2, len(shape) - 1])
+        + gp.IntensityAugment(keys["raw"], 0.9, 1.1, -0.1, 0.1)
+        + TargetNode(predictor, keys["gt"], keys["target"])
+    )
+    if predictor.mask_distances:
+        pipeline += DistanceMaskNode(predictor, keys["target"], keys["mask"], keys["distance_mask"])
+    return pipeline + weight_node, weight_node

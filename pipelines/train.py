@@ -157,14 +157,24 @@ def build_data_pipeline(
         pipeline += gp.Pad(keys.mask, padding, value=0)
     pipeline += gp.RandomLocation()
     if config.training.augment:
-        spatial = voxel_size.dims
-        pipeline += gp.ElasticAugment(
-            control_point_spacing=(8,) * spatial,
-            jitter_sigma=(1.0,) * spatial,
-            rotation_interval=(0, np.pi / 8),
-            spatial_dims=spatial,
+        # deform and transpose only the trailing axes that share one voxel
+        # size (the section plane of anisotropic data)
+        isotropic = [a for a in range(voxel_size.dims) if voxel_size[a] == voxel_size[-1]]
+        plane = (
+            len(isotropic)
+            if isotropic == list(range(voxel_size.dims - len(isotropic), voxel_size.dims))
+            else 1
         )
-        pipeline += gp.SimpleAugment()
+        if plane >= 2:
+            pipeline += gp.ElasticAugment(
+                control_point_spacing=(8,) * plane,
+                jitter_sigma=(1.0,) * plane,
+                rotation_interval=(0, np.pi / 8),
+                spatial_dims=plane,
+            )
+            pipeline += gp.SimpleAugment(transpose_only=isotropic)
+        else:
+            pipeline += gp.SimpleAugment(transpose_only=[])
         pipeline += gp.IntensityAugment(keys.raw, 0.9, 1.1, -0.1, 0.1)
     pipeline += TargetNode(predictor, keys.gt, keys.target)
     if keys.distance_mask is not None:

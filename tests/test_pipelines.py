@@ -1,0 +1,236 @@
+"""Training, preview and config: tiny end-to-end runs in tmp_path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from funlib.persistence import open_ds
+
+from gp_hotdistance import HotDistancePredictor
+from gp_hotdistance.torch import UNet
+from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_volume
+from pipelines import preview as preview_module
+from pipelines import train as train_module
+from pipelines.config import ConfigError, from_dict, load_config
+from pipelines.demo_data import make_demo_data
+
+
+def tiny_config(container, dims=2, **training):
+    output_shape = [8] * dims
+    settings = {"iterations": 2, "save_every": 2, "snapshot_every": 1, "num_workers": 0}
+    settings.update(training)
+    return from_dict(
+        {
+            "channels": ["mito", "er"],
+            "scale_factor": 24.0,
+            "data": {"container": str(container)},
+            "model": {
+                "num_fmaps": 2,
+                "downsample_factors": [[2] * dims],
+                "output_shape": output_shape,
+            },
+            "training": settings,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_2d(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demo") / "demo.zarr"
+    return make_demo_data(path, dims=2, shape=(96, 96), eval_shape=(40, 40), offset=(-16, 8))
+
+
+# -- config ------------------------------------------------------------------
+
+
+def test_default_config_is_valid():
+    config = load_config(None)
+    assert config.channels == ["mito", "er"]
+    assert config.dims == len(config.model.output_shape)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"chanels": ["a"]}, r"unknown key\(s\) \['chanels'\]"),
+        ({"training": {"iterations": "10"}}, r"training.iterations must be int, got '10'"),
+        ({"training": {"batch_size": 0}}, r"training.batch_size must be >= 1, got 0"),
+        ({"scale_factor": -1.0}, r"scale_factor must be positive, got -1.0"),
+        ({"model": {"output_shape": [8]}}, r"model.output_shape must have 2 or 3 entries"),
+        (
+            {"model": {"output_shape": [8, 8], "downsample_factors": [[2, 2, 2]]}},
+            r"downsample_factors entries must be 2 positive ints",
+        ),
+        ({"training": {"device": "gpu"}}, r"training.device must be auto, cpu or cuda, got 'gpu'"),
+        ({"data": {"class_ids": [1]}}, r"data.class_ids must hold one id per channel"),
+        ({"data": []}, r"data must be a mapping, got \[\]"),
+        ({"mask_distances": "yes"}, r"mask_distances must be bool, got 'yes'"),
+    ],
+)
+def test_config_errors_name_key_and_value(values, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(values)
+
+
+def test_config_files(tmp_path):
+    (tmp_path / "c.yaml").write_text("channels: [a, b, c]\ntraining:\n  iterations: 7\n")
+    config = load_config(tmp_path / "c.yaml")
+    assert config.channels == ["a", "b", "c"] and config.training.iterations == 7
+    (tmp_path / "c.json").write_text(json.dumps({"scale_factor": 12}))
+    assert load_config(tmp_path / "c.json").scale_factor == 12.0
+    (tmp_path / "c.toml").write_text("")
+    with pytest.raises(ConfigError, match=r"must end in .json, .yaml or .yml"):
+        load_config(tmp_path / "c.toml")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"cannot parse config file .*bad.json"):
+        load_config(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match=r"does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("module", [train_module, preview_module])
+def test_help(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--out" in text and "--config" in text
+
+
+def test_cli_reports_config_error(tmp_path, capsys):
+    (tmp_path / "c.json").write_text(json.dumps({"training": {"iterations": 0}}))
+    code = train_module.main(["--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "training.iterations must be >= 1, got 0" in capsys.readouterr().err
+
+
+# -- inference ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_tiled_prediction_does_not_depend_on_the_tile(dims):
+    torch.manual_seed(0)
+    predictor = HotDistancePredictor(["a"], 10.0, False)
+    model = predictor.create_model(UNet(1, 2, 2, [(2,) * dims])).eval()
+    shape = (12, 20, 16)[-dims:]
+    raw = np.random.default_rng(0).random(shape).astype(np.float32)
+    small = predict_volume(model, raw, (4,) * dims, "cpu")
+    large = predict_volume(model, raw, (8,) * dims, "cpu")
+    assert small.shape == (2,) + shape
+    np.testing.assert_allclose(small, large, atol=1e-5)
+    # one output voxel equals the model applied to its own field of view
+    context = context_for(model, (4,) * dims)
+    input_shape = input_shape_for(model, (4,) * dims)
+    padded = np.pad(raw, [(c, c) for c in context])
+    window = tuple(slice(0, s) for s in input_shape)
+    with torch.no_grad():
+        direct = model(torch.from_numpy(padded[window])[None, None])[0].numpy()
+    np.testing.assert_allclose(small[(slice(None),) + (slice(0, 4),) * dims], direct, atol=1e-5)
+
+
+def test_input_shape_for_rejects_impossible_output():
+    model = HotDistancePredictor(["a"], 10.0, False).create_model(UNet(1, 2, 2, [(2, 2)]))
+    with pytest.raises(ValueError, match=r"output_shape \(5, 5\) is not produced"):
+        input_shape_for(model, (5, 5))
+
+
+def test_dice():
+    a = np.array([1, 1, 0, 0], bool)
+    b = np.array([1, 0, 1, 0], bool)
+    assert train_module.dice(a, b) == pytest.approx(0.5)  # 2 * 1 / (2 + 2)
+    assert train_module.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+
+
+# -- training ----------------------------------------------------------------
+
+
+def test_train_two_iterations_then_resume(demo_2d, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(demo_2d.path)
+    summary = train_module.train(config, out, quiet=True)
+    assert summary["iterations"] == 2 and summary["resumed_from"] == 0
+    assert (out / "model_checkpoint_2").exists()
+    counts = json.loads((out / "moving_counts_2.json").read_text())
+    assert set(summary["dice"]) == {"mito", "er"}
+    assert all(0.0 <= d <= 1.0 for d in summary["dice"].values())
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["batch_1.zarr", "batch_2.zarr"]
+
+    # resume: starts at the checkpoint with its moving counts
+    predictor = train_module.make_predictor(config)
+    model = train_module.make_model(config, predictor)
+    keys = train_module.Keys.create(config)
+    _, _, weight_node = train_module.build_pipeline(config, demo_2d.path, model, keys, out, "cpu")
+    train_module.load_counts(out, 2, weight_node)
+    assert json.loads(json.dumps(weight_node.state_dict())) == counts
+
+    resumed = train_module.train(config, out, iterations=4, quiet=True)
+    assert resumed["resumed_from"] == 2 and resumed["iterations"] == 4
+    assert (out / "model_checkpoint_4").exists() and (out / "moving_counts_4.json").exists()
+    later = json.loads((out / "moving_counts_4.json").read_text())
+    # the counts kept growing from the restored ones: every denominator grew
+    for before, after in zip(counts["moving_counts"], later["moving_counts"], strict=True):
+        for cls in ("0", "1"):
+            assert after[cls][1] > before[cls][1]
+
+
+def test_resume_without_counts_is_refused(demo_2d, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(demo_2d.path)
+    train_module.train(config, out, quiet=True)
+    (out / "moving_counts_2.json").unlink()
+    with pytest.raises(ConfigError, match=r"checkpoint 2 .* has no moving counts"):
+        train_module.train(config, out, iterations=3, quiet=True)
+
+
+def test_train_3d_anisotropic(tmp_path):
+    data = make_demo_data(
+        tmp_path / "demo.zarr", anisotropic=True, shape=(24, 48, 48), eval_shape=(20, 24, 24)
+    )
+    values = tiny_config(data.path, dims=3).to_dict()
+    values["model"]["downsample_factors"] = [[1, 2, 2]]
+    values["model"]["output_shape"] = [4, 8, 8]
+    values["scale_factor"] = 40.0
+    summary = train_module.train(from_dict(values), tmp_path / "run", quiet=True)
+    assert summary["iterations"] == 2
+    assert (tmp_path / "run" / "model_checkpoint_2").exists()
+
+
+def test_missing_dataset_is_a_config_error(tmp_path):
+    config = tiny_config(tmp_path / "nothing.zarr")
+    with pytest.raises(ConfigError, match=r"data.container .*nothing.zarr does not exist"):
+        train_module.train(config, tmp_path / "run", quiet=True)
+
+
+# -- preview -----------------------------------------------------------------
+
+
+def test_preview_writes_readable_zarr_and_png(demo_2d, tmp_path, capsys):
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(tiny_config(demo_2d.path).to_dict()))
+    out = tmp_path / "preview"
+    assert (
+        preview_module.main(["--batches", "2", "--out", str(out), "--config", str(config_path)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "batch_1/target/dist_er" in printed
+    for index in range(2):
+        assert (out / f"batch_{index}.png").stat().st_size > 0
+        group = out / "preview.zarr" / f"batch_{index}"
+        hot = open_ds(str(group / "target" / "hot_mito"))
+        dist = open_ds(str(group / "target" / "dist_mito"))
+        gt = open_ds(str(group / "gt" / "mito"))
+        weights = open_ds(str(group / "weights" / "dist_er"))
+        assert tuple(hot.voxel_size) == tuple(demo_2d.voxel_size)
+        assert hot.axis_names == ["y", "x"]
+        assert hot.roi == dist.roi == gt.roi == weights.roi
+        assert hot.shape == (8, 8)
+        np.testing.assert_array_equal(np.asarray(hot.data), np.asarray(gt.data))
+        d = np.asarray(dist.data)
+        assert np.all(np.abs(d) < 1) and np.all((d > 0) == (np.asarray(gt.data) > 0))
+        assert np.all(np.asarray(weights.data) >= 0)
+        raw = open_ds(str(group / "raw"))
+        assert raw.roi.contains(hot.roi)

@@ -1,47 +1,69 @@
 """The three nodes in a full augmenting training pipeline with PreCache.
 
-The pipeline runs in a freshly spawned interpreter: PreCache forks its
-workers, and a process that has already run the numba kernels under the GNU
-OpenMP threading layer cannot fork safely (the children abort), which other
-tests in the same session would otherwise cause.
+The pipeline runs in a freshly spawned interpreter, with a time limit, so
+that workers that hang or die fail this test instead of blocking the session.
+Before PreCache forks its workers, that process runs the kernels on a volume
+large enough to start their thread pool: training scripts do the same
+(validation, a first batch) and forked workers must still work.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import queue
+import traceback
 
 import gunpowder as gp
-import numba
 import numpy as np
+import pytest
 
 from gp_hotdistance import HotDistancePredictor
 from gp_hotdistance import functional as F
-from tests.helpers import augmented_pipeline
+from tests.helpers import augmented_pipeline, blobs
 
 BATCHES = 20
 BATCH_SIZE = 2
 OUTPUT_SHAPE = (6, 24, 24)  # voxels
 VOXEL_SIZE = (8, 4, 4)
 CLASS_IDS = (1, 2**40 + 3)  # a uint64 id beyond 2**32
+TIMEOUT_S = 150
 
 
 def test_training_pipeline_with_precache():
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as executor:
-        checked = executor.submit(run_training_pipeline).result(timeout=120)
-    assert checked == BATCHES
+    results = spawn.Queue()
+    child = spawn.Process(target=_report, args=(results,))
+    child.start()
+    try:
+        outcome = results.get(timeout=TIMEOUT_S)
+    except queue.Empty:
+        outcome = f"no result within {TIMEOUT_S} s: PreCache workers hung or died"
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    if isinstance(outcome, str):
+        pytest.fail(outcome)
+    assert outcome == BATCHES
+
+
+def _report(results) -> None:
+    try:
+        results.put(run_training_pipeline())
+    except BaseException:
+        results.put(traceback.format_exc())
 
 
 def run_training_pipeline() -> int:
     """Run the pipeline for BATCHES batches, checking each; returns the count.
 
     Meant for a fresh process: sets the start method back to fork (a spawned
-    child inherits ``spawn``, which would re-import everything per worker)
-    and runs the kernels single-threaded (the workers are the parallelism).
+    child inherits ``spawn``, which would re-import everything per worker).
     """
     multiprocessing.set_start_method("fork", force=True)
-    numba.set_num_threads(1)
+    warm_up = blobs(np.random.default_rng(0), (16, 128, 128), [1, 2])
+    F.hot_distance_target(F.to_channels(warm_up, [1, 2]), VOXEL_SIZE, 16.0)
     p = HotDistancePredictor(["mito", "er"], 16.0, True, class_ids=CLASS_IDS)
     keys = {
         name: gp.ArrayKey(name.upper())

@@ -1,0 +1,394 @@
+"""Blockwise targets and prediction on daisy (pipelines/blockwise.py).
+
+Every daisy run here uses 2 worker processes (except the serial failure
+test); one targets run is shared by the module (``targets_run``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from funlib.geometry import Coordinate, Roi
+from funlib.persistence import open_ds, prepare_ds
+
+from gp_hotdistance import functional as F
+from pipelines import blockwise as bw
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SHAPE = (36, 64, 72)  # not a multiple of the block: the last blocks shrink
+BLOCK = (16, 32, 32)  # 3 x 2 x 3 = 18 blocks
+VOXEL_SIZE = (16, 8, 8)  # anisotropic
+OFFSET = (-64, 32, -16)  # negative offset
+SCALE = 40.0  # context: ceil(40 / 16) * 16 = 48 along z, 40 along y, x
+
+
+@pytest.fixture(autouse=True)
+def _daisy_logs_in_tmp(tmp_path, monkeypatch):
+    """daisy writes ./daisy_logs unless told otherwise; keep the cwd clean."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from pipelines.demo_data import make_demo_data
+
+    path = tmp_path_factory.mktemp("data") / "data.zarr"
+    make_demo_data(path, shape=SHAPE, voxel_size=VOXEL_SIZE, offset=OFFSET, seed=3)
+    return path
+
+
+def _predictor():
+    return bw.HotDistancePredictor(["mito", "er"], scale_factor=SCALE, mask_distances=True)
+
+
+def _targets_args(data, output):
+    return [
+        "targets",
+        "--input", str(data),
+        "--gt", "gt",
+        "--mask", "mask",
+        "--output", str(output),
+        "--channels", "mito", "er",
+        "--scale-factor", str(SCALE),
+        "--block-shape", *map(str, BLOCK),
+        "--workers", "2",
+        "--no-progress",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def targets_run(data, tmp_path_factory):
+    """One uninterrupted 2-worker run through the command line."""
+    output = tmp_path_factory.mktemp("targets") / "out.zarr"
+    assert bw.main(_targets_args(data, output)) == 0
+    return output
+
+
+def _read(path):
+    array = open_ds(str(path))
+    return np.asarray(array[array.roi])
+
+
+def _open_sides(read: Roi, volume: Roi, voxel_size, write: Roi):
+    """Per voxel of ``write``: world distance from its centre to the nearest
+    side of ``read`` that is not a side of ``volume`` (``m``), and to the
+    nearest voxel beyond such a side (``e``)."""
+    shape = tuple(write.shape / Coordinate(voxel_size))
+    m = np.full(shape, np.inf)
+    e = np.full(shape, np.inf)
+    for axis, vs in enumerate(voxel_size):
+        centres = write.begin[axis] + (np.arange(shape[axis]) + 0.5) * vs
+        view = [1] * len(shape)
+        view[axis] = shape[axis]
+        if read.begin[axis] > volume.begin[axis]:
+            d = (centres - read.begin[axis]).reshape(view)
+            m, e = np.minimum(m, d), np.minimum(e, d + vs / 2)
+        if read.end[axis] < volume.end[axis]:
+            d = (read.end[axis] - centres).reshape(view)
+            m, e = np.minimum(m, d), np.minimum(e, d + vs / 2)
+    return m, e
+
+
+def _blocks(volume: Roi, block_size: Coordinate):
+    grid = [-(-s // b) for s, b in zip(volume.shape, block_size, strict=True)]
+    for index in np.ndindex(*grid):
+        yield Roi(volume.offset + block_size * Coordinate(index), block_size).intersect(volume)
+
+
+def _crop(inner: Roi, outer: Roi, voxel_size):
+    begin = (inner.offset - outer.offset) / Coordinate(voxel_size)
+    return tuple(
+        slice(b, b + s) for b, s in zip(begin, inner.shape / Coordinate(voxel_size), strict=True)
+    )
+
+
+def test_targets_equal_whole_volume_where_known(data, targets_run):
+    """The exact condition (module docstring of pipelines.blockwise): per
+    channel, a blockwise distance equals the whole-volume one at voxel ``v``
+    of write ROI ``B`` (read ROI ``R = grow(B, c) ∩ W``) when ``R == W`` or
+    the channel has a face in ``R`` and ``|d_R(v)| <= m(v)``, ``m`` the
+    distance to the nearest open side of ``R``. Hot channels always equal."""
+    predictor = _predictor()
+    vs = Coordinate(VOXEL_SIZE)
+    gt_array = open_ds(str(data / "gt"))
+    volume = gt_array.roi
+    gt = np.asarray(gt_array[volume])
+    mask = _read(data / "mask")
+    whole = predictor.process(gt, vs)
+    whole_dm = predictor.create_distance_mask(whole[2:], mask, vs)
+    block_target = _read(targets_run / "target")
+    block_dm = _read(targets_run / "distance_mask")
+    assert block_target.shape == whole.shape and block_target.dtype == np.float32
+    assert block_dm.shape == whole_dm.shape and block_dm.dtype == mask.dtype
+    np.testing.assert_array_equal(block_target[:2], whole[:2])
+
+    context = Coordinate(48, 40, 40)  # SCALE rounded up to whole voxels per axis
+    block_size = Coordinate(BLOCK) * vs
+    known_total = 0
+    for write in _blocks(volume, block_size):
+        read = write.grow(context, context).intersect(volume)
+        in_read, in_write = _crop(read, volume, vs), _crop(write, volume, vs)
+        crop = _crop(write, read, vs)
+        m, e = _open_sides(read, volume, vs, write)
+        for c in range(2):
+            labels = gt[c][in_read]
+            has_face = labels.min() != labels.max()
+            d_read = F.signed_distance(labels, vs)[crop]
+            known = np.isinf(m) | (has_face & (np.abs(d_read) <= m))
+            got, want = block_target[2 + c][in_write], whole[2 + c][in_write]
+            np.testing.assert_array_equal(got[known], want[known], err_msg=f"{write} ch {c}")
+            known_total += int(known.sum())
+            # every voxel within the context of a face (|d| <= 40 <= m - vs/2) is known
+            assert known[np.abs(want) < np.tanh(40 / SCALE) - 1e-6].all()
+            if has_face:
+                # unknown voxels: both distances are at least m(v) away
+                unknown = ~known
+                bound = np.tanh(m[unknown] / SCALE) - 1e-6
+                assert (np.abs(got[unknown]) >= bound).all()
+                assert (np.abs(want[unknown]) >= bound).all()
+                # distance mask: block zeroes a superset; equal where exact and b_W <= e
+                got_dm, want_dm = block_dm[c][in_write], whole_dm[c][in_write]
+                assert (got_dm <= want_dm).all(), f"{write} ch {c}"
+                b_whole = F.boundary_distance(mask, vs)[in_write]
+                same = known & (b_whole <= e)
+                np.testing.assert_array_equal(got_dm[same], want_dm[same])
+    # the condition marks a good share of the voxels, so the test is not vacuous
+    assert known_total > 0.3 * 2 * gt[0].size
+    done = zarr.open_array(str(targets_run / "done" / "targets"), mode="r")[...]
+    assert done.shape == (3, 2, 3) and done.all()  # 18 blocks, none missing
+
+
+_DRIVER = """
+import dataclasses, pickle, sys, time
+from pipelines import blockwise as bw
+
+class Slow(bw.TargetsJob):
+    def process(self, write_roi):
+        super().process(write_roi)
+        time.sleep(0.5)  # outputs written, done marker not yet
+
+with open(sys.argv[1], "rb") as f:
+    job = pickle.load(f)
+slow = Slow(**{f.name: getattr(job, f.name) for f in dataclasses.fields(job)})
+bw.run_job(slow, num_workers=2, progress=False)
+"""
+
+
+def test_kill_and_resume_gives_identical_output(data, targets_run, tmp_path):
+    output = tmp_path / "out.zarr"
+    job = bw.plan_targets(
+        data / "gt", output, _predictor(), BLOCK, mask=data / "mask", num_workers=2
+    )
+    (tmp_path / "job.pkl").write_bytes(pickle.dumps(job))
+    (tmp_path / "driver.py").write_text(_DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "job.pkl")],
+        env=env,
+        start_new_session=True,  # its own process group: the run and its workers
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while job.markers.done().sum() < 2:
+            assert proc.poll() is None, "driver ended before it was killed"
+            assert time.monotonic() < deadline, "driver made no progress"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done_at_kill = int(job.markers.done().sum())
+    assert 2 <= done_at_kill < 18, done_at_kill
+
+    report = bw.run_job(job, num_workers=2, progress=False)
+    assert report.skipped == done_at_kill
+    assert report.completed == report.blocks == 18
+    assert job.markers.done().all()  # no block missing
+    for name in ("target", "distance_mask"):
+        np.testing.assert_array_equal(_read(output / name), _read(targets_run / name))
+
+
+@pytest.mark.parametrize(
+    "mismatch, kwargs",
+    [
+        ("channels", {"shape": (3, *SHAPE)}),
+        ("spatial shape", {"shape": (4, SHAPE[0], SHAPE[1], SHAPE[2] - 8)}),
+        ("voxel size", {"voxel_size": (8, 8, 8), "offset": (-64, 32, -16)}),
+        ("dtype", {"dtype": np.float64}),
+        ("offset", {"offset": (0, 0, 0)}),
+    ],
+)
+def test_refuses_mismatched_output(data, tmp_path, mismatch, kwargs):
+    output = tmp_path / "out.zarr"
+    spec = {
+        "shape": (4, *SHAPE),
+        "offset": OFFSET,
+        "voxel_size": VOXEL_SIZE,
+        "axis_names": ["c^", "z", "y", "x"],
+        "dtype": np.float32,
+        **kwargs,
+    }
+    existing = prepare_ds(str(output / "target"), mode="w", **spec)
+    existing[existing.roi] = np.full(existing.shape, 7, dtype=existing.dtype)
+    with pytest.raises(bw.OutputMismatchError, match=rf"target.*{mismatch}"):
+        bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    kept = _read(output / "target")
+    assert kept.shape == spec["shape"] and (kept == 7).all()  # never overwritten
+    assert not (output / "distance_mask").exists() and not (output / "done").exists()
+    # the command line reports it and fails
+    assert bw.main(_targets_args(data, output)) == 2
+
+
+def test_resume_refuses_other_parameters(data, tmp_path, capsys):
+    output = tmp_path / "out.zarr"
+    bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    other = bw.HotDistancePredictor(["mito", "er"], scale_factor=80.0, mask_distances=True)
+    with pytest.raises(bw.OutputMismatchError, match=r"done/targets.*scale_factor"):
+        bw.plan_targets(data / "gt", output, other, BLOCK, mask=data / "mask")
+    with pytest.raises(bw.OutputMismatchError, match=r"done/targets.*block_size"):
+        bw.plan_targets(data / "gt", output, _predictor(), (32, 32, 32), mask=data / "mask")
+    with pytest.raises(bw.OutputMismatchError, match=r"target: chunks \(16, 32, 32\) do not"):
+        bw.plan_targets(data / "gt", output, _predictor(), (8, 32, 32), mask=data / "mask")
+    # the same parameters resume
+    bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+
+
+class FailOnce(bw.TargetsJob):
+    """Fails the first attempt at the first block (flag file beside the output)."""
+
+    def process(self, write_roi):
+        flag = Path(self.output).parent / "failed_once"
+        if write_roi.offset == self.volume_roi.offset and not flag.exists():
+            flag.write_text("x")
+            raise RuntimeError(f"injected failure at {write_roi}")
+        super().process(write_roi)
+
+
+class FailAlways(bw.TargetsJob):
+    def process(self, write_roi):
+        if write_roi.offset == self.volume_roi.offset:
+            raise RuntimeError(f"injected failure at {write_roi}")
+        super().process(write_roi)
+
+
+def _as(cls, job):
+    return cls(**{f.name: getattr(job, f.name) for f in dataclasses.fields(job)})
+
+
+def test_failed_block_is_retried_and_reported(data, targets_run, tmp_path, caplog):
+    output = tmp_path / "out.zarr"
+    job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    report = bw.run_job(_as(FailOnce, job), num_workers=2, progress=False)
+    assert (tmp_path / "failed_once").exists()
+    assert report.retried_error is not None and "injected failure" in report.retried_error
+    assert "retried" in caplog.text
+    assert job.markers.done().all()
+    np.testing.assert_array_equal(_read(output / "target"), _read(targets_run / "target"))
+
+
+def test_permanent_failure_raises_with_missing_block(data, tmp_path):
+    output = tmp_path / "out.zarr"
+    job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    # serial mode (in this process): daisy stops at the failing block
+    with pytest.raises(bw.BlockwiseError, match=r"(?s)blocks not done.*injected failure") as info:
+        bw.run_job(_as(FailAlways, job), max_retries=1, progress=False, multiprocessing=False)
+    missing = 18 - int(job.markers.done().sum())
+    assert missing >= 1 and f"{missing} of 18 blocks not done" in str(info.value)
+    assert "[-64:192, 32:288, -16:240]" in str(info.value)  # the failing block's write ROI
+
+
+# ---------------------------------------------------------------------------
+# prediction
+# ---------------------------------------------------------------------------
+
+OUTPUT_TILE = [8, 16, 16]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny untrained UNet saved as the training pipeline saves checkpoints."""
+    import torch
+
+    from pipelines.config import from_dict
+    from pipelines.train import make_model, make_predictor
+
+    config = from_dict(
+        {
+            "channels": ["mito", "er"],
+            "scale_factor": SCALE,
+            "model": {
+                "num_fmaps": 2,
+                "fmap_inc_factor": 2,
+                "downsample_factors": [[2, 2, 2]],
+                "output_shape": OUTPUT_TILE,
+            },
+        }
+    )
+    torch.manual_seed(0)
+    model = make_model(config, make_predictor(config))
+    run = tmp_path_factory.mktemp("run")
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    torch.save({"model_state_dict": model.state_dict()}, run / "model_checkpoint_3")
+    return run
+
+
+def test_predict_equals_one_piece(data, run_dir, tmp_path):
+    from gp_hotdistance.torch.inference import predict_volume
+
+    output = tmp_path / "pred.zarr"
+    args = [
+        "predict",
+        "--run", str(run_dir),
+        "--input", str(data),
+        "--raw", "raw",
+        "--output", str(output),
+        "--block-shape", *map(str, BLOCK),  # 2 x 2 x 2 tiles per block
+        "--workers", "2",
+        "--no-progress",
+    ]  # fmt: skip
+    assert bw.main(args) == 0
+    prediction = open_ds(str(output / "prediction"))
+    segmentation = open_ds(str(output / "segmentation"))
+    assert prediction.axis_names == ["c^", "z", "y", "x"]
+    assert prediction.roi == open_ds(str(data / "raw")).roi
+    assert prediction.dtype == np.float32 and segmentation.dtype == np.uint8
+    assert prediction.shape == (4, *SHAPE) and segmentation.shape == (2, *SHAPE)
+
+    model = bw.load_model(bw.load_config(run_dir / "config.json"), run_dir / "model_checkpoint_3")
+    raw = open_ds(str(data / "raw"))
+    whole = predict_volume(model, bw.normalize_raw(raw[raw.roi], raw.dtype), OUTPUT_TILE)
+    got = np.asarray(prediction[prediction.roi])
+    np.testing.assert_allclose(got, whole, atol=1e-5, rtol=0)
+    certain = np.abs(whole[:2]) > 1e-4  # logits this close to 0 may flip either way
+    seg = np.asarray(segmentation[segmentation.roi])
+    np.testing.assert_array_equal(seg[certain], (whole[:2] > 0)[certain])
+    done = zarr.open_array(str(output / "done" / "predict"), mode="r")[...]
+    assert done.shape == (3, 2, 3) and done.all()
+
+
+def test_predict_block_shape_must_be_tile_multiple(data, run_dir, tmp_path):
+    with pytest.raises(ValueError, match="multiple of the model's output tile"):
+        bw.plan_predict(run_dir, data / "raw", tmp_path / "out.zarr", (12, 32, 32))
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_help_documents_units(capsys):
+    for command in ("targets", "predict"):
+        with pytest.raises(SystemExit) as exit_info:
+            bw.main([command, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        assert "VOXELS" in text and "--workers" in text and "--output" in text

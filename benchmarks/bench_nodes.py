@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -137,6 +138,8 @@ def main():
     repeats = args.repeats or (5 if args.quick else 15)
     batches = args.batches or (5 if args.quick else 20)
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} cores, load average {load} (other load makes medians noisy)")
     print(f"node chain vs bare kernels, same request, {len(CHANNELS)} classes, best / median")
     print(
         f"{'case':<10} {'output':>12} {'kernels':>17} {'chain':>17} {'overhead':>15}"

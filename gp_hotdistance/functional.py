@@ -123,20 +123,17 @@ def broadcast_mask(
 
 
 # Rows along the transformed axis are gathered in blocks of this many into
-# contiguous scratch buffers: strided reads stay cache friendly and the
-# scratch is allocated once per block, not once per row.
+# contiguous scratch buffers, so that strided reads stay cache friendly.
 _BLOCK = 16
 
 
 @numba.njit(cache=True)
-def _block_rows(r0, r1, post):  # pragma: no cover - jit
-    """Indices ``(i, k)`` of rows ``r0 .. r1 - 1`` of a ``(pre, n, post)`` array."""
-    ii = np.empty(r1 - r0, dtype=np.int64)
-    cc = np.empty(r1 - r0, dtype=np.int64)
+def _block_rows(r0, r1, post, ii, cc):  # pragma: no cover - jit
+    """Write the indices ``(i, k)`` of rows ``r0 .. r1 - 1`` of a
+    ``(pre, n, post)`` array into ``ii`` and ``cc``."""
     for r in range(r0, r1):
         ii[r - r0] = r // post
         cc[r - r0] = r % post
-    return ii, cc
 
 
 @numba.njit(cache=True)
@@ -223,12 +220,14 @@ def _nearest_site(sites, half, weight, out, first_block, stop_block):  # pragma:
     pre, m, post = sites.shape
     n = out.shape[1]
     rows = pre * post
+    ii = np.empty(_BLOCK, dtype=np.int64)
+    cc = np.empty(_BLOCK, dtype=np.int64)
+    line_in = np.empty((_BLOCK, max(m, 1)), dtype=np.bool_)
+    line_out = np.empty((_BLOCK, n), dtype=np.float64)
     for block in range(first_block, stop_block):
         r0 = block * _BLOCK
         r1 = min(r0 + _BLOCK, rows)
-        ii, cc = _block_rows(r0, r1, post)
-        line_in = np.empty((_BLOCK, max(m, 1)), dtype=np.bool_)
-        line_out = np.empty((_BLOCK, n), dtype=np.float64)
+        _block_rows(r0, r1, post, ii, cc)
         for j in range(m):
             for b in range(r1 - r0):
                 line_in[b, j] = sites[ii[b], j, cc[b]]
@@ -249,19 +248,20 @@ def _lower_envelope(
     ``out[i, x, k] = min cost + weight * (x - position) ** 2``, ``inf`` for a
     row without sites; for the rows of blocks ``first_block .. stop_block - 1``."""
     pre, n, post = out.shape
-    m = max(n - 1, 1)
     rows = pre * post
+    ii = np.empty(_BLOCK, dtype=np.int64)
+    cc = np.empty(_BLOCK, dtype=np.int64)
+    line_native = np.empty((_BLOCK, n), dtype=np.float64)
+    line_half = np.empty((_BLOCK, max(n - 1, 1)), dtype=np.float64)
+    line_out = np.empty((_BLOCK, n), dtype=np.float64)
+    pos = np.empty(2 * n, dtype=np.float64)
+    val = np.empty(2 * n, dtype=np.float64)
+    icept = np.empty(2 * n, dtype=np.float64)
+    bound = np.empty(2 * n + 1, dtype=np.float64)
     for block in range(first_block, stop_block):
         r0 = block * _BLOCK
         r1 = min(r0 + _BLOCK, rows)
-        line_native = np.full((_BLOCK, n), np.inf)
-        line_half = np.full((_BLOCK, m), np.inf)
-        line_out = np.empty((_BLOCK, n), dtype=np.float64)
-        pos = np.empty(2 * n, dtype=np.float64)
-        val = np.empty(2 * n, dtype=np.float64)
-        icept = np.empty(2 * n, dtype=np.float64)
-        bound = np.empty(2 * n + 1, dtype=np.float64)
-        ii, cc = _block_rows(r0, r1, post)
+        _block_rows(r0, r1, post, ii, cc)
         if use_native:
             for x in range(n):
                 for b in range(r1 - r0):
@@ -455,7 +455,12 @@ def boundary_distance(mask: npt.NDArray, voxel_size: Sequence[float]) -> npt.NDA
     """World distance from every voxel to the nearest unknown voxel
     (``mask == 0``), the ring just outside the array counting as unknown."""
     known = np.ascontiguousarray(mask != 0, dtype=np.uint8)
-    squared = edt.edtsq(known, anisotropy=tuple(float(v) for v in voxel_size), black_border=True)
+    squared = edt.edtsq(
+        known,
+        anisotropy=tuple(float(v) for v in voxel_size),
+        black_border=True,
+        parallel=_threads() if known.size >= PARALLEL_MIN_VOXELS else 1,
+    )
     return np.sqrt(squared.astype(np.float64))
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import numpy.typing as npt
 from funlib.geometry import Coordinate, Roi
@@ -282,11 +283,11 @@ class HotDistancePredictor(Predictor):
         and the new moving counts (``2C`` dicts, hot first); the counts passed
         in are not modified."""
         roi = target.roi
-        gt_data = self.gt_channels(np.asarray(gt[roi]), len(roi.shape))
-        mask_data = None if mask is None else np.asarray(mask[roi])
+        gt_data = self.gt_channels(_read(gt, roi), len(roi.shape))
+        mask_data = None if mask is None else _read(mask, roi)
         distance_mask = None
         if self.mask_distances:
-            target_data = np.asarray(target[roi])
+            target_data = _read(target, roi)
             distance_mask = self.create_distance_mask(
                 target_data[self.classes :], mask_data, target.voxel_size
             )
@@ -301,11 +302,20 @@ def grow_roi(roi: Roi, context: Coordinate, voxel_size: Coordinate) -> Roi:
     return roi.grow(context, context).snap_to_grid(voxel_size, mode="shrink")
 
 
+def _read(array: Array, roi: Roi) -> npt.NDArray:
+    """The data of ``array`` inside ``roi`` as a numpy array."""
+    if roi == array.roi:
+        return np.asarray(array.data)
+    return np.asarray(array[roi])
+
+
 def _channel_array(data: npt.NDArray, like: Array) -> Array:
-    """``data`` (channels first) as an Array at ``like``'s offset and voxel size."""
+    """``data`` (channels first) as an Array at ``like``'s offset and voxel
+    size. The data becomes one dask chunk under a random name: dask would
+    otherwise hash every byte to name it."""
     spatial = like.axis_names[-like.voxel_size.dims :]
     return Array(
-        data,
+        da.from_array(data, chunks=data.shape, name=False),
         offset=like.offset,
         voxel_size=like.voxel_size,
         axis_names=["c^", *spatial],

@@ -234,3 +234,20 @@ def test_preview_writes_readable_zarr_and_png(demo_2d, tmp_path, capsys):
         assert np.all(np.asarray(weights.data) >= 0)
         raw = open_ds(str(group / "raw"))
         assert raw.roi.contains(hot.roi)
+
+
+@pytest.mark.parametrize("name", ["demo_2d.yaml", "anisotropic_3d.yaml"])
+def test_example_configs_are_valid(name):
+    from pathlib import Path
+
+    config = load_config(Path(__file__).parent.parent / "configs" / name)
+    assert config.channels == ["mito", "er"]
+    model = train_module.make_model(config, train_module.make_predictor(config))
+    input_shape_for(model, config.model.output_shape)  # raises if the shape is impossible
+
+
+def test_demo_config_is_the_default():
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "configs" / "demo_2d.yaml"
+    assert load_config(path) == load_config(None)

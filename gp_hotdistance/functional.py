@@ -484,13 +484,29 @@ def distance_mask(
     shared = np.ndim(mask) == tanh_distances.ndim - 1
     mask = broadcast_mask(mask, tanh_distances.shape)
     out = np.array(mask, copy=True)
+    # epsilon and threshold in the distances' dtype, as numpy would cast them
+    as_dtype = tanh_distances.dtype.type
     known = None
     for i in range(tanh_distances.shape[0]):
         if known is None or not shared:
             known = np.tanh(boundary_distance(mask[i], voxel_size) / scale_factor)
-        needed = np.clip(np.abs(tanh_distances[i]) + epsilon, 0, threshold)
-        out[i][needed >= known] = 0
+        _mask_unknowable(
+            np.ascontiguousarray(tanh_distances[i]).reshape(-1),
+            known.reshape(-1),
+            as_dtype(epsilon),
+            as_dtype(threshold),
+            out[i].reshape(-1),
+        )
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _mask_unknowable(t, known, epsilon, threshold, out):  # pragma: no cover - jit
+    """``out[v] = 0`` where ``min(|t[v]| + epsilon, threshold) >= known[v]``
+    (flat arrays; arithmetic in the dtype of ``t``)."""
+    for v in range(t.size):
+        if min(abs(t[v]) + epsilon, threshold) >= known[v]:
+            out[v] = 0
 
 
 # ---------------------------------------------------------------------------
@@ -531,14 +547,15 @@ def balance_weights(
             f"moving_counts holds {len(moving_counts)} channels, labels have {channels}"
         )
     weights = np.empty(labels.shape, dtype=np.float32) if out is None else out
+    if weights.shape != labels.shape or not weights.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous array of shape {labels.shape}")
     counts_out: MovingCounts = []
     for c in range(channels):
-        scale_c = scale[c]
-        fg = labels[c] != 0
-        masked_in = float(scale_c.sum(dtype=np.float64))
-        known = scale_c != 0
-        n_fg = int(np.count_nonzero(fg & known))
-        n_bg = int(np.count_nonzero(known)) - n_fg
+        labels_c = np.ascontiguousarray(labels[c]).reshape(-1)
+        scale_c = np.ascontiguousarray(scale[c]).reshape(-1)
+        masked_in, n_known, n_fg = _masked_counts(labels_c, scale_c)
+        masked_in, n_fg = float(masked_in), int(n_fg)
+        n_bg = int(n_known) - n_fg
         counts = {key: (num, den + masked_in) for key, (num, den) in moving_counts[c].items()}
         w = np.zeros(2, dtype=np.float64)
         for class_id, count in ((0, n_bg), (1, n_fg)):
@@ -548,10 +565,34 @@ def balance_weights(
             counts[class_id] = (num + count, den)
             frac = min(max((num + count) / den, clipmin), clipmax)
             w[class_id] = 1.0 / (2.0 * frac)
-        class_weight = np.where(fg, np.float32(w[1]), np.float32(w[0]))
-        np.multiply(scale_c, class_weight, out=weights[c], casting="unsafe")
+        _apply_class_weights(
+            labels_c, scale_c, np.float32(w[0]), np.float32(w[1]), weights[c].reshape(-1)
+        )
         counts_out.append(counts)
     return weights, counts_out
+
+
+@numba.njit(nogil=True, cache=True)
+def _masked_counts(labels, scale):  # pragma: no cover - jit
+    """``(sum(scale), #(scale != 0), #(scale != 0 and labels != 0))`` of flat arrays."""
+    total = 0.0
+    known = 0
+    foreground = 0
+    for v in range(labels.size):
+        s = scale[v]
+        if s != 0:
+            total += s
+            known += 1
+            if labels[v] != 0:
+                foreground += 1
+    return total, known, foreground
+
+
+@numba.njit(nogil=True, cache=True)
+def _apply_class_weights(labels, scale, w0, w1, out):  # pragma: no cover - jit
+    """``out[v] = scale[v] * (w1 if labels[v] != 0 else w0)`` on flat arrays."""
+    for v in range(labels.size):
+        out[v] = scale[v] * (w1 if labels[v] != 0 else w0)
 
 
 def hot_distance_weights(

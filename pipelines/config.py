@@ -10,7 +10,7 @@ optional and falls back to the defaults here (the embedded demo)::
            eval_raw: eval/raw, eval_gt: eval/gt}
     model: {num_fmaps: 12, fmap_inc_factor: 2,
             downsample_factors: [[2, 2], [2, 2]], output_shape: [64, 64]}
-    training: {iterations: 1500, batch_size: 1, learning_rate: 0.0005, ...}
+    training: {iterations: 3000, batch_size: 1, learning_rate: 0.001, ...}
 
 ``data.container: null`` means: generate the demo dataset into the output
 directory. Unknown keys and wrong types are refused with a ``ConfigError``
@@ -64,9 +64,9 @@ class TrainingConfig:
     present), ``cpu`` or ``cuda``. ``num_workers``: PreCache processes
     (0: none)."""
 
-    iterations: int = 1500
+    iterations: int = 3000
     batch_size: int = 1
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     save_every: int = 500
     snapshot_every: int = 500
     profile_every: int = 500

@@ -35,7 +35,7 @@ from scipy import ndimage
 KNOWN_CLASSES = ("mito", "er", "nucleus")
 
 # Default geometry, per (dims, anisotropic).
-DEFAULT_SHAPE = {(3, False): (48, 192, 192), (3, True): (16, 192, 192), (2, False): (256, 256)}
+DEFAULT_SHAPE = {(3, False): (48, 192, 192), (3, True): (16, 192, 192), (2, False): (384, 384)}
 DEFAULT_VOXEL_SIZE = {(3, False): (8, 8, 8), (3, True): (40, 4, 4), (2, False): (8, 8)}
 
 # Intensities (0-255) before blur and noise.
@@ -55,7 +55,7 @@ MITO_ELONGATION = (1.5, 3.0)  # long semi-axis / short semi-axis
 MITO_FRACTION = 0.10  # target area/volume fraction
 MITO_RIM_WIDTH = 12.0
 CRISTAE_PERIOD = 40.0
-ER_RADIUS = 26.0
+ER_RADIUS = 36.0
 ER_FRACTION = 0.05
 ER_WALK_LENGTH = 1200.0
 ER_STIFFNESS = 0.25  # std of the direction change per step, in radians-ish
@@ -291,7 +291,7 @@ def make_demo_data(
     Args:
         path: The zarr container to create (existing datasets are overwritten).
         shape: Spatial shape in voxels. Default ``(48, 192, 192)``, or
-            ``(16, 192, 192)`` if ``anisotropic``, or ``(256, 256)`` for 2-D.
+            ``(16, 192, 192)`` if ``anisotropic``, or ``(384, 384)`` for 2-D.
         voxel_size: World units per voxel. Default ``(8, 8, 8)``, ``(40, 4, 4)``
             if ``anisotropic``, or ``(8, 8)`` for 2-D.
         classes: Channel names, a subset of ``("mito", "er", "nucleus")``.

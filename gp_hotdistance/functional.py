@@ -1,8 +1,10 @@
-"""Pure numpy/scipy kernels of the hot-distance predictor.
+"""Array kernels of the hot-distance predictor: numpy, edt, and numba loops.
 
 No gunpowder, no torch: every function takes plain arrays plus an explicit
 ``voxel_size`` (world units per voxel, one entry per spatial axis) and returns
-new arrays. Channels lead, spatial axes trail.
+new arrays. Channels lead, spatial axes trail. The inner loops are numba
+functions (compiled on first use, then cached on disk) that release the GIL;
+large arrays are split over a thread pool of this process's cores.
 
 Signed boundary distance
 ------------------------
@@ -649,6 +651,7 @@ __all__ = [
     "hot_distance_target",
     "hot_distance_weights",
     "new_moving_counts",
+    "no_boundary_extent",
     "signed_distance",
     "squared_face_distance",
     "tanh_normalize",

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from gp_hotdistance import DistanceMaskNode, HotDistancePredictor, TargetNode, WeightNode
 from gp_hotdistance.torch import HotDistanceLoss, UNet
-from gp_hotdistance.torch.inference import input_shape_for, predict_volume
+from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_volume
 from gp_hotdistance.torch.postprocess import segment
 from pipelines.config import Config, ConfigError, load_config
 
@@ -293,7 +293,10 @@ def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
 def evaluate(
     config: Config, container: Path, model: torch.nn.Module, device: str
 ) -> dict[str, float]:
-    """Per-class Dice of the model's segmentation of the held-out block."""
+    """Per-class Dice of the model's segmentation of the held-out block,
+    over the voxels whose whole field of view lies inside the block (the
+    band of ``context`` voxels along its border would read zero padding,
+    which training never shows the network)."""
     if config.data.eval_raw is None or config.data.eval_gt is None:
         return {}
     raw = open_dataset(container, config.data.eval_raw)
@@ -303,8 +306,16 @@ def evaluate(
     if np.issubdtype(raw.dtype, np.integer):
         raw_data /= np.iinfo(raw.dtype).max
     truth = predictor.gt_channels(np.asarray(gt[gt.roi]), len(gt.voxel_size), name="eval_gt") != 0
+    context = context_for(model, config.model.output_shape)
+    if any(2 * c >= s for c, s in zip(context, raw_data.shape, strict=True)):
+        raise ConfigError(
+            f"the held-out block {config.data.eval_raw} of shape {raw_data.shape} has no voxel "
+            f"whose field of view (context {context} per side) lies inside it"
+        )
     prediction = predict_volume(model, raw_data, config.model.output_shape, device)
-    labels = segment(prediction)
+    inner = tuple(slice(c, s - c) for c, s in zip(context, raw_data.shape, strict=True))
+    labels = segment(prediction)[(slice(None), *inner)]
+    truth = truth[(slice(None), *inner)]
     return {name: dice(labels[i], truth[i]) for i, name in enumerate(config.channels)}
 
 

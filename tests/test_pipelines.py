@@ -251,3 +251,15 @@ def test_demo_config_is_the_default():
 
     path = Path(__file__).parent.parent / "configs" / "demo_2d.yaml"
     assert load_config(path) == load_config(None)
+
+
+def test_evaluation_needs_a_block_larger_than_the_context(tmp_path):
+    data = make_demo_data(tmp_path / "demo.zarr", dims=2, shape=(64, 64), eval_shape=(12, 12))
+    config = tiny_config(data.path)
+    model = train_module.make_model(config, train_module.make_predictor(config))
+    context = context_for(model, config.model.output_shape)
+    assert 2 * context[0] >= 12  # the premise of this test
+    with pytest.raises(
+        ConfigError, match=r"held-out block eval/raw of shape \(12, 12\) has no voxel"
+    ):
+        train_module.evaluate(config, data.path, model, "cpu")

@@ -10,7 +10,7 @@ optional and falls back to the defaults here (the embedded demo)::
            eval_raw: eval/raw, eval_gt: eval/gt}
     model: {num_fmaps: 12, fmap_inc_factor: 2,
             downsample_factors: [[2, 2], [2, 2]], output_shape: [64, 64]}
-    training: {iterations: 3000, batch_size: 1, learning_rate: 0.001, ...}
+    training: {iterations: 4000, batch_size: 1, learning_rate: 0.001, ...}
 
 ``data.container: null`` means: generate the demo dataset into the output
 directory. Unknown keys and wrong types are refused with a ``ConfigError``
@@ -60,13 +60,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimisation and pipeline settings. ``device``: ``auto`` (CUDA when
-    present), ``cpu`` or ``cuda``. ``num_workers``: PreCache processes
-    (0: none)."""
+    """Optimisation and pipeline settings. The learning rate decays along a
+    half cosine from ``learning_rate`` to ``final_lr_fraction`` of it over
+    ``iterations``. ``device``: ``auto`` (CUDA when present), ``cpu`` or
+    ``cuda``. ``num_workers``: PreCache processes (0: none)."""
 
-    iterations: int = 3000
+    iterations: int = 4000
     batch_size: int = 1
     learning_rate: float = 1e-3
+    final_lr_fraction: float = 0.05
     save_every: int = 500
     snapshot_every: int = 500
     profile_every: int = 500
@@ -183,6 +185,10 @@ def validate(config: Config) -> Config:
         )
     if not training.learning_rate > 0:
         raise ConfigError(f"training.learning_rate must be positive, got {training.learning_rate}")
+    if not 0 <= training.final_lr_fraction <= 1:
+        raise ConfigError(
+            f"training.final_lr_fraction must be in [0, 1], got {training.final_lr_fraction}"
+        )
     if training.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"training.device must be auto, cpu or cuda, got {training.device!r}")
     if config.data.class_ids is not None and len(config.data.class_ids) != len(config.channels):

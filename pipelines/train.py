@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -248,6 +249,16 @@ def build_pipeline(
     return pipeline, request, weight_node
 
 
+def learning_rate(config: Config, iteration: int, total: int) -> float:
+    """The learning rate of step ``iteration`` (0-based) of ``total``: the
+    configured rate, decayed along a half cosine to
+    ``training.final_lr_fraction`` of it at the last step."""
+    base = config.training.learning_rate
+    final = base * config.training.final_lr_fraction
+    progress = iteration / max(total - 1, 1)
+    return final + (base - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def latest_checkpoint(out: Path) -> int:
     """Iteration of the newest checkpoint in ``out`` (0 if none)."""
     pattern = re.compile(rf"{CHECKPOINT_BASENAME}_checkpoint_(\d+)$")
@@ -345,7 +356,9 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
         with gp.build(pipeline):
             train_node = _find_train_node(pipeline)
             bar = tqdm(range(start, total), desc="train", disable=quiet, dynamic_ncols=True)
-            for _ in bar:
+            for iteration in bar:
+                for group in train_node.optimizer.param_groups:
+                    group["lr"] = learning_rate(config, iteration, total)
                 batch = pipeline.request_batch(request)
                 losses.append(float(batch.loss))
                 bar.set_postfix(loss=f"{batch.loss:.4f}")

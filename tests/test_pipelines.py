@@ -263,3 +263,14 @@ def test_evaluation_needs_a_block_larger_than_the_context(tmp_path):
         ConfigError, match=r"held-out block eval/raw of shape \(12, 12\) has no voxel"
     ):
         train_module.evaluate(config, data.path, model, "cpu")
+
+
+def test_learning_rate_decays_along_a_half_cosine():
+    config = from_dict({"training": {"learning_rate": 0.002, "final_lr_fraction": 0.1}})
+    rates = [train_module.learning_rate(config, i, 101) for i in range(101)]
+    assert rates[0] == pytest.approx(0.002)
+    assert rates[50] == pytest.approx(0.0002 + 0.0018 * 0.5)  # cos(pi / 2) = 0
+    assert rates[100] == pytest.approx(0.0002)
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    with pytest.raises(ConfigError, match=r"final_lr_fraction must be in \[0, 1\], got 1.5"):
+        from_dict({"training": {"final_lr_fraction": 1.5}})

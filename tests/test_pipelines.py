@@ -274,3 +274,12 @@ def test_learning_rate_decays_along_a_half_cosine():
     assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
     with pytest.raises(ConfigError, match=r"final_lr_fraction must be in \[0, 1\], got 1.5"):
         from_dict({"training": {"final_lr_fraction": 1.5}})
+
+
+def test_context_must_be_symmetric():
+    # a 2x2 head shrinks every axis by one voxel: no symmetric context
+    predictor = HotDistancePredictor(["a"], 10.0, False, kernel_size=2)
+    model = predictor.create_model(UNet(1, 2, 2, [(2, 2)]))
+    output_shape = model.output_shape(model.backbone.valid_input_shape((20, 20)))
+    with pytest.raises(ValueError, match=r"needs an even shrink"):
+        context_for(model, output_shape)

@@ -50,9 +50,20 @@ def input_shape_for(model: torch.nn.Module, output_shape: Sequence[int]) -> tupl
 
 
 def context_for(model: torch.nn.Module, output_shape: Sequence[int]) -> tuple[int, ...]:
-    """Voxels of input the model needs on each side of an output region."""
+    """Voxels of input the model needs on each side of an output region.
+
+    Raises:
+        ValueError: the model shrinks an axis by an odd number of voxels, so
+            its context is not the same on both sides.
+    """
     input_shape = input_shape_for(model, output_shape)
-    return tuple((i - o) // 2 for i, o in zip(input_shape, output_shape, strict=True))
+    shrink = tuple(i - o for i, o in zip(input_shape, output_shape, strict=True))
+    if any(s % 2 for s in shrink):
+        raise ValueError(
+            f"the model shrinks its input by {shrink} voxels; tiled prediction needs an "
+            f"even shrink (the same context on both sides)"
+        )
+    return tuple(s // 2 for s in shrink)
 
 
 @torch.no_grad()
@@ -70,7 +81,7 @@ def predict_padded(
     """
     output_shape = tuple(int(s) for s in output_shape)
     input_shape = input_shape_for(model, output_shape)
-    context = tuple((i - o) // 2 for i, o in zip(input_shape, output_shape, strict=True))
+    context = context_for(model, output_shape)
     region = tuple(p - 2 * c for p, c in zip(padded.shape, context, strict=True))
     if any(r < 1 for r in region):
         raise ValueError(

@@ -107,6 +107,14 @@ from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array, open_ds, prepare_ds
 
 from gp_hotdistance.predictor import HotDistancePredictor
+from pipelines.common import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_model,
+    make_predictor,
+    normalize_raw,
+    resolve_device,
+)
 from pipelines.config import Config, ConfigError, from_dict, load_config
 
 logger = logging.getLogger(__name__)
@@ -518,30 +526,6 @@ def _crop(inner: Roi, outer: Roi, voxel_size: Coordinate) -> tuple[slice, ...]:
     return (slice(None),) + tuple(slice(b, b + s) for b, s in zip(begin, shape, strict=True))
 
 
-def normalize_raw(data: npt.NDArray, dtype: npt.DTypeLike) -> npt.NDArray[np.float32]:
-    """Raw as float32, integers divided by their dtype's maximum (as the
-    training pipeline's ``Normalize`` and ``evaluate`` do); zeros stay zeros."""
-    out = np.asarray(data, dtype=np.float32)
-    if np.issubdtype(np.dtype(dtype), np.integer):
-        out /= np.iinfo(np.dtype(dtype)).max
-    return out
-
-
-def load_model(config: Config, checkpoint: str | Path) -> Any:
-    """The training pipeline's model with the weights of ``checkpoint``
-    (a file holding ``{"model_state_dict": ...}``), in eval mode."""
-    import torch
-
-    from pipelines.train import make_model, make_predictor
-
-    model = make_model(config, make_predictor(config))
-    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "model_state_dict" not in state:
-        raise ConfigError(f"checkpoint {checkpoint} holds no model_state_dict")
-    model.load_state_dict(state["model_state_dict"])
-    return model.eval()
-
-
 # ---------------------------------------------------------------------------
 # running
 # ---------------------------------------------------------------------------
@@ -793,12 +777,11 @@ def plan_predict(
         OutputMismatchError: an existing output does not match.
     """
     from gp_hotdistance.torch.inference import context_for
-    from pipelines.train import CHECKPOINT_BASENAME, latest_checkpoint, resolve_device
 
     run = Path(run)
     config = load_config(run / "config.json")
     iteration = iteration if iteration is not None else latest_checkpoint(run)
-    checkpoint = run / f"{CHECKPOINT_BASENAME}_checkpoint_{iteration}"
+    checkpoint = checkpoint_path(run, iteration)
     if iteration < 1 or not checkpoint.is_file():
         raise ConfigError(f"no checkpoint {checkpoint.name} in {run}")
     raw_array = open_ds(str(raw))
@@ -976,8 +959,6 @@ def _targets_predictor(args: argparse.Namespace) -> tuple[HotDistancePredictor, 
             data=dataclasses.replace(config.data, class_ids=list(args.class_ids))
         )
     config = from_dict(config.to_dict())
-    from pipelines.train import make_predictor
-
     return make_predictor(config), config
 
 

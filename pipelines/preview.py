@@ -25,8 +25,9 @@ from funlib.geometry import Coordinate
 from funlib.persistence import prepare_ds
 
 from gp_hotdistance.torch.inference import input_shape_for
+from pipelines.batches import Keys, build_data_pipeline, data_container
+from pipelines.common import make_model, make_predictor
 from pipelines.config import Config, ConfigError, load_config
-from pipelines.train import Keys, build_data_pipeline, data_container, make_model, make_predictor
 
 SPATIAL_AXES = {2: ["y", "x"], 3: ["z", "y", "x"]}
 

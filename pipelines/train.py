@@ -22,10 +22,8 @@ import argparse
 import json
 import logging
 import math
-import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gunpowder as gp
@@ -33,173 +31,27 @@ import gunpowder.torch as gp_torch
 import numpy as np
 import torch
 from funlib.geometry import Coordinate
-from funlib.persistence import open_ds
 from tqdm import tqdm
 
-from gp_hotdistance import DistanceMaskNode, HotDistancePredictor, TargetNode, WeightNode
-from gp_hotdistance.torch import HotDistanceLoss, UNet
+from gp_hotdistance import WeightNode
+from gp_hotdistance.torch import HotDistanceLoss
 from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_volume
 from gp_hotdistance.torch.postprocess import segment
+from pipelines.batches import Keys, build_data_pipeline, data_container
+from pipelines.common import (
+    CHECKPOINT_BASENAME,
+    COUNTS_PATTERN,
+    checkpoint_path,
+    latest_checkpoint,
+    make_model,
+    make_predictor,
+    normalize_raw,
+    open_dataset,
+    resolve_device,
+)
 from pipelines.config import Config, ConfigError, load_config
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_BASENAME = "model"
-COUNTS_PATTERN = "moving_counts_{iteration}.json"
-
-
-@dataclass
-class Keys:
-    """The array keys of the training pipeline."""
-
-    raw: gp.ArrayKey
-    gt: gp.ArrayKey
-    mask: gp.ArrayKey | None
-    target: gp.ArrayKey
-    distance_mask: gp.ArrayKey | None
-    weights: gp.ArrayKey
-    prediction: gp.ArrayKey
-
-    @classmethod
-    def create(cls, config: Config) -> Keys:
-        return cls(
-            raw=gp.ArrayKey("RAW"),
-            gt=gp.ArrayKey("GT"),
-            mask=gp.ArrayKey("MASK") if config.data.mask else None,
-            target=gp.ArrayKey("TARGET"),
-            distance_mask=gp.ArrayKey("DISTANCE_MASK") if config.mask_distances else None,
-            weights=gp.ArrayKey("WEIGHTS"),
-            prediction=gp.ArrayKey("PREDICTION"),
-        )
-
-
-def make_predictor(config: Config) -> HotDistancePredictor:
-    return HotDistancePredictor(
-        channels=config.channels,
-        scale_factor=config.scale_factor,
-        mask_distances=config.mask_distances,
-        kernel_size=config.model.head_kernel_size,
-        class_ids=config.data.class_ids,
-    )
-
-
-def make_model(config: Config, predictor: HotDistancePredictor) -> torch.nn.Module:
-    """UNet backbone plus the predictor's head."""
-    backbone = UNet(
-        in_channels=1,
-        num_fmaps=config.model.num_fmaps,
-        fmap_inc_factor=config.model.fmap_inc_factor,
-        downsample_factors=[tuple(f) for f in config.model.downsample_factors],
-        num_convs=config.model.num_convs,
-    )
-    return predictor.create_model(backbone)
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device is cuda, but no CUDA device is available")
-    return name
-
-
-def data_container(config: Config, out: Path) -> Path:
-    """The zarr container to train on; generates the demo data if the config
-    names none and it is not there yet."""
-    if config.data.container is not None:
-        path = Path(config.data.container)
-        if not path.exists():
-            raise ConfigError(f"data.container {path} does not exist")
-        return path
-    from pipelines.demo_data import make_demo_data
-
-    path = out / "demo_data.zarr"
-    if not (path / config.data.eval_gt).exists():
-        logger.info("generating demo data in %s", path)
-        make_demo_data(path, classes=tuple(config.channels), dims=config.dims)
-    return path
-
-
-def open_dataset(container: Path, name: str):
-    path = container / name
-    if not path.exists():
-        raise ConfigError(f"dataset {path} does not exist")
-    return open_ds(str(path))
-
-
-def build_data_pipeline(
-    config: Config,
-    container: Path,
-    keys: Keys,
-    input_shape: Coordinate,
-    output_shape: Coordinate,
-    num_workers: int,
-) -> tuple[gp.Pipeline, gp.BatchRequest, WeightNode]:
-    """Sources, augmentations and the three hot-distance nodes, up to
-    ``Stack``; returns the pipeline, its request (raw at ``input_shape``,
-    everything else at ``output_shape``, in voxels) and its WeightNode."""
-    predictor = make_predictor(config)
-    raw = open_dataset(container, config.data.raw)
-    gt = open_dataset(container, config.data.gt)
-    voxel_size = Coordinate(gt.voxel_size)
-    if Coordinate(raw.voxel_size) != voxel_size:
-        raise ConfigError(
-            f"raw voxel size {raw.voxel_size} differs from gt voxel size {gt.voxel_size}"
-        )
-    padding = predictor.padding(voxel_size)
-
-    sources = [gp.ArraySource(keys.raw, raw, interpolatable=True), gp.ArraySource(keys.gt, gt)]
-    if keys.mask is not None:
-        sources.append(gp.ArraySource(keys.mask, open_dataset(container, config.data.mask)))
-    pipeline = tuple(sources) + gp.MergeProvider()
-    pipeline += gp.Normalize(keys.raw)
-    pipeline += gp.Pad(keys.gt, padding)
-    if keys.mask is not None:
-        pipeline += gp.Pad(keys.mask, padding, value=0)
-    pipeline += gp.RandomLocation()
-    if config.training.augment:
-        # deform and transpose only the trailing axes that share one voxel
-        # size (the section plane of anisotropic data)
-        isotropic = [a for a in range(voxel_size.dims) if voxel_size[a] == voxel_size[-1]]
-        plane = (
-            len(isotropic)
-            if isotropic == list(range(voxel_size.dims - len(isotropic), voxel_size.dims))
-            else 1
-        )
-        if plane >= 2:
-            pipeline += gp.ElasticAugment(
-                control_point_spacing=(8,) * plane,
-                jitter_sigma=(1.0,) * plane,
-                rotation_interval=(0, np.pi / 8),
-                spatial_dims=plane,
-            )
-            pipeline += gp.SimpleAugment(transpose_only=isotropic)
-        else:
-            pipeline += gp.SimpleAugment(transpose_only=[])
-        pipeline += gp.IntensityAugment(keys.raw, 0.9, 1.1, -0.1, 0.1)
-    pipeline += TargetNode(predictor, keys.gt, keys.target)
-    if keys.distance_mask is not None:
-        pipeline += DistanceMaskNode(predictor, keys.target, keys.mask, keys.distance_mask)
-    if num_workers > 0:
-        pipeline += gp.PreCache(cache_size=config.training.cache_size, num_workers=num_workers)
-    weight_node = WeightNode(
-        predictor,
-        keys.gt,
-        keys.target,
-        keys.weights,
-        mask=keys.mask,
-        distance_mask=keys.distance_mask,
-    )
-    pipeline += weight_node
-    pipeline += gp.Unsqueeze([keys.raw])
-    pipeline += gp.Stack(config.training.batch_size)
-
-    request = gp.BatchRequest()
-    request.add(keys.raw, input_shape * voxel_size)
-    for key in (keys.gt, keys.target, keys.weights, keys.mask, keys.distance_mask):
-        if key is not None:
-            request.add(key, output_shape * voxel_size)
-    return pipeline, request, weight_node
 
 
 def build_pipeline(
@@ -259,13 +111,6 @@ def learning_rate(config: Config, iteration: int, total: int) -> float:
     return final + (base - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def latest_checkpoint(out: Path) -> int:
-    """Iteration of the newest checkpoint in ``out`` (0 if none)."""
-    pattern = re.compile(rf"{CHECKPOINT_BASENAME}_checkpoint_(\d+)$")
-    found = [int(m.group(1)) for p in out.glob("*") if (m := pattern.match(p.name))]
-    return max(found, default=0)
-
-
 def save_checkpoint(out: Path, iteration: int, train_node: gp_torch.Train) -> None:
     """Save model and optimizer as gunpowder's Train does (it resumes from it)."""
     torch.save(
@@ -273,7 +118,7 @@ def save_checkpoint(out: Path, iteration: int, train_node: gp_torch.Train) -> No
             "model_state_dict": train_node.model.state_dict(),
             "optimizer_state_dict": train_node.optimizer.state_dict(),
         },
-        out / f"{CHECKPOINT_BASENAME}_checkpoint_{iteration}",
+        checkpoint_path(out, iteration),
     )
 
 
@@ -313,9 +158,7 @@ def evaluate(
     raw = open_dataset(container, config.data.eval_raw)
     gt = open_dataset(container, config.data.eval_gt)
     predictor = make_predictor(config)
-    raw_data = np.asarray(raw[raw.roi], dtype=np.float32)
-    if np.issubdtype(raw.dtype, np.integer):
-        raw_data /= np.iinfo(raw.dtype).max
+    raw_data = normalize_raw(raw[raw.roi], raw.dtype)
     truth = predictor.gt_channels(np.asarray(gt[gt.roi]), len(gt.voxel_size), name="eval_gt") != 0
     context = context_for(model, config.model.output_shape)
     if any(2 * c >= s for c, s in zip(context, raw_data.shape, strict=True)):

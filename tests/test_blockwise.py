@@ -322,8 +322,8 @@ def run_dir(tmp_path_factory):
     """A tiny untrained UNet saved as the training pipeline saves checkpoints."""
     import torch
 
+    from pipelines.common import make_model, make_predictor
     from pipelines.config import from_dict
-    from pipelines.train import make_model, make_predictor
 
     config = from_dict(
         {

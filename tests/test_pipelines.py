@@ -12,6 +12,7 @@ from funlib.persistence import open_ds
 from gp_hotdistance import HotDistancePredictor
 from gp_hotdistance.torch import UNet
 from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_volume
+from pipelines import common
 from pipelines import preview as preview_module
 from pipelines import train as train_module
 from pipelines.config import ConfigError, from_dict, load_config
@@ -159,8 +160,8 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["batch_1.zarr", "batch_2.zarr"]
 
     # resume: starts at the checkpoint with its moving counts
-    predictor = train_module.make_predictor(config)
-    model = train_module.make_model(config, predictor)
+    predictor = common.make_predictor(config)
+    model = common.make_model(config, predictor)
     keys = train_module.Keys.create(config)
     _, _, weight_node = train_module.build_pipeline(config, demo_2d.path, model, keys, out, "cpu")
     train_module.load_counts(out, 2, weight_node)
@@ -242,7 +243,7 @@ def test_example_configs_are_valid(name):
 
     config = load_config(Path(__file__).parent.parent / "configs" / name)
     assert config.channels == ["mito", "er"]
-    model = train_module.make_model(config, train_module.make_predictor(config))
+    model = common.make_model(config, common.make_predictor(config))
     input_shape_for(model, config.model.output_shape)  # raises if the shape is impossible
 
 
@@ -256,7 +257,7 @@ def test_demo_config_is_the_default():
 def test_evaluation_needs_a_block_larger_than_the_context(tmp_path):
     data = make_demo_data(tmp_path / "demo.zarr", dims=2, shape=(64, 64), eval_shape=(12, 12))
     config = tiny_config(data.path)
-    model = train_module.make_model(config, train_module.make_predictor(config))
+    model = common.make_model(config, common.make_predictor(config))
     context = context_for(model, config.model.output_shape)
     assert 2 * context[0] >= 12  # the premise of this test
     with pytest.raises(

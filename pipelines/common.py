@@ -1,0 +1,113 @@
+"""The layer the scripts share: predictor, model, device, raw normalisation,
+checkpoints and datasets.
+
+``train``, ``preview``, ``view`` and ``blockwise`` import from here and never
+from each other.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from gp_hotdistance.predictor import HotDistancePredictor
+from pipelines.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from funlib.persistence import Array
+
+CHECKPOINT_BASENAME = "model"
+COUNTS_PATTERN = "moving_counts_{iteration}.json"
+
+
+def make_predictor(config: Config) -> HotDistancePredictor:
+    """The predictor a config describes."""
+    return HotDistancePredictor(
+        channels=config.channels,
+        scale_factor=config.scale_factor,
+        mask_distances=config.mask_distances,
+        kernel_size=config.model.head_kernel_size,
+        class_ids=config.data.class_ids,
+    )
+
+
+def make_model(config: Config, predictor: HotDistancePredictor) -> torch.nn.Module:
+    """UNet backbone plus the predictor's head."""
+    from gp_hotdistance.torch import UNet
+
+    backbone = UNet(
+        in_channels=1,
+        num_fmaps=config.model.num_fmaps,
+        fmap_inc_factor=config.model.fmap_inc_factor,
+        downsample_factors=[tuple(f) for f in config.model.downsample_factors],
+        num_convs=config.model.num_convs,
+    )
+    return predictor.create_model(backbone)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is available, else ``cpu``;
+    ``cuda`` without a device is a :class:`ConfigError`."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device is {name!r}, but no CUDA device is available")
+    return name
+
+
+def normalize_raw(data: npt.ArrayLike, dtype: npt.DTypeLike) -> npt.NDArray[np.float32]:
+    """Raw as float32, integers divided by their dtype's maximum (what
+    ``gunpowder.Normalize`` does in training); zeros stay zeros."""
+    out = np.array(data, dtype=np.float32)
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        out /= np.iinfo(np.dtype(dtype)).max
+    return out
+
+
+def checkpoint_path(out: Path, iteration: int) -> Path:
+    """Where the checkpoint of ``iteration`` lives in run directory ``out``."""
+    return Path(out) / f"{CHECKPOINT_BASENAME}_checkpoint_{iteration}"
+
+
+def latest_checkpoint(out: Path) -> int:
+    """Iteration of the newest checkpoint in ``out`` (0 if none)."""
+    pattern = re.compile(rf"{CHECKPOINT_BASENAME}_checkpoint_(\d+)$")
+    found = [int(m.group(1)) for p in Path(out).glob("*") if (m := pattern.match(p.name))]
+    return max(found, default=0)
+
+
+def load_model(config: Config, checkpoint: str | Path) -> torch.nn.Module:
+    """The config's model with the weights of ``checkpoint`` (a file holding
+    ``{"model_state_dict": ...}``), in eval mode. Loaded with
+    ``weights_only=True``: a checkpoint holding pickled objects is refused."""
+    import pickle
+
+    import torch
+
+    model = make_model(config, make_predictor(config))
+    try:
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        raise ConfigError(f"cannot load checkpoint {checkpoint}: {error}") from error
+    if not isinstance(state, dict) or "model_state_dict" not in state:
+        raise ConfigError(f"checkpoint {checkpoint} holds no model_state_dict")
+    model.load_state_dict(state["model_state_dict"])
+    return model.eval()
+
+
+def open_dataset(container: Path, name: str) -> Array:
+    """The funlib dataset ``container/name``; a missing one is a
+    :class:`ConfigError` naming it."""
+    from funlib.persistence import open_ds
+
+    path = Path(container) / name
+    if not path.exists():
+        raise ConfigError(f"dataset {path} does not exist")
+    return open_ds(str(path))

@@ -46,7 +46,10 @@ class WeightNode(ContextFilter):
             but it must be provided upstream with GT's voxel size, and weights
             are only advertised where it is.
         weights: The key to provide.
-        mask: ``(C, *spatial)`` or ``(*spatial)``; ``None`` means all ones.
+        mask: ``(C, *spatial)`` or ``(*spatial)``, 1 = annotated, 0 =
+            unknown; float masks may hold weights in ``[0, 1]``, integer
+            masks only 0/1, anything else (NaN, 255, -1) fails the batch
+            before the counts change. ``None`` means all ones.
         distance_mask: From :class:`DistanceMaskNode`; required exactly when
             ``predictor.mask_distances``.
         moving_counts: Keep the counts across batches.

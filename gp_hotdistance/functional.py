@@ -746,8 +746,7 @@ def hot_distance_weights(
     mask = broadcast_mask(mask, gt.shape)
     if moving_counts is None:
         moving_counts = new_moving_counts(2 * channels)
-    if len(moving_counts) != 2 * channels:
-        raise ValueError(f"moving_counts holds {len(moving_counts)} dicts, expected 2 * {channels}")
+    moving_counts = check_moving_counts(moving_counts, 2 * channels)
     weights = np.empty((2 * channels,) + gt.shape[1:], dtype=np.float32)
     _, hot_counts = balance_weights(
         gt, mask, moving_counts[:channels], clipmin, clipmax, out=weights[:channels]

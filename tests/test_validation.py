@@ -291,6 +291,17 @@ def test_balance_weights_refuses_counts(counts, error, part):
     message_has(excinfo, part)
 
 
+def test_hot_distance_weights_names_the_channel():
+    """Counts of the distance channels are named by their index in all 2C."""
+    gt = np.zeros((2, 3, 3), dtype=np.uint8)
+    counts = F.new_moving_counts(4)
+    counts[2] = {0: (-1, 1), 1: (0, 1)}
+    with pytest.raises(ValueError, match=re.escape("moving_counts[2][0] = (-1, 1)")):
+        F.hot_distance_weights(gt, None, None, counts)
+    with pytest.raises(ValueError, match="holds 3 channels, expected 4"):
+        F.hot_distance_weights(gt, None, None, counts[:3])
+
+
 def test_create_weight_refuses_counts():
     p = make_predictor(mask_distances=False)
     gt = channel_array(np.zeros((2, 4, 4), np.uint8))

@@ -65,6 +65,7 @@ RANGE_SAMPLE_VOXELS = 2**20  # voxels read (central block) for data-driven range
 DEFAULT_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 DEFAULT_UNIT = "nm"  # what this project writes; used where a container states no unit
 OME_UNITS = {"nanometer": "nm", "micrometer": "um", "millimeter": "mm", "meter": "m"}
+FIT_PIXELS = 400  # initial zoom: the first raw's larger side spans this many screen pixels
 BATCH_NAME = re.compile(r"batch_(\d+)(\.zarr)?$")
 
 DIVERGING_SHADER = f"""#uicontrol invlerp normalized(range=[{DISTANCE_RANGE[0]}, {DISTANCE_RANGE[1]}])
@@ -422,7 +423,8 @@ def _layer(volume: Volume, role: str) -> neuroglancer.Layer:
 def fill_state(state: neuroglancer.ViewerState, volumes: Sequence[Volume]) -> None:
     """Add one layer per volume.
 
-    The view is centred on the first raw. Visible: of the first container, its first raw, its segmentations and its
+    The view is centred on the first raw and zoomed so that its in-plane
+    extent spans ``FIT_PIXELS``. Visible: of the first container, its first raw, its segmentations and its
     first ``target`` distance; every other layer is hidden.
     """
     finest = min(volumes, key=lambda v: np.prod(v.voxel_size))
@@ -436,6 +438,9 @@ def fill_state(state: neuroglancer.ViewerState, volumes: Sequence[Volume]) -> No
     raws = [v for v in volumes if v.role == "raw"] or list(volumes)
     centre = np.add(raws[0].offset, np.multiply(raws[0].data.shape, raws[0].voxel_size) / 2)
     state.position = [float(c / s) for c, s in zip(centre, finest.voxel_size, strict=True)]
+    # cross_section_scale: voxels of ``state.dimensions`` per screen pixel
+    extent = np.multiply(raws[0].data.shape, raws[0].voxel_size) / finest.voxel_size
+    state.cross_section_scale = float(max(extent[-2:]) / FIT_PIXELS)
     main = volumes[0].container
     shown = set()
     for volume in volumes:

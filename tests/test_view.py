@@ -117,6 +117,8 @@ def test_state_only_layers_geometry_and_data(container, capsys):
     # centred on raw: offset + shape * voxel / 2, in voxels
     centre = (np.array(RAW_OFFSET) + np.array([4, 24, 20]) * VOXEL_3D / 2) / VOXEL_3D
     np.testing.assert_allclose(state["position"], centre)
+    # raw's larger in-plane side, 24 voxels of 4 nm, spans FIT_PIXELS
+    assert state["crossSectionScale"] == pytest.approx(24 / view.FIT_PIXELS)
 
 
 def test_unviewable_arrays_are_skipped_with_a_note(container, capsys):

@@ -26,7 +26,8 @@ Leading (channel) axes give one layer per channel, named by the attribute
 (the ``[hot x C, distance x C]`` layout of this package) and other channels by
 index. Layer style by name:
 
-- ``raw``: grayscale image; ``gt*``/``labels*``: segmentation;
+- ``raw``: grayscale image; ``gt*``/``labels*``: segmentation (unsigned or
+  boolean data; any other dtype is shown as an image, with a note);
 - ``target/dist_*`` (and ``prediction/dist_*``): blue (-1) / white (0) / red
   (+1) diverging shader over ``DISTANCE_RANGE``;
 - ``target/hot_*``, ``mask*``, ``distance_mask/*``: coloured over ``[0, 1]``;

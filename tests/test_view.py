@@ -7,12 +7,14 @@ import threading
 import time
 from pathlib import Path
 
+import gunpowder as gp
 import neuroglancer
 import numpy as np
 import pytest
 import zarr
 
 from pipelines import view
+from tests.helpers import ArraySource, make_array
 
 VOXEL_3D = (40, 4, 4)
 RAW_OFFSET = (80, -8, 12)  # world units, a multiple of VOXEL_3D
@@ -169,6 +171,41 @@ def test_preview_directory_newest_batch_or_chosen(tmp_path, capsys):
     assert volumes["raw"].data[0, 0] == 1  # batch_1's raw holds ones
     assert volumes["target/dist_er"].offset == (32.0, 24.0)
     assert volumes["target/dist_er"].voxel_size == (8.0, 8.0)
+
+
+def test_gunpowder_snapshots_newest_or_chosen(tmp_path, capsys):
+    """Snapshots as gp.Snapshot writes them: offset and voxel_size only, channels first."""
+    raw_key, target_key = gp.ArrayKey("RAW"), gp.ArrayKey("TARGET")
+    voxel_size, offset = (8, 4), (-16, 12)
+    raw = np.arange(30, dtype=np.float32).reshape(6, 5)
+    target = np.stack([raw * 0 + c for c in range(4)]).astype(np.float32)
+    pipeline = (
+        ArraySource(raw_key, make_array(raw, offset, voxel_size)),
+        ArraySource(target_key, make_array(target, offset, voxel_size)),
+    ) + gp.MergeProvider()
+    pipeline += gp.Snapshot(
+        {raw_key: "raw", target_key: "target"},
+        output_dir=str(tmp_path / "snapshots"),
+        output_filename="batch_{iteration}.zarr",
+        every=1,
+    )
+    roi = gp.Roi(offset, (48, 20))
+    with gp.build(pipeline):
+        for _ in range(3):  # batch_1, batch_2, batch_3
+            pipeline.request_batch(
+                gp.BatchRequest({raw_key: gp.ArraySpec(roi=roi), target_key: gp.ArraySpec(roi=roi)})
+            )
+    snapshots = tmp_path / "snapshots"
+    state = state_only(capsys, snapshots)
+    names = [layer["name"] for layer in state["layers"]]
+    assert names == ["raw", "target/hot_0", "target/hot_1", "target/dist_0", "target/dist_1"]
+    assert view.main([str(snapshots), "--state-only"]) == 0
+    assert "showing batch_3.zarr of" in capsys.readouterr().err
+    volumes = {v.name: v for v in view.find_volumes(snapshots, batch=2)}
+    assert volumes["raw"].axis_names == ("y", "x")  # gunpowder writes no axis names
+    assert volumes["raw"].offset == (-16.0, 12.0)
+    assert volumes["raw"].voxel_size == (8.0, 4.0)
+    np.testing.assert_array_equal(volumes["target/dist_0"].data[:, :], target[2])
 
 
 @pytest.mark.parametrize(

@@ -172,7 +172,7 @@ def find_volumes(path: Path, batch: int | None = None) -> list[Volume]:
         raise ViewError(f"{path} does not exist")
     if not path.is_dir():
         raise ViewError(f"{path} is neither a zarr container nor a directory holding one")
-    if _is_zarr(path):
+    if any(_is_zarr(p) for p in (path, *path.parents)):  # a container or inside one
         roots = [(path, "")]
     else:
         containers = [name for name in _children(path) if _is_zarr(path / name)]

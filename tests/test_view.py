@@ -169,6 +169,12 @@ def test_preview_directory_newest_batch_or_chosen(tmp_path, capsys):
     assert "showing batch_2 of" in capsys.readouterr().err
     volumes = {v.name: v for v in view.find_volumes(out, batch=1)}
     assert volumes["raw"].data[0, 0] == 1  # batch_1's raw holds ones
+    # a group inside the container: the same layers
+    inside = {v.name: v for v in view.find_volumes(out / "preview.zarr" / "batch_1")}
+    assert list(inside) == list(volumes)
+    assert inside["raw"].data[0, 0] == 1
+    (only_raw,) = view.find_volumes(out / "preview.zarr" / "batch_0" / "raw")
+    assert (only_raw.name, only_raw.data[0, 0]) == ("raw", 0)
     assert volumes["target/dist_er"].offset == (32.0, 24.0)
     assert volumes["target/dist_er"].voxel_size == (8.0, 8.0)
 

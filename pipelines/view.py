@@ -101,7 +101,7 @@ class Volume:
 
     name: str  # layer name
     role: str  # layer_role of the dataset path inside its container
-    data: Any  # zarr.Array or _Channel: shape, dtype, numpy slicing
+    data: _Channel  # shape, dtype, numpy slicing
     voxel_size: tuple[float, ...]
     offset: tuple[float, ...]  # world position of the first voxel's corner
     axis_names: tuple[str, ...]
@@ -425,8 +425,9 @@ def fill_state(state: neuroglancer.ViewerState, volumes: Sequence[Volume]) -> No
     """Add one layer per volume.
 
     The view is centred on the first raw and zoomed so that its in-plane
-    extent spans ``FIT_PIXELS``. Visible: of the first container, its first raw, its segmentations and its
-    first ``target`` distance; every other layer is hidden.
+    extent spans ``FIT_PIXELS``. Visible: of the first container, its first
+    raw, its segmentations and its first ``target`` distance; every other
+    layer is hidden.
     """
     finest = min(volumes, key=lambda v: np.prod(v.voxel_size))
     state.dimensions = neuroglancer.CoordinateSpace(

@@ -245,6 +245,24 @@ def test_channel_names_must_match_the_channel_count(tmp_path, capsys):
     assert "2 channel_names ['a', 'b'] for 3 channels" in capsys.readouterr().err
 
 
+def test_segmentation_dtypes(tmp_path, capsys):
+    """Boolean labels are served as uint8 segments; signed labels fall back to an image."""
+    labels = np.array([[True, False], [False, True]])
+    write_funlib(tmp_path / "l.zarr" / "gt", labels, (8, 8), (0, 0), ["y", "x"])
+    write_funlib(
+        tmp_path / "l.zarr" / "labels", labels.astype(np.int32) * -3, (8, 8), (0, 0), ["y", "x"]
+    )
+    viewer = view.make_viewer(view.find_volumes(tmp_path / "l.zarr"))
+    assert "labels has dtype int32, shown as an image" in capsys.readouterr().err
+    layers = viewer.state.layers
+    assert (layers["gt"].type, layers["labels"].type) == ("segmentation", "image")
+    url = layers["gt"].source[0].url
+    (source,) = [v for v in viewer.volume_manager.volumes.values() if url.endswith(v.token)]
+    served = source.data[:, :]
+    assert served.dtype == np.uint8
+    np.testing.assert_array_equal(served, [[1, 0], [0, 1]])
+
+
 @pytest.mark.parametrize(
     "name, role",
     [

@@ -295,15 +295,20 @@ def _place(
     offset = Coordinate(offset)
     shift = tuple(o - t for o, t in zip(offset, translation, strict=True))
     if any(shift):
-        shift = tuple(int(s) if s == int(s) else s for s in shift)
+        shift = _numbers(shift)
         warnings.warn(
-            f"{name}: translation {tuple(translation)} is off the grid of voxel size "
+            f"{name}: translation {_numbers(translation)} is off the grid of voxel size "
             f"{tuple(voxel_size)} / training voxel size {tuple(target)}; moved by {shift} "
             f"(world units) to offset {tuple(offset)}",
             OffGridWarning,
             stacklevel=3,
         )
     return offset
+
+
+def _numbers(values: Sequence[float]) -> tuple[float, ...]:
+    """``values`` with integral floats shown as ints (for messages)."""
+    return tuple(int(v) if v == int(v) else v for v in values)
 
 
 def prepare_volume(

@@ -12,7 +12,7 @@ from funlib.persistence import open_ds
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
-from gp_hotdistance.data import OffGridWarning, open_volume, write_volume
+from gp_hotdistance.data import OffGridWarning, open_volume, prepare_volume, write_volume
 from tests.cellmap_fixture import add_level
 
 
@@ -198,3 +198,27 @@ def test_errors(tmp_path):
         volume.read(Roi((0, 0), (15, 8)))
     with pytest.raises(ValueError, match=r"a.zarr: ROI .* is not on the dataset's voxel grid"):
         volume.read(Roi((1, 0), (3, 8)))
+
+
+def test_prepare_volume_filled_block_by_block(tmp_path):
+    array = prepare_volume(
+        tmp_path / "out.zarr",
+        "seg",
+        (2, 6, 4),
+        np.uint8,
+        (8, 4),
+        (-16, 4),
+        channel_axis=True,
+        chunks=(1, 3, 2),
+    )
+    assert array.chunks == (1, 3, 2)
+    assert not np.asarray(array).any()  # empty: fill value 0
+    array[:, 3:, 2:] = 7  # one block
+    written = open_ds(str(tmp_path / "out.zarr/seg/s0"))
+    assert written.roi == Roi((-16, 4), (48, 16))
+    block = Roi((8, 12), (24, 8))
+    np.testing.assert_array_equal(written[block], np.full((2, 3, 2), 7))
+    with pytest.raises(ValueError, match=r"seg: shape \(6, 4\) does not have 2 spatial axes after"):
+        prepare_volume(
+            tmp_path / "out.zarr", "seg", (6, 4), np.uint8, (8, 4), (0, 0), channel_axis=True
+        )

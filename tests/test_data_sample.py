@@ -11,37 +11,13 @@ import pytest
 from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance.data import OffGridWarning, Sample, expand_label_template, write_volume
-from tests.cellmap_fixture import BIG_ID, CHANNELS, write_cellmap_fixture
+from tests.cellmap_fixture import BIG_ID, CHANNELS, expected_labels, write_cellmap_fixture
 
 GEOMETRIES = {
     "3d": dict(voxel_size=(8, 8, 8), label_factors=(2, 2, 2)),
     "3d-anisotropic": dict(voxel_size=(40, 8, 8), label_factors=(1, 2, 2)),
     "2d": dict(voxel_size=(8, 8), label_factors=(2, 2)),
 }
-
-
-def expected_labels(fixture, crop, roi, voxel_size):
-    """(gt, mask) at ``voxel_size`` over ``roi`` by the documented rule,
-    one coarse voxel at a time."""
-    voxel_size = Coordinate(voxel_size)
-    shape = roi.shape / voxel_size
-    gt = np.zeros((len(CHANNELS), *shape), dtype=np.uint8)
-    mask = np.zeros_like(gt)
-    fine = fixture.label_voxel_size
-    offset = fixture.crop_offsets[crop]
-    for c, channel in enumerate(CHANNELS):
-        if channel not in fixture.labels[crop]:
-            continue  # unknown: mask 0
-        labels = fixture.labels[crop][channel]
-        crop_roi = Roi(offset, Coordinate(labels.shape) * fine)
-        for index in itertools.product(*(range(s) for s in shape)):
-            voxel = Roi(roi.begin + Coordinate(index) * voxel_size, voxel_size)
-            if not crop_roi.contains(voxel):
-                continue  # partly or not covered by the crop: not labelled
-            block = labels[((voxel - offset) / fine).to_slices()]
-            gt[(c, *index)] = 2 * np.count_nonzero(block) > block.size
-            mask[(c, *index)] = 1
-    return gt, mask
 
 
 def test_expand_label_template():

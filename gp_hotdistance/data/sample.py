@@ -73,7 +73,7 @@ class Sample:
         raw: path of the raw volume (multiscale group or array).
         labels: ``{channel: path}`` (one binary/instance dataset per class;
             channels without an entry are unknown here), or one class-id
-            dataset path (with ``class_ids``).
+            dataset path (with ``class_ids``), which annotates every channel.
         channels: the class names, in channel order.
         voxel_size: the training voxel size ``V`` (integer world units).
         class_ids: for a class-id dataset, the id of each channel, as a list

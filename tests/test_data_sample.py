@@ -179,3 +179,22 @@ def test_errors(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # everything above at V = 8 is on the grid
         Sample(fixture.raw_path, labels, CHANNELS, (8, 8, 8))
+
+
+def test_reads_touch_only_the_needed_chunks(tmp_path):
+    fixture = write_cellmap_fixture(tmp_path)  # raw s0 in chunks of 8 voxels, offset -4 V
+    sample = Sample(fixture.raw_path, fixture.label_paths("crop9"), CHANNELS, (8, 8, 8))
+    # crop 9's labelled ROI is raw voxels [22, 30): chunks 2 and 3 per axis
+    chunks = tmp_path / "jrc_x.zarr/recon-1/em/fibsem-uint8/s0"
+    corrupted = 0
+    for path in chunks.glob("*/*/*"):
+        index = [int(p) for p in path.relative_to(chunks).parts]
+        if not all(i in (2, 3) for i in index):
+            path.write_bytes(b"not a chunk")
+            corrupted += 1
+    assert corrupted == 4**3 - 2**3
+    roi = sample.labelled_roi
+    window = ((roi - fixture.raw_offset) / 8).to_slices()
+    np.testing.assert_array_equal(sample.read_raw(roi), fixture.raw[window])
+    with pytest.raises(RuntimeError):  # a corrupted chunk, were it read
+        sample.read_raw(Roi((-32, -32, -32), (8, 8, 8)))

@@ -75,11 +75,6 @@ def random_mask(
     return mask
 
 
-def voxel_roi(roi: gp.Roi, outer: gp.Roi, voxel_size: Sequence[int]) -> tuple[slice, ...]:
-    """Slices selecting ``roi`` in an array that covers ``outer``."""
-    return ((roi - outer.offset) / gp.Coordinate(voxel_size)).to_slices()
-
-
 def augmented_pipeline(
     predictor,
     keys: dict[str, gp.ArrayKey],

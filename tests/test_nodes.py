@@ -18,7 +18,8 @@ from funlib.persistence import Array
 
 from gp_hotdistance import DistanceMaskNode, HotDistancePredictor, TargetNode, WeightNode
 from gp_hotdistance import functional as F
-from tests.helpers import ArraySource, blobs, make_array, random_mask, voxel_roi
+from gp_hotdistance.geometry import roi_slices
+from tests.helpers import ArraySource, blobs, make_array, random_mask
 
 # voxel size, source offset and shape, scale factor (= context), and a request
 # inside the advertised ROI, as (begin, shape) in voxels from the source start
@@ -113,7 +114,7 @@ def grown(p: HotDistancePredictor, roi: gp.Roi, dims: str) -> gp.Roi:
 
 def crop(data: np.ndarray, roi: gp.Roi, outer: gp.Roi, dims: str) -> np.ndarray:
     """``roi`` of ``data`` (covering ``outer``), keeping leading channels."""
-    slices = voxel_roi(roi, outer, CASES[dims]["voxel_size"])
+    slices = roi_slices(roi, outer, CASES[dims]["voxel_size"])
     return data[(...,) + slices]
 
 
@@ -172,6 +173,7 @@ def test_target_node_spec(dims, mask_distances):
     pipeline = sources(dims, gt=make_gt(dims, seed=2)) + TargetNode(p, GT, TARGET)
     vs = gp.Coordinate(CASES[dims]["voxel_size"])
     context = gp.Coordinate(CASES[dims]["context"]) * vs if mask_distances else vs * 0
+    assert p.snapped_context(vs) == (context, context)
     with gp.build(pipeline):
         spec = pipeline.spec[TARGET]
         # the ROIs whose grown GT region fits in the source

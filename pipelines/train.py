@@ -61,14 +61,15 @@ def build_pipeline(
     keys: Keys,
     out: Path,
     device: str,
-) -> tuple[gp.Pipeline, gp.BatchRequest, WeightNode]:
-    """The training pipeline, its request and its WeightNode (for the counts)."""
+) -> tuple[gp.Pipeline, gp.BatchRequest, WeightNode, gp_torch.Train]:
+    """The training pipeline, its request, its WeightNode (for the counts)
+    and its Train node (for the learning rate and the final checkpoint)."""
     output_shape = Coordinate(config.model.output_shape)
     input_shape = Coordinate(input_shape_for(model, output_shape))
     pipeline, request, weight_node = build_data_pipeline(
         config, container, keys, input_shape, output_shape, config.training.num_workers
     )
-    pipeline += gp_torch.Train(
+    train_node = gp_torch.Train(
         model=model,
         loss=HotDistanceLoss(dims=output_shape.dims),
         optimizer=torch.optim.Adam(model.parameters(), lr=config.training.learning_rate),
@@ -79,6 +80,7 @@ def build_pipeline(
         save_every=config.training.save_every,
         device=device,
     )
+    pipeline += train_node
     snapshot_names = {
         keys.raw: "raw",
         keys.gt: "gt",
@@ -98,7 +100,7 @@ def build_pipeline(
     )
     pipeline += gp.PrintProfilingStats(every=config.training.profile_every)
     request.add(keys.prediction, request[keys.gt].roi.shape)
-    return pipeline, request, weight_node
+    return pipeline, request, weight_node, train_node
 
 
 def learning_rate(config: Config, iteration: int, total: int) -> float:
@@ -188,7 +190,9 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
     model = make_model(config, predictor)
     model.train()
     keys = Keys.create(config)
-    pipeline, request, weight_node = build_pipeline(config, container, model, keys, out, device)
+    pipeline, request, weight_node, train_node = build_pipeline(
+        config, container, model, keys, out, device
+    )
     start = latest_checkpoint(out)
     if start > 0:
         load_counts(out, start, weight_node)
@@ -197,7 +201,6 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
     began = time.perf_counter()
     if start < total:
         with gp.build(pipeline):
-            train_node = _find_train_node(pipeline)
             bar = tqdm(range(start, total), desc="train", disable=quiet, dynamic_ncols=True)
             for iteration in bar:
                 for group in train_node.optimizer.param_groups:
@@ -224,17 +227,6 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _find_train_node(pipeline: gp.Pipeline) -> gp_torch.Train:
-    """The Train node of a built pipeline (for the final checkpoint)."""
-    stack = [pipeline]
-    while stack:
-        node = stack.pop()
-        if isinstance(node.output, gp_torch.Train):
-            return node.output
-        stack.extend(node.children)
-    raise RuntimeError("pipeline has no Train node")
 
 
 def main(argv: list[str] | None = None) -> int:

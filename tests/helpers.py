@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import gunpowder as gp
 import numpy as np
 import numpy.typing as npt
+from scipy.ndimage import gaussian_filter
 
 
 class ArraySource(gp.BatchProvider):
@@ -62,6 +63,15 @@ def blobs(
         box = tuple(slice(b, b + z) for b, z in zip(begin, size, strict=True))
         labels[box] = np.uint64(ids[int(rng.integers(0, len(ids)))])
     return labels
+
+
+def smooth_blobs(
+    rng: np.random.Generator, shape: Sequence[int], sigma: float, fraction: float
+) -> npt.NDArray[np.uint8]:
+    """A binary uint8 volume: Gaussian-smoothed noise (``sigma`` voxels)
+    thresholded to about ``fraction`` foreground."""
+    noise = gaussian_filter(rng.standard_normal(tuple(shape)), sigma)
+    return (noise > np.quantile(noise, 1 - fraction)).astype(np.uint8)
 
 
 def random_mask(

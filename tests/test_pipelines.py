@@ -163,7 +163,9 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
     predictor = common.make_predictor(config)
     model = common.make_model(config, predictor)
     keys = train_module.Keys.create(config)
-    _, _, weight_node = train_module.build_pipeline(config, demo_2d.path, model, keys, out, "cpu")
+    _, _, weight_node, _ = train_module.build_pipeline(
+        config, demo_2d.path, model, keys, out, "cpu"
+    )
     train_module.load_counts(out, 2, weight_node)
     assert json.loads(json.dumps(weight_node.state_dict())) == counts
 

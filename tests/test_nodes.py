@@ -379,15 +379,15 @@ def test_chain_values(dims, mask_distances):
     assert (batch[WEIGHTS].data[:, mask_roi == 0] == 0).all()
 
     if not mask_distances:
-        # DaCapo's create_weight (its intended behaviour) on the same arrays
+        # this project's HotDistancePredictor.create_weight (not DaCapo's) on the same arrays
         vs = CASES[dims]["voxel_size"]
         offset = roi.offset
-        dacapo_weights, _ = p.create_weight(
+        array_weights, _ = p.create_weight(
             Array(crop(gt, roi, source_roi(dims), dims), offset=offset, voxel_size=vs),
             Array(target, offset=offset, voxel_size=vs),
             Array(mask_roi, offset=offset, voxel_size=vs),
         )
-        np.testing.assert_array_equal(batch[WEIGHTS].data, np.asarray(dacapo_weights.data))
+        np.testing.assert_array_equal(batch[WEIGHTS].data, np.asarray(array_weights.data))
 
 
 @pytest.mark.parametrize("dims", DIMS)

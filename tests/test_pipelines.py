@@ -383,3 +383,23 @@ def test_progress_without_a_terminal_is_plain_lines(demo_2d, tmp_path):
     assert len(progress) == 15, text
     assert progress[-1].startswith("iteration 45/45: loss (mean of last 45) ")
     assert len(text.splitlines()) <= train_module.PLAIN_LINES + 5, text
+
+
+def test_montage_panels_show_one_region_and_name_constant_panels():
+    """Raw (larger by the context) is cropped to the output ROI, 3-D arrays
+    show their central section, and a constant panel says so."""
+    vs = Coordinate(2, 4, 4)
+    raw = np.arange(4 * 6 * 6, dtype=np.float32).reshape(4, 6, 6)
+    target = np.linspace(-1, 1, 2 * 2 * 2, dtype=np.float32).reshape(2, 2, 2)
+    arrays = [
+        preview_module.PreviewArray("raw", raw, Coordinate(0, 0, 0), vs),
+        preview_module.PreviewArray("target/dist_a", target, Coordinate(2, 8, 4), vs),
+        preview_module.PreviewArray("weights/dist_a", np.zeros((2, 2, 2)), Coordinate(2, 8, 4), vs),
+    ]
+    panels = preview_module.montage_panels(arrays)
+    assert [p.title for p in panels] == ["raw", "target/dist_a", "weights/dist_a (all 0)"]
+    # region: z 2..6 -> voxels 1..3 (section at index 1 of 2 -> z voxel 2),
+    # y 8..16 -> voxels 2..4, x 4..12 -> voxels 1..3
+    np.testing.assert_array_equal(panels[0].image, raw[2, 2:4, 1:3])
+    np.testing.assert_array_equal(panels[1].image, target[1])
+    assert panels[2].image.shape == (2, 2)

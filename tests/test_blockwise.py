@@ -182,8 +182,9 @@ from pipelines.config import load_config
 
 class Slow(bw.TargetsJob):
     def process(self, write_roi):
-        super().process(write_roi)
+        seconds = super().process(write_roi)
         time.sleep(0.5)  # outputs written, done marker not yet
+        return seconds
 
 with open(sys.argv[1], "rb") as f:
     job = pickle.load(f)
@@ -280,14 +281,14 @@ class FailOnce(bw.TargetsJob):
         if write_roi.offset == self.volume_roi.offset and not flag.exists():
             flag.write_text("x")
             raise RuntimeError(f"injected failure at {write_roi}")
-        super().process(write_roi)
+        return super().process(write_roi)
 
 
 class FailAlways(bw.TargetsJob):
     def process(self, write_roi):
         if write_roi.offset == self.volume_roi.offset:
             raise RuntimeError(f"injected failure at {write_roi}")
-        super().process(write_roi)
+        return super().process(write_roi)
 
 
 def _as(cls, job):

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines.blockwise.jobs import BlockJob
-from pipelines.blockwise.plan import plan_predict, plan_targets
+from pipelines.blockwise.plan import check_workers, plan_predict, plan_targets
 from pipelines.blockwise.run import BlockwiseError, run_job
+from pipelines.blockwise.worker import check_template
 from pipelines.common import make_predictor
 from pipelines.config import Config, ConfigError, from_dict, load_config
 
@@ -41,6 +42,21 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=600.0,
         help="seconds before a stuck block's worker is killed and the block retried (default 600)",
+    )
+    parser.add_argument(
+        "--worker-command",
+        metavar="TEMPLATE",
+        help="start each worker with this shell command instead of as a local process, e.g. "
+        "'bsub -K -n 2 -o {log} {command}', 'srun --gres=gpu:1 {command}', "
+        "'ssh HOST {command}'; {command} is the worker (required), {log} a per-worker log "
+        "path, {worker} the worker number. Workers connect back to this process over TCP "
+        "(README: Running on a cluster)",
+    )
+    parser.add_argument(
+        "--worker-restarts",
+        type=int,
+        help="how often workers that exit with an error are restarted before the run is "
+        "abandoned (default: daisy's)",
     )
     parser.add_argument("--log-dir", help="daisy worker logs (default: <output>.logs)")
     parser.add_argument("--no-progress", action="store_true", help="no daisy progress bar/summary")
@@ -71,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     targets.add_argument(
         "--mask",
         default=None,
-        help="mask dataset in --input (default: config data.mask; 'none' for an all-ones mask)",
+        help="mask dataset in --input (default: no mask, every voxel annotated)",
     )
     targets.add_argument("--config", help="JSON/YAML config (channels, scale_factor, class_ids)")
     targets.add_argument("--channels", nargs="+", help="channel names (override the config)")
@@ -81,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--context",
         type=float,
         nargs="+",
-        help="WORLD units of context per side (one value or one per axis); "
+        help="WORLD units of context per side (one value for all axes or one per axis); "
         "default: scale_factor, rounded up to whole voxels",
     )
     targets.add_argument("--target", default="target", help="output dataset (default target)")
@@ -129,12 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     container = Path(args.input)
     try:
+        check_workers(args.workers)
+        if args.worker_command is not None:
+            check_template(args.worker_command)
         if args.command == "targets":
             predictor, config = _targets_predictor(args)
             gt = args.gt or config.data.gt
-            mask = args.mask if args.mask is not None else config.data.mask
-            if mask is not None and mask.lower() == "none":
-                mask = None
+            mask = args.mask
             if args.block_shape is None:
                 raise ConfigError("--block-shape is required for targets")
             job: BlockJob = plan_targets(
@@ -170,10 +187,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.block_timeout,
             progress=not args.no_progress,
             log_dir=args.log_dir,
+            worker_command=args.worker_command,
+            max_worker_restarts=args.worker_restarts,
         )
     except (ConfigError, ValueError, BlockwiseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if not isinstance(error, BlockwiseError) else 1
+    if report.skipped == report.blocks:
+        print(
+            f"{report.task_id}: nothing to do: all {report.blocks} blocks were already done "
+            f"in {args.output} (outputs unchanged)"
+        )
+        return 0
     print(
         f"{report.task_id}: {report.blocks} blocks ({report.skipped} already done), "
         f"{report.voxels} voxels in {report.seconds:.1f} s = {report.voxels_per_second:.3g} voxels/s"

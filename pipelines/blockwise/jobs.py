@@ -1,20 +1,28 @@
-"""Block jobs: one block's work, pickled into daisy's worker processes."""
+"""Block jobs: one block's work, pickled into daisy's worker processes.
+
+A job reads and writes its zarr datasets with zarr alone (no
+funlib.persistence, dask, gunpowder or torch on the targets path), so a
+worker starts in about a second.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import daisy
 import numpy as np
+import numpy.typing as npt
+import zarr
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import Array, open_ds
 
 from pipelines.blockwise.outputs import DoneMarkers, signature_value
 
@@ -22,6 +30,80 @@ if TYPE_CHECKING:
     from gp_hotdistance.predictor import HotDistancePredictor
 
 logger = logging.getLogger(__name__)
+
+
+class BlockReadError(RuntimeError):
+    """A block's input that cannot be read (e.g. a corrupt chunk file)."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A zarr array ``path`` of shape ``(*channels, *spatial)`` whose first
+    spatial voxel lies at the world ``offset``."""
+
+    path: str
+    offset: Coordinate
+    voxel_size: Coordinate
+
+    def _slices(self, roi: Roi, shape: Sequence[int]) -> tuple[slice, ...]:
+        begin = (roi.begin - self.offset) / self.voxel_size
+        end = (roi.end - self.offset) / self.voxel_size
+        channels = len(shape) - self.voxel_size.dims
+        return (slice(None),) * channels + tuple(
+            slice(b, e) for b, e in zip(begin, end, strict=True)
+        )
+
+    def read(self, array: zarr.Array, roi: Roi) -> npt.NDArray:
+        """The data inside ``roi`` (which must lie inside the array).
+
+        Raises:
+            BlockReadError: a chunk cannot be decoded; names its file.
+        """
+        slices = self._slices(roi, array.shape)
+        try:
+            return array[slices]
+        except Exception as error:
+            raise BlockReadError(
+                f"cannot read {self.path} in {roi}: {self._bad_chunk(array, slices)}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    def read_padded(self, array: zarr.Array, roi: Roi) -> npt.NDArray:
+        """The data inside ``roi``, zeros where ``roi`` leaves the array."""
+        spatial = Coordinate(array.shape[-self.voxel_size.dims :])
+        inside = roi.intersect(Roi(self.offset, spatial * self.voxel_size))
+        channels = tuple(array.shape[: len(array.shape) - self.voxel_size.dims])
+        out = np.zeros(channels + tuple(roi.shape / self.voxel_size), dtype=array.dtype)
+        if not inside.empty:
+            begin = (inside.begin - roi.begin) / self.voxel_size
+            where = (slice(None),) * len(channels) + tuple(
+                slice(b, b + s) for b, s in zip(begin, inside.shape / self.voxel_size, strict=True)
+            )
+            out[where] = self.read(array, inside)
+        return out
+
+    def write(self, array: zarr.Array, roi: Roi, data: npt.NDArray) -> None:
+        array[self._slices(roi, array.shape)] = data
+
+    def _bad_chunk(self, array: zarr.Array, slices: tuple[slice, ...]) -> str:
+        """The file of the first chunk in ``slices`` that fails to decode."""
+        ranges = [
+            range(
+                (s.start or 0) // c,
+                -(-(n if s.stop is None else s.stop) // c),
+            )
+            for s, c, n in zip(slices, array.chunks, array.shape, strict=True)
+        ]
+        separator = getattr(array, "_dimension_separator", None) or "."
+        for index in itertools.product(*ranges):
+            chunk = tuple(
+                slice(i * c, (i + 1) * c) for i, c in zip(index, array.chunks, strict=True)
+            )
+            try:
+                array[chunk]
+            except Exception:
+                return f"chunk file {Path(self.path) / separator.join(map(str, index))}"
+        return "a chunk could not be read"
 
 
 @dataclass
@@ -61,11 +143,27 @@ class BlockJob:
             grid,
         )
 
-    def task(self, num_workers: int, max_retries: int, timeout: float | None) -> daisy.Task:
-        """The daisy task: write ROIs tile ``volume_roi``, read ROIs add ``context``."""
+    def output_dataset(self, name: str) -> Dataset:
+        """Output dataset ``name`` in the output container (over ``volume_roi``)."""
+        return Dataset(str(Path(self.output) / name), self.volume_roi.offset, self.voxel_size)
+
+    def task(
+        self,
+        num_workers: int,
+        max_retries: int,
+        timeout: float | None,
+        process_function: Any = None,
+        max_worker_restarts: int | None = None,
+    ) -> daisy.Task:
+        """The daisy task: write ROIs tile ``volume_roi``, read ROIs add
+        ``context``. ``process_function`` defaults to this job (run per block
+        by daisy's own workers); a worker launcher replaces it."""
         total = self.volume_roi.grow(self.context, self.context)
         read = Roi(-self.context, self.block_size + self.context * 2)
         write = Roi((0,) * self.block_size.dims, self.block_size)
+        restarts = (
+            {} if max_worker_restarts is None else {"max_worker_restarts": max_worker_restarts}
+        )
         with warnings.catch_warnings():
             # daisy warns that check functions are slower than its own done
             # markers; ours reads one byte per block and lives with the outputs
@@ -75,7 +173,7 @@ class BlockJob:
                 total_roi=total,
                 read_roi=read,
                 write_roi=write,
-                process_function=self,
+                process_function=self if process_function is None else process_function,
                 check_function=self.check,
                 read_write_conflict=False,
                 fit="shrink",
@@ -83,6 +181,7 @@ class BlockJob:
                 max_retries=max_retries,
                 timeout=timeout,
                 done_marker_path=False,
+                **restarts,
             )
 
     def check(self, block: daisy.Block) -> bool:
@@ -91,16 +190,19 @@ class BlockJob:
     def __call__(self, block: daisy.Block) -> None:
         started = time.perf_counter()
         self._set_threads()
-        self.process(block.write_roi.intersect(self.volume_roi))
+        seconds = self.process(block.write_roi.intersect(self.volume_roi))
         self.markers.mark(block.write_roi)
         logger.info(
-            "block %s %s done in %.2f s",
+            "block %s %s done in %.2f s (%s)",
             block.block_id,
             block.write_roi,
             time.perf_counter() - started,
+            ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()),
         )
 
-    def process(self, write_roi: Roi) -> None:  # pragma: no cover - abstract
+    def process(self, write_roi: Roi) -> dict[str, float]:  # pragma: no cover - abstract
+        """Compute and write the outputs inside ``write_roi``; returns the
+        seconds spent reading, computing and writing."""
         raise NotImplementedError
 
     def signature(self) -> dict[str, Any]:
@@ -125,10 +227,10 @@ class BlockJob:
             sys.modules["torch"].set_num_threads(self.threads)
         self._cache["threads_set"] = True
 
-    def _open(self, key: str, path: str, mode: str = "r") -> Array:
-        if key not in self._cache:
-            self._cache[key] = open_ds(path, mode=mode)
-        return self._cache[key]
+    def _open(self, dataset: Dataset, mode: str = "r") -> zarr.Array:
+        if dataset.path not in self._cache:
+            self._cache[dataset.path] = zarr.open_array(dataset.path, mode=mode)
+        return self._cache[dataset.path]
 
 
 @dataclass
@@ -136,39 +238,47 @@ class TargetsJob(BlockJob):
     """Targets ``[hot x C, tanh(d / scale_factor) x C]`` (float32) and the
     distance mask (``C`` channels, the mask's dtype) of one block."""
 
-    gt: str = ""
-    mask: str | None = None
+    gt: Dataset | None = None
+    mask: Dataset | None = None
     target_dataset: str = "target"
     distance_mask_dataset: str = "distance_mask"
     predictor: HotDistancePredictor | None = None
 
-    def process(self, write_roi: Roi) -> None:
-        predictor = self.predictor
-        assert predictor is not None
+    def process(self, write_roi: Roi) -> dict[str, float]:
+        predictor, gt = self.predictor, self.gt
+        if predictor is None or gt is None:
+            raise ValueError("a TargetsJob needs a predictor and a gt dataset")
+        started = time.perf_counter()
         read_roi = write_roi.grow(self.context, self.context).intersect(self.volume_roi)
-        gt = self._open("gt", self.gt)
-        labels = np.asarray(gt[read_roi])
+        labels = gt.read(self._open(gt), read_roi)
+        mask = None if self.mask is None else self.mask.read(self._open(self.mask), read_roi)
+        read = time.perf_counter()
         target = predictor.process(labels, self.voxel_size)
-        mask = None if self.mask is None else np.asarray(self._open("mask", self.mask)[read_roi])
         distance_mask = predictor.create_distance_mask(
             target[predictor.classes :], mask, self.voxel_size
         )
+        computed = time.perf_counter()
         crop = crop_slices(write_roi, read_roi, self.voxel_size)
-        out = Path(self.output)
-        self._open("target", str(out / self.target_dataset), "r+")[write_roi] = target[crop]
-        self._open("distance_mask", str(out / self.distance_mask_dataset), "r+")[write_roi] = (
-            distance_mask[crop]
-        )
+        for name, data in (
+            (self.target_dataset, target),
+            (self.distance_mask_dataset, distance_mask),
+        ):
+            dataset = self.output_dataset(name)
+            dataset.write(self._open(dataset, "r+"), write_roi, data[crop])
+        written = time.perf_counter()
+        return {"read": read - started, "compute": computed - read, "write": written - computed}
 
     def signature(self) -> dict[str, Any]:
-        predictor = self.predictor
-        assert predictor is not None
+        predictor, gt = self.predictor, self.gt
+        if predictor is None or gt is None:
+            raise ValueError("a TargetsJob needs a predictor and a gt dataset")
         return {
             **super().signature(),
             **signature_value(
                 {
-                    "gt": str(Path(self.gt).resolve()),
-                    "mask": None if self.mask is None else str(Path(self.mask).resolve()),
+                    "gt": str(Path(gt.path).resolve()),
+                    "mask": None if self.mask is None else str(Path(self.mask.path).resolve()),
+                    "outputs": [self.target_dataset, self.distance_mask_dataset],
                     "channels": predictor.channels,
                     "class_ids": predictor.class_ids,
                     "scale_factor": predictor.scale_factor,
@@ -184,7 +294,7 @@ class PredictJob(BlockJob):
     """Raw prediction (``2C`` float32 channels) and segmentation (``C``
     uint8 channels, ``sigmoid(hot) > 0.5``) of one block."""
 
-    raw: str = ""
+    raw: Dataset | None = None
     checkpoint: str = ""
     config: dict[str, Any] | None = None
     output_shape: tuple[int, ...] = ()
@@ -201,22 +311,31 @@ class PredictJob(BlockJob):
             self._cache["model"] = load_model(from_dict(self.config or {}), self.checkpoint)
         return self._cache["model"]
 
-    def process(self, write_roi: Roi) -> None:
+    def process(self, write_roi: Roi) -> dict[str, float]:
         from gp_hotdistance.torch.inference import predict_padded
         from gp_hotdistance.torch.postprocess import segment
         from pipelines.common import normalize_raw
 
+        if self.raw is None:
+            raise ValueError("a PredictJob needs a raw dataset")
         model = self.model()
         self._set_torch_threads()
-        raw = self._open("raw", self.raw)
+        started = time.perf_counter()
+        raw_array = self._open(self.raw)
         read_roi = write_roi.grow(self.context, self.context)
-        padded = normalize_raw(raw.to_ndarray(read_roi, fill_value=0), raw.dtype)
+        padded = normalize_raw(self.raw.read_padded(raw_array, read_roi), raw_array.dtype)
+        read = time.perf_counter()
         prediction = predict_padded(model, padded, self.output_shape, self.device)
-        out = Path(self.output)
-        self._open("prediction", str(out / self.prediction_dataset), "r+")[write_roi] = prediction
-        self._open("segmentation", str(out / self.segmentation_dataset), "r+")[write_roi] = segment(
-            prediction
-        ).astype(np.uint8)
+        segmentation = segment(prediction).astype(np.uint8)
+        computed = time.perf_counter()
+        for name, data in (
+            (self.prediction_dataset, prediction),
+            (self.segmentation_dataset, segmentation),
+        ):
+            dataset = self.output_dataset(name)
+            dataset.write(self._open(dataset, "r+"), write_roi, data)
+        written = time.perf_counter()
+        return {"read": read - started, "compute": computed - read, "write": written - computed}
 
     def _set_torch_threads(self) -> None:
         if self.threads > 0 and not self._cache.get("torch_threads"):
@@ -226,11 +345,14 @@ class PredictJob(BlockJob):
             self._cache["torch_threads"] = True
 
     def signature(self) -> dict[str, Any]:
+        if self.raw is None:
+            raise ValueError("a PredictJob needs a raw dataset")
         return {
             **super().signature(),
             **signature_value(
                 {
-                    "raw": str(Path(self.raw).resolve()),
+                    "raw": str(Path(self.raw.path).resolve()),
+                    "outputs": [self.prediction_dataset, self.segmentation_dataset],
                     "checkpoint": str(Path(self.checkpoint).resolve()),
                     "checkpoint_mtime": os.path.getmtime(self.checkpoint),
                     "config": self.config,

@@ -14,11 +14,11 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import open_ds, prepare_ds
 
 logger = logging.getLogger(__name__)
 
 MAX_CHUNK = 64  # largest chunk edge (voxels) of the prepared outputs
+MIN_CHUNK = 16  # smallest chunk edge (voxels) along an axis whose block is longer
 
 
 class OutputMismatchError(ValueError):
@@ -43,8 +43,29 @@ class OutputSpec:
 
 
 def chunk_shape_for(block_shape: Sequence[int]) -> tuple[int, ...]:
-    """Per axis, the largest divisor of the block shape that is <= ``MAX_CHUNK``."""
-    return tuple(max(d for d in range(1, min(b, MAX_CHUNK) + 1) if b % d == 0) for b in block_shape)
+    """Per axis, the largest divisor of the block shape that is <= ``MAX_CHUNK``
+    (chunks must divide blocks so that no two blocks write the same chunk).
+
+    Raises:
+        ValueError: an axis whose largest such divisor is below
+            ``min(block, MIN_CHUNK)`` (a block edge with a large prime
+            factor would give tiny chunks: many files, much overhead); the
+            message suggests block edges that work.
+    """
+    chunks = []
+    for axis, b in enumerate(block_shape):
+        chunk = max(d for d in range(1, min(b, MAX_CHUNK) + 1) if b % d == 0)
+        if chunk < min(b, MIN_CHUNK):
+            lower = b - b % MIN_CHUNK
+            upper = lower + MIN_CHUNK
+            raise ValueError(
+                f"block shape {tuple(block_shape)}: axis {axis} ({b} voxels) has no divisor "
+                f"between {MIN_CHUNK} and {MAX_CHUNK}, so its output chunks would be {chunk} "
+                f"voxel(s) thick; use a block edge that is a multiple of {MIN_CHUNK}, "
+                f"e.g. {lower} or {upper}"
+            )
+        chunks.append(chunk)
+    return tuple(chunks)
 
 
 def prepare_output(container: Path, spec: OutputSpec, block_shape: Sequence[int]) -> None:
@@ -55,6 +76,8 @@ def prepare_output(container: Path, spec: OutputSpec, block_shape: Sequence[int]
         OutputMismatchError: the existing dataset differs in shape, channel
             count, voxel size, offset, dtype or has chunks that straddle blocks.
     """
+    from funlib.persistence import open_ds, prepare_ds
+
     path = container / spec.name
     if path.exists():
         try:
@@ -178,8 +201,11 @@ def prepare_outputs(
     markers: DoneMarkers,
     signature: dict[str, Any],
 ) -> None:
-    """Check every existing output and the done markers before creating
-    anything, then create the missing outputs."""
+    """Check the block shape, every existing output and the done markers
+    before creating anything, then create the missing outputs."""
+    chunk_shape_for(block_shape)
+    if container.exists() and not container.is_dir():
+        raise OutputMismatchError(f"output {container} is a file, not a zarr container")
     container.mkdir(parents=True, exist_ok=True)
     if not (container / ".zgroup").exists():
         zarr.open_group(str(container), mode="a")

@@ -9,14 +9,43 @@ from pathlib import Path
 
 import numpy as np
 from funlib.geometry import Coordinate
-from funlib.persistence import open_ds
+from funlib.persistence import Array, open_ds
 
 from gp_hotdistance.predictor import HotDistancePredictor
-from pipelines.blockwise.jobs import PredictJob, TargetsJob
+from pipelines.blockwise.jobs import Dataset, PredictJob, TargetsJob
 from pipelines.blockwise.outputs import OutputSpec, prepare_outputs
 from pipelines.blockwise.run import default_threads
 from pipelines.common import checkpoint_path, latest_checkpoint, load_model, resolve_device
 from pipelines.config import ConfigError, load_config
+
+
+def open_input(path: str | Path, role: str) -> Array:
+    """The funlib dataset at ``path`` (``container/name``), checked to exist
+    and to hold at least one voxel.
+
+    Raises:
+        ValueError: a missing, unreadable or empty dataset, named with ``role``.
+    """
+    if not Path(path).exists():
+        raise ValueError(f"{role} dataset {path} does not exist")
+    try:
+        array = open_ds(str(path))
+    except Exception as error:
+        raise ValueError(f"{role} dataset {path} cannot be opened: {error}") from error
+    if 0 in tuple(array.shape):
+        raise ValueError(f"{role} dataset {path} is empty (shape {tuple(array.shape)})")
+    return array
+
+
+def dataset(path: str | Path, array: Array) -> Dataset:
+    """The job's handle on ``array`` (stored at ``path``)."""
+    return Dataset(str(path), Coordinate(array.offset), Coordinate(array.voxel_size))
+
+
+def check_workers(num_workers: int) -> None:
+    """Raises ValueError unless ``num_workers >= 1``."""
+    if num_workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {num_workers}")
 
 
 def block_size_world(block_shape: Sequence[int], voxel_size: Coordinate) -> Coordinate:
@@ -63,7 +92,8 @@ def plan_targets(
         ValueError: bad shapes or mismatched voxel sizes.
         OutputMismatchError: an existing output does not match.
     """
-    gt_array = open_ds(str(gt))
+    check_workers(num_workers)
+    gt_array = open_input(gt, "gt")
     voxel_size = Coordinate(gt_array.voxel_size)
     volume = gt_array.roi
     spatial = voxel_size.dims
@@ -75,19 +105,27 @@ def plan_targets(
         raise ValueError(f"gt {gt} has {gt_array.channel_dims} channel axes, expected 0 or 1")
     mask_dtype = np.dtype(np.uint8)
     if mask is not None:
-        mask_array = open_ds(str(mask))
+        mask_array = open_input(mask, "mask")
         if Coordinate(mask_array.voxel_size) != voxel_size:
             raise ValueError(
                 f"mask {mask} voxel size {mask_array.voxel_size} differs from gt {voxel_size}"
             )
         if not mask_array.roi.contains(volume):
             raise ValueError(f"mask {mask} ROI {mask_array.roi} does not contain gt ROI {volume}")
+        if (Coordinate(mask_array.offset) - volume.offset) % voxel_size != Coordinate(
+            (0,) * spatial
+        ):
+            raise ValueError(
+                f"mask {mask} offset {mask_array.offset} is not on the gt's voxel grid"
+            )
         mask_dtype = np.dtype(mask_array.dtype)
     block_size = block_size_world(block_shape, voxel_size)
     if context is None:
         context_world = targets_context(predictor, voxel_size)
     else:
-        values = [float(context)] * spatial if np.isscalar(context) else [float(c) for c in context]
+        values = [float(context)] if np.isscalar(context) else [float(c) for c in context]
+        if len(values) == 1:
+            values = values * spatial
         if len(values) != spatial or any(c < 0 for c in values):
             raise ValueError(f"context must be one or {spatial} non-negative values, got {context}")
         context_world = Coordinate(
@@ -102,8 +140,8 @@ def plan_targets(
         context=context_world,
         done_dataset="done/targets",
         threads=threads or default_threads(num_workers),
-        gt=str(gt),
-        mask=None if mask is None else str(mask),
+        gt=dataset(gt, gt_array),
+        mask=None if mask is None else dataset(mask, mask_array),
         target_dataset=target_dataset,
         distance_mask_dataset=distance_mask_dataset,
         predictor=predictor,
@@ -170,7 +208,8 @@ def plan_predict(
     checkpoint = checkpoint_path(run, iteration)
     if iteration < 1 or not checkpoint.is_file():
         raise ConfigError(f"no checkpoint {checkpoint.name} in {run}")
-    raw_array = open_ds(str(raw))
+    check_workers(num_workers)
+    raw_array = open_input(raw, "raw")
     if raw_array.channel_dims != 0:
         raise ValueError(f"raw {raw} must be spatial (one channel), got shape {raw_array.shape}")
     voxel_size = Coordinate(raw_array.voxel_size)
@@ -201,7 +240,7 @@ def plan_predict(
         context=context_voxels * voxel_size,
         done_dataset="done/predict",
         threads=threads or default_threads(num_workers),
-        raw=str(raw),
+        raw=dataset(raw, raw_array),
         checkpoint=str(checkpoint),
         config=config.to_dict(),
         output_shape=output_shape,

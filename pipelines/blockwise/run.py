@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from pipelines.blockwise.jobs import BlockJob
+from pipelines.blockwise.worker import CommandLauncher, check_template
 
 logger = logging.getLogger(__name__)
 
@@ -54,27 +56,39 @@ def run_job(
     progress: bool = True,
     log_dir: str | Path | None = None,
     multiprocessing: bool = True,
+    worker_command: str | None = None,
+    max_worker_restarts: int | None = None,
 ) -> Report:
     """Run ``job`` on daisy with ``num_workers`` worker processes.
 
     Blocks already marked done are skipped. Worker output and failure
     tracebacks go to ``log_dir`` (default ``<output>.logs``).
     ``multiprocessing=False`` runs every block in this process (daisy's
-    serial mode: for debugging).
+    serial mode: for debugging). ``worker_command`` starts each worker with
+    a command template instead of as a local subprocess (see
+    :mod:`pipelines.blockwise.worker`); ``max_worker_restarts`` bounds how
+    often daisy restarts workers that exit with an error (default daisy's).
 
     Raises:
-        BlockwiseError: some block is not done after its retries.
+        BlockwiseError: some block is not done after its retries, or the
+            workers kept failing.
     """
     if num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        raise ValueError(f"--workers must be at least 1, got {num_workers}")
     from daisy import logging as daisy_logging
 
-    daisy_logging.set_log_basedir(
-        str(log_dir) if log_dir is not None else str(job.output).rstrip("/") + ".logs"
-    )
+    logs = Path(log_dir) if log_dir is not None else Path(str(job.output).rstrip("/") + ".logs")
+    daisy_logging.set_log_basedir(str(logs))
     if not multiprocessing:
         job = dataclasses.replace(job, threads=0)  # leave this process's thread pools alone
-    task = job.task(num_workers, max_retries, timeout)
+    launcher = None
+    if worker_command is not None:
+        check_template(worker_command)
+        job_file = logs / job.task_id / "job.pickle"
+        job_file.parent.mkdir(parents=True, exist_ok=True)
+        job_file.write_bytes(pickle.dumps(job))
+        launcher = CommandLauncher(worker_command, str(job_file), str(logs / job.task_id))
+    task = job.task(num_workers, max_retries, timeout, launcher, max_worker_restarts)
     started = time.perf_counter()
     state = None
     failure: BaseException | None = None
@@ -99,8 +113,8 @@ def run_job(
             for index in zip(*np.nonzero(~done), strict=True)
         ]
         if failure is not None:
-            error = f"{type(failure).__name__}: {failure}"
-            counts = "daisy stopped the run"
+            error = _failure_message(failure, worker_command, logs / job.task_id)
+            counts = "the run was stopped"
         else:
             assert state is not None
             error = state.last_worker_error or "(no error recorded)"
@@ -115,6 +129,12 @@ def run_job(
         logger.warning(
             "%s: some blocks failed and were retried; first error:\n%s", job.task_id, retried
         )
+    if int(state.skipped_count) == int(state.total_block_count):
+        logger.info(
+            "%s: nothing to do, all %d blocks were already done; outputs unchanged",
+            job.task_id,
+            int(state.skipped_count),
+        )
     voxels = int(np.prod(job.volume_roi.shape / job.voxel_size))
     return Report(
         task_id=job.task_id,
@@ -124,4 +144,18 @@ def run_job(
         retried_error=retried,
         voxels=voxels,
         seconds=seconds,
+    )
+
+
+def _failure_message(failure: BaseException, worker_command: str | None, logs: Path) -> str:
+    """What stopped a run, for the user: daisy's abandonment error names its
+    own ``max_worker_restarts`` knob, which is no option of this command."""
+    text = str(failure)
+    if "max_worker_restarts" not in text and "abandoned" not in text:
+        return f"{type(failure).__name__}: {failure}"
+    started = f"the worker command {worker_command!r}" if worker_command else "the worker processes"
+    last = text.split("last error:", 1)[1].strip() if "last error:" in text else ""
+    return (
+        f"{started} kept exiting with errors, so the run was abandoned (--worker-restarts "
+        f"sets how often they are restarted); worker logs are in {logs}" + (f"; last worker error:\n{last}" if last else "")
     )

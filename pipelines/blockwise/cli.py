@@ -14,7 +14,7 @@ from pipelines.blockwise.jobs import BlockJob
 from pipelines.blockwise.plan import check_workers, plan_predict, plan_targets
 from pipelines.blockwise.run import BlockwiseError, run_job
 from pipelines.blockwise.worker import check_template
-from pipelines.common import make_predictor
+from pipelines.common import make_predictor, resolve_device
 from pipelines.config import Config, ConfigError, from_dict, load_config
 
 
@@ -57,6 +57,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="how often workers that exit with an error are restarted before the run is "
         "abandoned (default: daisy's)",
+    )
+    parser.add_argument(
+        "--scheduler-host",
+        help="address the workers connect to (default: detected; also DAISY_HOST)",
     )
     parser.add_argument("--log-dir", help="daisy worker logs (default: <output>.logs)")
     parser.add_argument("--no-progress", action="store_true", help="no daisy progress bar/summary")
@@ -167,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 threads=args.threads_per_worker,
             )
         else:
+            if args.worker_command is None:
+                resolve_device(args.device)  # launched workers resolve it on their nodes
             raw = args.raw or load_config(Path(args.run) / "config.json").data.raw
             job = plan_predict(
                 args.run,
@@ -189,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_dir=args.log_dir,
             worker_command=args.worker_command,
             max_worker_restarts=args.worker_restarts,
+            scheduler_host=args.scheduler_host,
         )
     except (ConfigError, ValueError, BlockwiseError) as error:
         print(f"error: {error}", file=sys.stderr)

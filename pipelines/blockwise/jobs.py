@@ -298,17 +298,18 @@ class PredictJob(BlockJob):
     checkpoint: str = ""
     config: dict[str, Any] | None = None
     output_shape: tuple[int, ...] = ()
-    device: str = "cpu"
+    device: str = "cpu"  # auto, cpu or cuda: resolved on the worker
     prediction_dataset: str = "prediction"
     segmentation_dataset: str = "segmentation"
 
     def model(self) -> Any:
         """The model of ``config`` with the checkpoint's weights (cached per worker)."""
         if "model" not in self._cache:
-            from pipelines.common import load_model
+            from pipelines.common import load_model, resolve_device
             from pipelines.config import from_dict
 
             self._cache["model"] = load_model(from_dict(self.config or {}), self.checkpoint)
+            self._cache["device"] = resolve_device(self.device)
         return self._cache["model"]
 
     def process(self, write_roi: Roi) -> dict[str, float]:
@@ -325,7 +326,7 @@ class PredictJob(BlockJob):
         read_roi = write_roi.grow(self.context, self.context)
         padded = normalize_raw(self.raw.read_padded(raw_array, read_roi), raw_array.dtype)
         read = time.perf_counter()
-        prediction = predict_padded(model, padded, self.output_shape, self.device)
+        prediction = predict_padded(model, padded, self.output_shape, self._cache["device"])
         segmentation = segment(prediction).astype(np.uint8)
         computed = time.perf_counter()
         for name, data in (

@@ -15,7 +15,7 @@ from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines.blockwise.jobs import Dataset, PredictJob, TargetsJob
 from pipelines.blockwise.outputs import OutputSpec, prepare_outputs
 from pipelines.blockwise.run import default_threads
-from pipelines.common import checkpoint_path, latest_checkpoint, load_model, resolve_device
+from pipelines.common import checkpoint_path, latest_checkpoint, load_model
 from pipelines.config import ConfigError, load_config
 
 
@@ -244,7 +244,7 @@ def plan_predict(
         checkpoint=str(checkpoint),
         config=config.to_dict(),
         output_shape=output_shape,
-        device=resolve_device(device),
+        device=device,
         prediction_dataset=prediction_dataset,
         segmentation_dataset=segmentation_dataset,
     )

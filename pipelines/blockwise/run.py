@@ -58,6 +58,7 @@ def run_job(
     multiprocessing: bool = True,
     worker_command: str | None = None,
     max_worker_restarts: int | None = None,
+    scheduler_host: str | None = None,
 ) -> Report:
     """Run ``job`` on daisy with ``num_workers`` worker processes.
 
@@ -68,6 +69,8 @@ def run_job(
     a command template instead of as a local subprocess (see
     :mod:`pipelines.blockwise.worker`); ``max_worker_restarts`` bounds how
     often daisy restarts workers that exit with an error (default daisy's).
+    ``scheduler_host`` is the address workers connect to (default: daisy
+    detects this host's address; the scheduler listens on every interface).
 
     Raises:
         BlockwiseError: some block is not done after its retries, or the
@@ -99,6 +102,7 @@ def run_job(
             return_states=True,
             progress=progress,
             summary=progress,
+            host=scheduler_host,
         )
         state = states[job.task_id]
     except Exception as error:  # abandoned (workers keep crashing) or a serial-mode error
@@ -157,5 +161,6 @@ def _failure_message(failure: BaseException, worker_command: str | None, logs: P
     last = text.split("last error:", 1)[1].strip() if "last error:" in text else ""
     return (
         f"{started} kept exiting with errors, so the run was abandoned (--worker-restarts "
-        f"sets how often they are restarted); worker logs are in {logs}" + (f"; last worker error:\n{last}" if last else "")
+        f"sets how often they are restarted); worker logs are in {logs}"
+        + (f"; last worker error:\n{last}" if last else "")
     )

@@ -10,7 +10,7 @@ Two commands (``python -m pipelines.blockwise --help``)::
 Block shapes are in voxels, contexts in world units. Modules: ``plan``
 (check inputs, prepare outputs, build the job), ``outputs`` (output
 datasets and done markers), ``jobs`` (one block's work), ``run`` (the daisy
-runner), ``cli``. Geometry, the exactness condition of blockwise targets,
+runner), ``worker`` (workers started by ``--worker-command``), ``cli``. Geometry, the exactness condition of blockwise targets,
 resuming and cluster workers are described in ``docs/blockwise.md``.
 """
 

@@ -46,6 +46,8 @@ class Dataset:
     voxel_size: Coordinate
 
     def _slices(self, roi: Roi, shape: Sequence[int]) -> tuple[slice, ...]:
+        # the shared ROI-to-slices helper of gp_hotdistance is to replace this
+        # and crop_slices once it exists
         begin = (roi.begin - self.offset) / self.voxel_size
         end = (roi.end - self.offset) / self.voxel_size
         channels = len(shape) - self.voxel_size.dims

@@ -59,6 +59,8 @@ def block_size_world(block_shape: Sequence[int], voxel_size: Coordinate) -> Coor
 
 def targets_context(predictor: HotDistancePredictor, voxel_size: Coordinate) -> Coordinate:
     """Default targets context: ``max_distance`` per axis, rounded up to whole voxels."""
+    # HotDistancePredictor.snapped_context(voxel_size) is to compute this;
+    # use it here once the predictor has it.
     return Coordinate(
         math.ceil(p / v) * v for p, v in zip(predictor.padding(voxel_size), voxel_size, strict=True)
     )

@@ -17,7 +17,8 @@ Then it splits the time of a few blocks into read, compute and write (in
 this process, numba threads as one worker of the largest count), and
 measures the compute kernel alone (``predictor.process`` plus
 ``create_distance_mask`` on an in-memory block, no I/O) in 1 and in 2
-processes at once, one numba thread each: if two kernels in parallel are
+processes at once, each pinned to one core (``--kernel-only``: this part
+alone): if two kernels in parallel are
 not twice as fast as one, the machine (cores shared with other work,
 memory bandwidth) bounds the scaling of the workers. Load averages are
 printed beside the numbers.
@@ -42,11 +43,12 @@ from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
 
 KERNEL = """
-import sys, time
+import os, sys, time
 import numpy as np
 from scipy import ndimage
 from gp_hotdistance.predictor import HotDistancePredictor
 shape, repeats = tuple(int(s) for s in sys.argv[1:4]), int(sys.argv[4])
+os.sched_setaffinity(0, {int(sys.argv[5])})  # one core: the kernels use the cores they may
 rng = np.random.default_rng(0)
 noise = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), 3)
 labels = (noise > 1.0 * noise.std()).astype(np.uint8) + 2 * (noise < -1.3 * noise.std())
@@ -67,12 +69,20 @@ print(time.perf_counter() - started, flush=True)
 
 def kernel_throughput(processes: int, shape: tuple[int, ...], repeats: int) -> float:
     """Voxels per second of ``processes`` concurrent kernel processes, each
-    computing ``repeats`` blocks of ``shape`` in memory with one numba thread."""
+    computing ``repeats`` blocks of ``shape`` in memory on a core of its own
+    (the kernels' thread count follows the process's CPU affinity)."""
     env = {**os.environ, "NUMBA_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cores = sorted(os.sched_getaffinity(0))
     args = [sys.executable, "-c", KERNEL, *map(str, shape), str(repeats)]
     procs = [
-        subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        for _ in range(processes)
+        subprocess.Popen(
+            [*args, str(cores[i % len(cores)])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(processes)
     ]
     for proc in procs:  # all set up before any starts timing
         assert proc.stdout.readline().strip() == "ready"
@@ -148,6 +158,7 @@ def main() -> None:
     )
     parser.add_argument("--scale-factor", type=float, default=40.0, help="world units")
     parser.add_argument("--dir", help="working directory (default: a temporary one, removed)")
+    parser.add_argument("--kernel-only", action="store_true", help="only the kernel part")
     parser.add_argument("--split-blocks", type=int, default=2, help="blocks timed per phase")
     parser.add_argument("--kernel-repeats", type=int, default=3, help="blocks per kernel process")
     args = parser.parse_args()
@@ -156,7 +167,10 @@ def main() -> None:
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench_blockwise_"))
     try:
         data = work / "data.zarr"
-        make_volume(data, tuple(args.shape), voxel_size)
+        if args.kernel_only:
+            args.workers = []
+        else:
+            make_volume(data, tuple(args.shape), voxel_size)
         predictor = HotDistancePredictor(["a", "b"], args.scale_factor, mask_distances=True)
         voxels = int(np.prod(args.shape))
         print(
@@ -191,8 +205,8 @@ def main() -> None:
                     + ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in split.items())
                 )
             shutil.rmtree(output, ignore_errors=True)
-        base = args.workers[0]
         for workers in args.workers[1:]:
+            base = args.workers[0]
             print(
                 f"scaling {base} -> {workers} workers: {rates[workers] / rates[base]:.2f}x "
                 f"(ideal {workers / base:.0f}x)"

@@ -6,16 +6,19 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import numpy.typing as npt
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import Array
 
 from gp_hotdistance import functional as F
 from gp_hotdistance.functional import MovingCounts
+
+if TYPE_CHECKING:
+    # imported where used: dask and funlib.persistence take seconds to import,
+    # and blockwise workers compute targets from numpy arrays alone
+    from funlib.persistence import Array
 
 
 @dataclass(frozen=True)
@@ -403,6 +406,9 @@ def _channel_array(data: npt.NDArray, like: Array) -> Array:
     """``data`` (channels first) as an Array at ``like``'s offset and voxel
     size. The data becomes one dask chunk under a random name: dask would
     otherwise hash every byte to name it."""
+    import dask.array as da
+    from funlib.persistence import Array
+
     spatial = like.axis_names[-like.voxel_size.dims :]
     return Array(
         da.from_array(data, chunks=data.shape, name=False),

@@ -27,6 +27,7 @@ distance on the native grid.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -506,14 +507,20 @@ def hot_distance_target(
 def boundary_distance(mask: npt.NDArray, voxel_size: Sequence[float]) -> npt.NDArray[np.float64]:
     """World distance from every voxel to the nearest unknown voxel
     (``mask == 0``), the ring just outside the array counting as unknown."""
+    return np.sqrt(_boundary_distance_squared(mask, voxel_size).astype(np.float64))
+
+
+def _boundary_distance_squared(
+    mask: npt.NDArray, voxel_size: Sequence[float]
+) -> npt.NDArray[np.float32]:
+    """:func:`boundary_distance` squared, as ``edt`` returns it (float32)."""
     known = np.ascontiguousarray(mask != 0, dtype=np.uint8)
-    squared = edt.edtsq(
+    return edt.edtsq(
         known,
         anisotropy=tuple(float(v) for v in voxel_size),
         black_border=True,
         parallel=kernel_threads() if known.size >= PARALLEL_MIN_VOXELS else 1,
     )
-    return np.sqrt(squared.astype(np.float64))
 
 
 def distance_mask(
@@ -535,29 +542,52 @@ def distance_mask(
     """
     shared = np.ndim(mask) == tanh_distances.ndim - 1
     mask = broadcast_mask(mask, tanh_distances.shape)
-    out = np.array(mask, copy=True)
+    out = np.empty(mask.shape, dtype=mask.dtype)
     # epsilon and threshold in the distances' dtype, as numpy would cast them
     as_dtype = tanh_distances.dtype.type
-    known = None
+    epsilon, threshold = as_dtype(epsilon), as_dtype(threshold)
+    # tanh(b / scale) > threshold >= min(|t| + epsilon, threshold) for every
+    # b beyond this bound (squared, with a relative margin far above rounding),
+    # so the kernel skips the tanh there
+    if threshold >= 1:
+        bound_squared = math.inf
+    elif threshold <= 0:
+        bound_squared = 0.0
+    else:
+        bound_squared = (scale_factor * math.atanh(float(threshold)) * (1 + 1e-9)) ** 2
+    squared = None
     for i in range(tanh_distances.shape[0]):
-        if known is None or not shared:
-            known = np.tanh(boundary_distance(mask[i], voxel_size) / scale_factor)
-        _mask_unknowable(
+        if squared is None or not shared:
+            squared = _boundary_distance_squared(mask[i], voxel_size)
+        _split_flat(
+            _mask_unknowable,
+            squared.size,
             np.ascontiguousarray(tanh_distances[i]).reshape(-1),
-            known.reshape(-1),
-            as_dtype(epsilon),
-            as_dtype(threshold),
+            squared.reshape(-1),
+            np.ascontiguousarray(mask[i]).reshape(-1),
+            epsilon,
+            threshold,
+            float(scale_factor),
+            bound_squared,
             out[i].reshape(-1),
         )
     return out
 
 
 @numba.njit(nogil=True, cache=True)
-def _mask_unknowable(t, known, epsilon, threshold, out):  # pragma: no cover - jit
-    """``out[v] = 0`` where ``min(|t[v]| + epsilon, threshold) >= known[v]``
-    (flat arrays; arithmetic in the dtype of ``t``)."""
-    for v in range(t.size):
-        if min(abs(t[v]) + epsilon, threshold) >= known[v]:
+def _mask_unknowable(
+    t, squared, mask, epsilon, threshold, scale, bound_squared, out, first, stop
+):  # pragma: no cover - jit
+    """``out[v] = 0`` where ``min(|t[v]| + epsilon, threshold) >=
+    tanh(sqrt(squared[v]) / scale)``, else ``mask[v]``, for ``first <= v <
+    stop`` of flat arrays (the left side in the dtype of ``t``). Beyond
+    ``bound_squared`` the tanh exceeds ``threshold``: kept without it."""
+    for v in range(first, stop):
+        out[v] = mask[v]
+        b2 = np.float64(squared[v])
+        if b2 > bound_squared:
+            continue
+        if min(abs(t[v]) + epsilon, threshold) >= np.tanh(np.sqrt(b2) / scale):
             out[v] = 0
 
 
@@ -569,6 +599,49 @@ def _mask_unknowable(t, known, epsilon, threshold, out):  # pragma: no cover - j
 def new_moving_counts(channels: int) -> MovingCounts:
     """Fresh moving counts: one ``{class: (num, den)}`` dict per channel."""
     return [{0: (0, 1), 1: (0, 1)} for _ in range(channels)]
+
+
+def _split_flat(kernel, size: int, *args) -> list:
+    """Run ``kernel(*args, first, stop)`` over ``0 .. size - 1`` in contiguous
+    chunks, one per thread when ``size >= PARALLEL_MIN_VOXELS``; return the
+    results in order."""
+    threads = min(kernel_threads(), max(size, 1))
+    if threads <= 1 or size < PARALLEL_MIN_VOXELS:
+        return [kernel(*args, 0, size)]
+    edges = np.linspace(0, size, threads + 1).astype(int)
+    futures = [
+        _pool(threads).submit(kernel, *args, int(a), int(b))
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
+    ]
+    return [future.result() for future in futures]
+
+
+def _update_counts(
+    counts: dict[int, tuple[float, float]],
+    masked_in: float,
+    known: int,
+    foreground: int,
+    clipmin: float,
+    clipmax: float,
+) -> tuple[dict[int, tuple[float, float]], float, float]:
+    """One channel's new counts and its class weights ``(w0, w1)``: every
+    class's ``den += masked_in``; present classes ``num += count``,
+    ``frac = num / den`` clipped, ``w = 1 / (2 * frac)``; absent ones 0."""
+    counts = {key: (num, den + masked_in) for key, (num, den) in counts.items()}
+    w = [0.0, 0.0]
+    for class_id, count in ((0, known - foreground), (1, foreground)):
+        if count == 0:
+            continue
+        num, den = counts[class_id]
+        counts[class_id] = (num + count, den)
+        frac = min(max((num + count) / den, clipmin), clipmax)
+        w[class_id] = 1.0 / (2.0 * frac)
+    return counts, w[0], w[1]
+
+
+def _flat(array: npt.NDArray) -> npt.NDArray:
+    """``array`` as a flat contiguous array (a view when it is contiguous)."""
+    return np.ascontiguousarray(array).reshape(-1)
 
 
 def balance_weights(
@@ -603,34 +676,34 @@ def balance_weights(
         raise ValueError(f"out must be a C-contiguous array of shape {labels.shape}")
     counts_out: MovingCounts = []
     for c in range(channels):
-        labels_c = np.ascontiguousarray(labels[c]).reshape(-1)
-        scale_c = np.ascontiguousarray(scale[c]).reshape(-1)
-        masked_in, n_known, n_fg = _masked_counts(labels_c, scale_c)
-        masked_in, n_fg = float(masked_in), int(n_fg)
-        n_bg = int(n_known) - n_fg
-        counts = {key: (num, den + masked_in) for key, (num, den) in moving_counts[c].items()}
-        w = np.zeros(2, dtype=np.float64)
-        for class_id, count in ((0, n_bg), (1, n_fg)):
-            if count == 0:
-                continue
-            num, den = counts[class_id]
-            counts[class_id] = (num + count, den)
-            frac = min(max((num + count) / den, clipmin), clipmax)
-            w[class_id] = 1.0 / (2.0 * frac)
-        _apply_class_weights(
-            labels_c, scale_c, np.float32(w[0]), np.float32(w[1]), weights[c].reshape(-1)
+        labels_c, scale_c = _flat(labels[c]), _flat(scale[c])
+        parts = _split_flat(_masked_counts, labels_c.size, labels_c, scale_c)
+        masked_in = float(sum(p[0] for p in parts))
+        known, foreground = (int(sum(p[i] for p in parts)) for i in (1, 2))
+        counts, w0, w1 = _update_counts(
+            moving_counts[c], masked_in, known, foreground, clipmin, clipmax
+        )
+        _split_flat(
+            _apply_class_weights,
+            labels_c.size,
+            labels_c,
+            scale_c,
+            np.float32(w0),
+            np.float32(w1),
+            weights[c].reshape(-1),
         )
         counts_out.append(counts)
     return weights, counts_out
 
 
 @numba.njit(nogil=True, cache=True)
-def _masked_counts(labels, scale):  # pragma: no cover - jit
-    """``(sum(scale), #(scale != 0), #(scale != 0 and labels != 0))`` of flat arrays."""
+def _masked_counts(labels, scale, first, stop):  # pragma: no cover - jit
+    """``(sum(scale), #(scale != 0), #(scale != 0 and labels != 0))`` over
+    ``first <= v < stop`` of flat arrays."""
     total = 0.0
     known = 0
     foreground = 0
-    for v in range(labels.size):
+    for v in range(first, stop):
         s = scale[v]
         if s != 0:
             total += s
@@ -641,10 +714,50 @@ def _masked_counts(labels, scale):  # pragma: no cover - jit
 
 
 @numba.njit(nogil=True, cache=True)
-def _apply_class_weights(labels, scale, w0, w1, out):  # pragma: no cover - jit
-    """``out[v] = scale[v] * (w1 if labels[v] != 0 else w0)`` on flat arrays."""
-    for v in range(labels.size):
+def _apply_class_weights(labels, scale, w0, w1, out, first, stop):  # pragma: no cover - jit
+    """``out[v] = scale[v] * (w1 if labels[v] != 0 else w0)`` for
+    ``first <= v < stop`` of flat arrays."""
+    for v in range(first, stop):
         out[v] = scale[v] * (w1 if labels[v] != 0 else w0)
+
+
+@numba.njit(nogil=True, cache=True)
+def _masked_counts_pair(labels, mask, dmask, first, stop):  # pragma: no cover - jit
+    """:func:`_masked_counts` over ``mask`` and over ``float32(mask) *
+    dmask`` in one pass: ``(total, known, foreground)`` twice."""
+    total = 0.0
+    known = 0
+    foreground = 0
+    total_d = 0.0
+    known_d = 0
+    foreground_d = 0
+    for v in range(first, stop):
+        m = mask[v]
+        if m == 0:
+            continue
+        fg = labels[v] != 0
+        total += m
+        known += 1
+        foreground += fg
+        s = np.float32(m) * dmask[v]
+        if s != 0:
+            total_d += s
+            known_d += 1
+            foreground_d += fg
+    return total, known, foreground, total_d, known_d, foreground_d
+
+
+@numba.njit(nogil=True, cache=True)
+def _apply_class_weights_pair(
+    labels, mask, dmask, w0, w1, wd0, wd1, out, out_d, first, stop
+):  # pragma: no cover - jit
+    """:func:`_apply_class_weights` over ``mask`` into ``out`` and over
+    ``float32(mask) * dmask`` into ``out_d`` in one pass."""
+    for v in range(first, stop):
+        m = mask[v]
+        fg = labels[v] != 0
+        out[v] = m * (w1 if fg else w0)
+        out_d[v] = (np.float32(m) * dmask[v]) * (wd1 if fg else wd0)
 
 
 def hot_distance_weights(
@@ -660,6 +773,8 @@ def hot_distance_weights(
     Hot channels are balanced over ``mask``, distance channels over
     ``mask * distance_mask`` (``distance_mask=None``: over ``mask``).
     ``moving_counts`` holds ``2C`` dicts, hot first. Returns new counts.
+    Each channel is counted in one pass and written in one more, hot and
+    distance weights together; a spatial mask is never broadcast in memory.
     """
     channels = gt.shape[0]
     mask = broadcast_mask(mask, gt.shape)
@@ -668,18 +783,46 @@ def hot_distance_weights(
     if len(moving_counts) != 2 * channels:
         raise ValueError(f"moving_counts holds {len(moving_counts)} dicts, expected 2 * {channels}")
     weights = np.empty((2 * channels,) + gt.shape[1:], dtype=np.float32)
-    _, hot_counts = balance_weights(
-        gt, mask, moving_counts[:channels], clipmin, clipmax, out=weights[:channels]
-    )
     if distance_mask is None:
-        distance_scale = mask
-    else:
-        distance_scale = np.asarray(mask, dtype=np.float32) * broadcast_mask(
-            distance_mask, gt.shape, name="distance_mask"
+        _, hot_counts = balance_weights(
+            gt, mask, moving_counts[:channels], clipmin, clipmax, out=weights[:channels]
         )
-    _, dist_counts = balance_weights(
-        gt, distance_scale, moving_counts[channels:], clipmin, clipmax, out=weights[channels:]
-    )
+        _, dist_counts = balance_weights(
+            gt, mask, moving_counts[channels:], clipmin, clipmax, out=weights[channels:]
+        )
+        return weights, hot_counts + dist_counts
+    distance_mask = broadcast_mask(distance_mask, gt.shape, name="distance_mask")
+    hot_counts, dist_counts = [], []
+    for c in range(channels):
+        labels_c, mask_c, dmask_c = _flat(gt[c]), _flat(mask[c]), _flat(distance_mask[c])
+        parts = _split_flat(_masked_counts_pair, labels_c.size, labels_c, mask_c, dmask_c)
+        sums = [sum(p[i] for p in parts) for i in range(6)]
+        hot, w0, w1 = _update_counts(
+            moving_counts[c], float(sums[0]), int(sums[1]), int(sums[2]), clipmin, clipmax
+        )
+        dist, wd0, wd1 = _update_counts(
+            moving_counts[channels + c],
+            float(sums[3]),
+            int(sums[4]),
+            int(sums[5]),
+            clipmin,
+            clipmax,
+        )
+        _split_flat(
+            _apply_class_weights_pair,
+            labels_c.size,
+            labels_c,
+            mask_c,
+            dmask_c,
+            np.float32(w0),
+            np.float32(w1),
+            np.float32(wd0),
+            np.float32(wd1),
+            weights[c].reshape(-1),
+            weights[channels + c].reshape(-1),
+        )
+        hot_counts.append(hot)
+        dist_counts.append(dist)
     return weights, hot_counts + dist_counts
 
 

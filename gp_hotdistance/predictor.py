@@ -302,20 +302,43 @@ def grow_roi(roi: Roi, context: Coordinate, voxel_size: Coordinate) -> Roi:
     return roi.grow(context, context).snap_to_grid(voxel_size, mode="shrink")
 
 
+class InMemoryArray(Array):
+    """A funlib.persistence ``Array`` over an in-memory numpy array that
+    keeps a reference to it, so that the predictor reads it back as a view.
+
+    Plain ``Array(ndarray)`` hashes every byte to name its dask array, and
+    reading a dask-backed ``Array`` (``np.asarray``, ``array[roi]``) computes
+    a full copy; both cost as much as the kernels. The dask array here is one
+    chunk under a random name. Used for the predictor's outputs; anything
+    else (zarr, dask, lazy ops) is read through funlib as usual.
+    """
+
+    def __init__(self, data: npt.NDArray, **metadata: Any):
+        self.ndarray = data
+        super().__init__(da.from_array(data, chunks=data.shape, name=False), **metadata)
+        self.thaw()
+        self.dask_data = self.data
+        self.freeze()
+
+
 def _read(array: Array, roi: Roi) -> npt.NDArray:
-    """The data of ``array`` inside ``roi`` as a numpy array."""
+    """The data of ``array`` inside ``roi`` as a numpy array: a view of an
+    unchanged :class:`InMemoryArray`, else read through funlib."""
+    if isinstance(array, InMemoryArray) and not array.lazy_ops and array.data is array.dask_data:
+        spatial = (roi - array.offset) / array.voxel_size
+        channels = (slice(None),) * (array.ndarray.ndim - roi.dims)
+        return array.ndarray[channels + spatial.to_slices()]
     if roi == array.roi:
         return np.asarray(array.data)
     return np.asarray(array[roi])
 
 
 def _channel_array(data: npt.NDArray, like: Array) -> Array:
-    """``data`` (channels first) as an Array at ``like``'s offset and voxel
-    size. The data becomes one dask chunk under a random name: dask would
-    otherwise hash every byte to name it."""
+    """``data`` (channels first) as an :class:`InMemoryArray` at ``like``'s
+    offset and voxel size, channel axis ``c^``."""
     spatial = like.axis_names[-like.voxel_size.dims :]
-    return Array(
-        da.from_array(data, chunks=data.shape, name=False),
+    return InMemoryArray(
+        data,
         offset=like.offset,
         voxel_size=like.voxel_size,
         axis_names=["c^", *spatial],

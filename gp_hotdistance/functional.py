@@ -27,6 +27,7 @@ distance on the native grid.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ import edt
 import numba
 import numpy as np
 import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
 
 MovingCounts = list[dict[int, tuple[float, float]]]
 
@@ -137,12 +140,44 @@ def broadcast_mask(
 #     offsets) into the rest, then sqrt, sign and the tanh scale, written as
 #     float32 straight into the target channel.
 
+
+# names of the kernels compiled without the on-disk cache
+_uncached: list[str] = []
+
+
+def _jit(**options):
+    """``numba.njit(cache=True, **options)``: compiled on first use, then
+    loaded from numba's on-disk cache. numba picks the first writable place:
+    ``NUMBA_CACHE_DIR`` if set, ``__pycache__`` beside this file, else the
+    user cache directory (``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba``),
+    so a read-only install (site-packages on a cluster, a container) still
+    caches. Where none is writable, the kernels compile at every start, and a
+    warning says so (numba itself would fail the import)."""
+
+    def decorate(func):
+        try:
+            return numba.njit(cache=True, **options)(func)
+        except RuntimeError as error:
+            if "no locator available" not in str(error):
+                raise
+            if not _uncached:
+                logger.warning(
+                    "no writable numba cache directory for %s (set NUMBA_CACHE_DIR): "
+                    "its kernels are compiled at every start",
+                    __file__,
+                )
+            _uncached.append(func.__name__)
+            return numba.njit(**options)(func)
+
+    return decorate
+
+
 # Columns are gathered in blocks of this many into contiguous scratch
 # buffers, so that strided reads stay cache friendly.
 _BLOCK = 64
 
 
-@numba.njit(cache=True)
+@_jit()
 def _scan_faces(row, weight, out):  # pragma: no cover - jit
     """``out[x] = weight * (x - nearest face) ** 2`` along one row, faces at
     ``k + 0.5`` where ``row[k] != row[k + 1]``; ``inf`` without faces."""
@@ -160,7 +195,7 @@ def _scan_faces(row, weight, out):  # pragma: no cover - jit
         out[x] = weight * d * d
 
 
-@numba.njit(cache=True)
+@_jit()
 def _scan_pairs(row, other, weight, out):  # pragma: no cover - jit
     """``out[x] = weight * (x - nearest k) ** 2`` along one row, over the
     ``k`` where ``row[k] != other[k]``; ``inf`` if there is none."""
@@ -178,7 +213,7 @@ def _scan_pairs(row, other, weight, out):  # pragma: no cover - jit
         out[x] = weight * d * d
 
 
-@numba.njit(cache=True, inline="always")
+@_jit(inline="always")
 def _push_site(q, f, weight, k, pos, val, icept, bnum, bden):  # pragma: no cover - jit
     """Push the parabola ``f + weight * (x - q) ** 2`` onto the envelope
     ``0 .. k`` (popping the ones it hides); return the new top index.
@@ -206,7 +241,7 @@ def _push_site(q, f, weight, k, pos, val, icept, bnum, bden):  # pragma: no cove
     return k
 
 
-@numba.njit(cache=True)
+@_jit()
 def _envelope_line(
     native, half, use_native, use_half, weight, pos, val, icept, bnum, bden, out
 ):  # pragma: no cover - jit
@@ -238,7 +273,7 @@ def _envelope_line(
         out[x] = val[t] + weight * d * d
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit(nogil=True)
 def _plane_pass(labels, w1, w2, native, half, first, stop):  # pragma: no cover - jit
     """Slices ``first .. stop - 1`` of ``labels`` ``(n0, n1, n2)``: writes
     ``native[i]``, the squared in-plane distance to the faces normal to axes
@@ -318,7 +353,7 @@ def _plane_pass(labels, w1, w2, native, half, first, stop):  # pragma: no cover 
                     half[i, j, k0 + b] = line_out[b, j]
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit(nogil=True)
 def _column_pass(labels, native, half, w0, scale, out, first, stop):  # pragma: no cover - jit
     """Column blocks ``first .. stop - 1`` of ``(n0, m)`` arrays: the lower
     envelope along axis 0 of ``native`` (at ``i``) and ``half`` (at
@@ -574,7 +609,7 @@ def distance_mask(
     return out
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit(nogil=True)
 def _mask_unknowable(
     t, squared, mask, epsilon, threshold, scale, bound_squared, out, first, stop
 ):  # pragma: no cover - jit
@@ -696,7 +731,7 @@ def balance_weights(
     return weights, counts_out
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit(nogil=True)
 def _masked_counts(labels, scale, first, stop):  # pragma: no cover - jit
     """``(sum(scale), #(scale != 0), #(scale != 0 and labels != 0))`` over
     ``first <= v < stop`` of flat arrays."""
@@ -713,7 +748,7 @@ def _masked_counts(labels, scale, first, stop):  # pragma: no cover - jit
     return total, known, foreground
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit(nogil=True)
 def _apply_class_weights(labels, scale, w0, w1, out, first, stop):  # pragma: no cover - jit
     """``out[v] = scale[v] * (w1 if labels[v] != 0 else w0)`` for
     ``first <= v < stop`` of flat arrays."""
@@ -721,7 +756,7 @@ def _apply_class_weights(labels, scale, w0, w1, out, first, stop):  # pragma: no
         out[v] = scale[v] * (w1 if labels[v] != 0 else w0)
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit(nogil=True)
 def _masked_counts_pair(labels, mask, dmask, first, stop):  # pragma: no cover - jit
     """:func:`_masked_counts` over ``mask`` and over ``float32(mask) *
     dmask`` in one pass: ``(total, known, foreground)`` twice."""
@@ -747,7 +782,7 @@ def _masked_counts_pair(labels, mask, dmask, first, stop):  # pragma: no cover -
     return total, known, foreground, total_d, known_d, foreground_d
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit(nogil=True)
 def _apply_class_weights_pair(
     labels, mask, dmask, w0, w1, wd0, wd1, out, out_d, first, stop
 ):  # pragma: no cover - jit

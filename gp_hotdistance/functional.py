@@ -258,6 +258,11 @@ def _envelope_line(
         if use_native and native[j] != np.inf:
             k = _push_site(float(j), native[j], weight, k, pos, val, icept, bnum, bden)
         if use_half and j + 1 < n and half[j] != np.inf:
+            # a half site no lower than both native neighbours at their own
+            # positions lies above them everywhere on the grid: skipped
+            at_j = half[j] + 0.25 * weight
+            if use_native and at_j >= native[j] and at_j >= native[j + 1]:
+                continue
             k = _push_site(j + 0.5, half[j], weight, k, pos, val, icept, bnum, bden)
     if k < 0:
         for x in range(n):

@@ -588,47 +588,53 @@ def distance_mask(
     epsilon, threshold = as_dtype(epsilon), as_dtype(threshold)
     # tanh(b / scale) > threshold >= min(|t| + epsilon, threshold) for every
     # b beyond this bound (squared, with a relative margin far above rounding),
-    # so the kernel skips the tanh there
+    # so the tanh is skipped there; it is computed once for a spatial mask
     if threshold >= 1:
         bound_squared = math.inf
     elif threshold <= 0:
         bound_squared = 0.0
     else:
         bound_squared = (scale_factor * math.atanh(float(threshold)) * (1 + 1e-9)) ** 2
-    squared = None
+    known = None
     for i in range(tanh_distances.shape[0]):
-        if squared is None or not shared:
-            squared = _boundary_distance_squared(mask[i], voxel_size)
+        if known is None or not shared:
+            squared = _boundary_distance_squared(mask[i], voxel_size).reshape(-1)
+            known = np.empty(squared.shape, dtype=np.float64)
+            _split_flat(
+                _known_tanh, squared.size, squared, float(scale_factor), bound_squared, known
+            )
         _split_flat(
             _mask_unknowable,
-            squared.size,
+            known.size,
             np.ascontiguousarray(tanh_distances[i]).reshape(-1),
-            squared.reshape(-1),
+            known,
             np.ascontiguousarray(mask[i]).reshape(-1),
             epsilon,
             threshold,
-            float(scale_factor),
-            bound_squared,
             out[i].reshape(-1),
         )
     return out
 
 
 @_jit(nogil=True)
-def _mask_unknowable(
-    t, squared, mask, epsilon, threshold, scale, bound_squared, out, first, stop
-):  # pragma: no cover - jit
-    """``out[v] = 0`` where ``min(|t[v]| + epsilon, threshold) >=
-    tanh(sqrt(squared[v]) / scale)``, else ``mask[v]``, for ``first <= v <
-    stop`` of flat arrays (the left side in the dtype of ``t``). Beyond
-    ``bound_squared`` the tanh exceeds ``threshold``: kept without it."""
+def _known_tanh(squared, scale, bound_squared, known, first, stop):  # pragma: no cover - jit
+    """``known[v] = tanh(sqrt(squared[v]) / scale)`` for ``first <= v < stop``
+    of flat arrays, ``inf`` beyond ``bound_squared`` (where the tanh exceeds
+    the threshold, so it is never needed)."""
     for v in range(first, stop):
-        out[v] = mask[v]
         b2 = np.float64(squared[v])
-        if b2 > bound_squared:
-            continue
-        if min(abs(t[v]) + epsilon, threshold) >= np.tanh(np.sqrt(b2) / scale):
-            out[v] = 0
+        known[v] = np.inf if b2 > bound_squared else np.tanh(np.sqrt(b2) / scale)
+
+
+@_jit(nogil=True)
+def _mask_unknowable(
+    t, known, mask, epsilon, threshold, out, first, stop
+):  # pragma: no cover - jit
+    """``out[v] = 0`` where ``min(|t[v]| + epsilon, threshold) >= known[v]``,
+    else ``mask[v]``, for ``first <= v < stop`` of flat arrays (the left side
+    in the dtype of ``t``)."""
+    for v in range(first, stop):
+        out[v] = 0 if min(abs(t[v]) + epsilon, threshold) >= known[v] else mask[v]
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, prepare_ds
 
 from gp_hotdistance import functional as F
+from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
 from pipelines.common import load_model, normalize_raw
@@ -110,11 +111,14 @@ def _blocks(volume: Roi, block_size: Coordinate):
         yield Roi(volume.offset + block_size * Coordinate(index), block_size).intersect(volume)
 
 
-def _crop(inner: Roi, outer: Roi, voxel_size):
-    begin = (inner.offset - outer.offset) / Coordinate(voxel_size)
-    return tuple(
-        slice(b, b + s) for b, s in zip(begin, inner.shape / Coordinate(voxel_size), strict=True)
-    )
+def test_whole_voxel_context_rounds_up_unlike_snapped_context():
+    """Blockwise needs context >= max_distance; gt_region_for_roi keeps whole
+    voxels inside max_distance. max_distance = SCALE = 40 (epsilon default)."""
+    predictor = _predictor()
+    vs = Coordinate(VOXEL_SIZE)
+    assert predictor.max_distance == pytest.approx(40.0)
+    assert bw.whole_voxel_context(predictor, vs) == Coordinate(48, 40, 40)
+    assert predictor.snapped_context(vs) == (Coordinate(32, 40, 40), Coordinate(32, 40, 40))
 
 
 def test_targets_equal_whole_volume_where_known(data, targets_run):
@@ -138,12 +142,13 @@ def test_targets_equal_whole_volume_where_known(data, targets_run):
     np.testing.assert_array_equal(block_target[:2], whole[:2])
 
     context = Coordinate(48, 40, 40)  # SCALE rounded up to whole voxels per axis
+    assert bw.whole_voxel_context(predictor, vs) == context
     block_size = Coordinate(BLOCK) * vs
     known_total = 0
     for write in _blocks(volume, block_size):
         read = write.grow(context, context).intersect(volume)
-        in_read, in_write = _crop(read, volume, vs), _crop(write, volume, vs)
-        crop = _crop(write, read, vs)
+        in_read, in_write = roi_slices(read, volume, vs), roi_slices(write, volume, vs)
+        crop = roi_slices(write, read, vs)
         m, e = _open_sides(read, volume, vs, write)
         for c in range(2):
             labels = gt[c][in_read]

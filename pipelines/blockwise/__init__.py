@@ -31,13 +31,14 @@ __all__ = [
     "plan_predict",
     "plan_targets",
     "run_job",
+    "whole_voxel_context",
 ]
 
 
 def __getattr__(name: str):
     """``plan_*`` and ``main`` import the predictor and config layers; load
     them on first use so a worker process does not pay for them."""
-    if name in ("plan_targets", "plan_predict", "targets_context"):
+    if name in ("plan_targets", "plan_predict", "whole_voxel_context"):
         from pipelines.blockwise import plan
 
         return getattr(plan, name)

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import zarr
 from funlib.geometry import Coordinate, Roi
 
+from gp_hotdistance.geometry import roi_slices
 from pipelines.blockwise.outputs import DoneMarkers, signature_value
 
 if TYPE_CHECKING:
@@ -46,14 +47,10 @@ class Dataset:
     voxel_size: Coordinate
 
     def _slices(self, roi: Roi, shape: Sequence[int]) -> tuple[slice, ...]:
-        # the shared ROI-to-slices helper of gp_hotdistance is to replace this
-        # and crop_slices once it exists
-        begin = (roi.begin - self.offset) / self.voxel_size
-        end = (roi.end - self.offset) / self.voxel_size
+        spatial = Coordinate(shape[len(shape) - self.voxel_size.dims :])
+        outer = Roi(self.offset, spatial * self.voxel_size)
         channels = len(shape) - self.voxel_size.dims
-        return (slice(None),) * channels + tuple(
-            slice(b, e) for b, e in zip(begin, end, strict=True)
-        )
+        return (slice(None),) * channels + relative_slices(roi, outer, self.voxel_size)
 
     def read(self, array: zarr.Array, roi: Roi) -> npt.NDArray:
         """The data inside ``roi`` (which must lie inside the array).
@@ -77,10 +74,7 @@ class Dataset:
         channels = tuple(array.shape[: len(array.shape) - self.voxel_size.dims])
         out = np.zeros(channels + tuple(roi.shape / self.voxel_size), dtype=array.dtype)
         if not inside.empty:
-            begin = (inside.begin - roi.begin) / self.voxel_size
-            where = (slice(None),) * len(channels) + tuple(
-                slice(b, b + s) for b, s in zip(begin, inside.shape / self.voxel_size, strict=True)
-            )
+            where = (slice(None),) * len(channels) + relative_slices(inside, roi, self.voxel_size)
             out[where] = self.read(array, inside)
         return out
 
@@ -220,10 +214,16 @@ class BlockJob:
         )
 
     def _set_threads(self) -> None:
+        """Limit this worker's kernels (``GP_HOTDISTANCE_THREADS``, read by
+        :func:`gp_hotdistance.functional.kernel_threads` at every call),
+        numba and an imported torch to ``threads``; 0 leaves them alone."""
         if self.threads < 1 or self._cache.get("threads_set"):
             return
         import numba
 
+        from gp_hotdistance.functional import THREADS_ENV
+
+        os.environ[THREADS_ENV] = str(self.threads)
         numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(self.threads)
@@ -260,7 +260,7 @@ class TargetsJob(BlockJob):
             target[predictor.classes :], mask, self.voxel_size
         )
         computed = time.perf_counter()
-        crop = crop_slices(write_roi, read_roi, self.voxel_size)
+        crop = (slice(None), *relative_slices(write_roi, read_roi, self.voxel_size))
         for name, data in (
             (self.target_dataset, target),
             (self.distance_mask_dataset, distance_mask),
@@ -365,8 +365,12 @@ class PredictJob(BlockJob):
         }
 
 
-def crop_slices(inner: Roi, outer: Roi, voxel_size: Coordinate) -> tuple[slice, ...]:
-    """Channels-first slices of ``inner`` within an array covering ``outer``."""
-    begin = (inner.offset - outer.offset) / voxel_size
-    shape = inner.shape / voxel_size
-    return (slice(None),) + tuple(slice(b, b + s) for b, s in zip(begin, shape, strict=True))
+def relative_slices(inner: Roi, outer: Roi, voxel_size: Coordinate) -> tuple[slice, ...]:
+    """Spatial slices of ``inner`` in an array covering ``outer``.
+
+    :func:`~gp_hotdistance.geometry.roi_slices` relative to ``outer``'s
+    offset: an input whose offset is not a multiple of its voxel size (a
+    funlib array may have any integer offset) puts every ROI of the job on
+    that shifted grid, not on the absolute one.
+    """
+    return roi_slices(inner - outer.offset, outer - outer.offset, voxel_size)

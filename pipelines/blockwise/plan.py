@@ -57,13 +57,22 @@ def block_size_world(block_shape: Sequence[int], voxel_size: Coordinate) -> Coor
     return Coordinate(block_shape) * voxel_size
 
 
-def targets_context(predictor: HotDistancePredictor, voxel_size: Coordinate) -> Coordinate:
-    """Default targets context: ``max_distance`` per axis, rounded up to whole voxels."""
-    # HotDistancePredictor.snapped_context(voxel_size) is to compute this;
-    # use it here once the predictor has it.
-    return Coordinate(
-        math.ceil(p / v) * v for p, v in zip(predictor.padding(voxel_size), voxel_size, strict=True)
-    )
+def whole_voxel_context(predictor: HotDistancePredictor, voxel_size: Coordinate) -> Coordinate:
+    """Default targets context: ``max_distance`` per axis, rounded UP to whole voxels.
+
+    Blockwise targets are exact where ``|d| <= context`` (docs/blockwise.md),
+    so the context must be at least ``max_distance``. This differs on
+    purpose from :meth:`HotDistancePredictor.snapped_context`, which rounds
+    DOWN because :meth:`~HotDistancePredictor.gt_region_for_roi` grows a ROI
+    by ``max_distance`` and keeps the whole voxels inside it.
+    """
+    voxel_size = Coordinate(voxel_size)
+    return whole_voxels(predictor.padding(voxel_size), voxel_size)
+
+
+def whole_voxels(context: Sequence[float], voxel_size: Coordinate) -> Coordinate:
+    """``context`` (world units per axis) rounded up to whole voxels."""
+    return Coordinate(math.ceil(c / v) * v for c, v in zip(context, voxel_size, strict=True))
 
 
 def plan_targets(
@@ -123,16 +132,14 @@ def plan_targets(
         mask_dtype = np.dtype(mask_array.dtype)
     block_size = block_size_world(block_shape, voxel_size)
     if context is None:
-        context_world = targets_context(predictor, voxel_size)
+        context_world = whole_voxel_context(predictor, voxel_size)
     else:
         values = [float(context)] if np.isscalar(context) else [float(c) for c in context]
         if len(values) == 1:
             values = values * spatial
         if len(values) != spatial or any(c < 0 for c in values):
             raise ValueError(f"context must be one or {spatial} non-negative values, got {context}")
-        context_world = Coordinate(
-            math.ceil(c / v) * v for c, v in zip(values, voxel_size, strict=True)
-        )
+        context_world = whole_voxels(values, voxel_size)
     job = TargetsJob(
         task_id="targets",
         output=str(output),

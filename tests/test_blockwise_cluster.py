@@ -231,7 +231,7 @@ def test_no_mask_means_no_mask(data, tmp_path):
     assert bw.main(args) == 0
     signature = zarr.open_array(str(output / "done" / "targets"), mode="r").attrs["signature"]
     assert signature["mask"] is None
-    assert open_ds(str(output / "distance_mask")).dtype == np.uint8  # no mask: all annotated
+    assert open_ds(str(output / "distance_mask" / "s0")).dtype == np.uint8  # no mask: all annotated
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import zarr
 from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance.geometry import roi_slices
-from pipelines.blockwise.outputs import DoneMarkers, signature_value
+from pipelines.blockwise.outputs import DoneMarkers, array_path, signature_value
 
 if TYPE_CHECKING:
     from gp_hotdistance.predictor import HotDistancePredictor
@@ -140,8 +140,8 @@ class BlockJob:
         )
 
     def output_dataset(self, name: str) -> Dataset:
-        """Output dataset ``name`` in the output container (over ``volume_roi``)."""
-        return Dataset(str(Path(self.output) / name), self.volume_roi.offset, self.voxel_size)
+        """Output ``name``'s level array ``name/s0`` (over ``volume_roi``)."""
+        return Dataset(str(array_path(self.output, name)), self.volume_roi.offset, self.voxel_size)
 
     def task(
         self,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from funlib.geometry import Coordinate
-from funlib.persistence import Array, open_ds
+import zarr
+from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines.blockwise.jobs import Dataset, PredictJob, TargetsJob
@@ -19,27 +20,98 @@ from pipelines.common import checkpoint_path, latest_checkpoint, load_model
 from pipelines.config import ConfigError, load_config
 
 
-def open_input(path: str | Path, role: str) -> Array:
-    """The funlib dataset at ``path`` (``container/name``), checked to exist
-    and to hold at least one voxel.
+@dataclass(frozen=True)
+class InputVolume:
+    """An input zarr array ``path`` of shape ``(*channels, *spatial)``
+    whose first spatial voxel lies at the world ``offset``."""
+
+    path: str  # the array read: a multiscale group's chosen level, e.g. ``raw/s1``
+    array: zarr.Array
+    voxel_size: Coordinate
+    offset: Coordinate
+    units: tuple[str, ...]
+
+    @property
+    def channel_dims(self) -> int:
+        return self.array.ndim - self.voxel_size.dims
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def roi(self) -> Roi:
+        return Roi(self.offset, Coordinate(self.shape[self.channel_dims :]) * self.voxel_size)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The job's handle on this input."""
+        return Dataset(self.path, self.offset, self.voxel_size)
+
+
+def open_input(path: str | Path, role: str, voxel_size: Sequence[int] | None = None) -> InputVolume:
+    """The input at ``path`` (``container/name``), read as
+    :func:`gp_hotdistance.data.open_volume` does: an OME-NGFF multiscale
+    group (the level at ``voxel_size``, or the finest without it) or an array
+    with funlib attributes (``voxel_size``/``resolution``, ``offset``).
+    A funlib array may also have one leading channel axis. An array without
+    voxel-size metadata is refused, never read at voxel size 1.
 
     Raises:
-        ValueError: a missing, unreadable or empty dataset, named with ``role``.
+        ValueError: a missing, unreadable or empty dataset, one without
+            voxel-size metadata, or one with no level at ``voxel_size``;
+            named with ``role``.
     """
+    from gp_hotdistance.data import open_volume
+
+    name = str(path)
     if not Path(path).exists():
-        raise ValueError(f"{role} dataset {path} does not exist")
+        raise ValueError(f"{role} dataset {name} does not exist")
     try:
-        array = open_ds(str(path))
-    except Exception as error:
-        raise ValueError(f"{role} dataset {path} cannot be opened: {error}") from error
-    if 0 in tuple(array.shape):
-        raise ValueError(f"{role} dataset {path} is empty (shape {tuple(array.shape)})")
-    return array
-
-
-def dataset(path: str | Path, array: Array) -> Dataset:
-    """The job's handle on ``array`` (stored at ``path``)."""
-    return Dataset(str(path), Coordinate(array.offset), Coordinate(array.voxel_size))
+        node = zarr.open(name, mode="r")
+        attrs = node.attrs.asdict()
+        funlib_size = attrs.get("voxel_size", attrs.get("resolution"))
+        if (
+            isinstance(node, zarr.Array)
+            and funlib_size is not None
+            and node.ndim == len(funlib_size) + 1
+        ):
+            # channels first: open_volume reads spatial arrays only
+            offset = attrs.get("offset") or [0] * len(funlib_size)
+            if any(int(v) != v or v < 1 for v in funlib_size) or any(int(o) != o for o in offset):
+                raise ValueError(
+                    f"voxel size {funlib_size} or offset {offset} is not integer and positive"
+                )
+            volume = InputVolume(
+                name,
+                node,
+                Coordinate(int(v) for v in funlib_size),
+                Coordinate(int(o) for o in offset),
+                tuple(attrs.get("units") or ()),
+            )
+        else:
+            opened = open_volume(name, voxel_size)
+            if voxel_size is not None and opened.voxel_size != Coordinate(voxel_size):
+                raise ValueError(
+                    f"no level at voxel size {tuple(voxel_size)} (nearest: "
+                    f"{opened.path} at {tuple(opened.voxel_size)})"
+                )
+            volume = InputVolume(
+                opened.path,
+                opened.array,
+                opened.voxel_size,
+                opened.offset,
+                tuple(opened.array.attrs.get("units") or ()),
+            )
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        raise ValueError(f"{role} dataset {name} cannot be read: {error}") from error
+    if 0 in volume.shape:
+        raise ValueError(f"{role} dataset {name} is empty (shape {volume.shape})")
+    return volume
 
 
 def check_workers(num_workers: int) -> None:
@@ -55,6 +127,11 @@ def block_size_world(block_shape: Sequence[int], voxel_size: Coordinate) -> Coor
             f"block_shape must be {voxel_size.dims} positive voxel counts, got {block_shape}"
         )
     return Coordinate(block_shape) * voxel_size
+
+
+def target_channel_names(channels: Sequence[str]) -> tuple[str, ...]:
+    """Names of the ``[hot x C, distance x C]`` channels: ``hot_<c>``, ``dist_<c>``."""
+    return tuple(f"hot_{c}" for c in channels) + tuple(f"dist_{c}" for c in channels)
 
 
 def whole_voxel_context(predictor: HotDistancePredictor, voxel_size: Coordinate) -> Coordinate:
@@ -116,7 +193,7 @@ def plan_targets(
         raise ValueError(f"gt {gt} has {gt_array.channel_dims} channel axes, expected 0 or 1")
     mask_dtype = np.dtype(np.uint8)
     if mask is not None:
-        mask_array = open_input(mask, "mask")
+        mask_array = open_input(mask, "mask", voxel_size)
         if Coordinate(mask_array.voxel_size) != voxel_size:
             raise ValueError(
                 f"mask {mask} voxel size {mask_array.voxel_size} differs from gt {voxel_size}"
@@ -149,31 +226,28 @@ def plan_targets(
         context=context_world,
         done_dataset="done/targets",
         threads=threads or default_threads(num_workers),
-        gt=dataset(gt, gt_array),
-        mask=None if mask is None else dataset(mask, mask_array),
+        gt=gt_array.dataset,
+        mask=None if mask is None else mask_array.dataset,
         target_dataset=target_dataset,
         distance_mask_dataset=distance_mask_dataset,
         predictor=predictor,
     )
-    axis_names = tuple(gt_array.axis_names[-spatial:])
-    units = tuple(gt_array.units)
+    units = gt_array.units or ("nm",) * spatial
     specs = [
         OutputSpec(
             target_dataset,
-            predictor.embedding_dims,
+            target_channel_names(predictor.channels),
             np.dtype(np.float32),
             volume,
             voxel_size,
-            axis_names,
             units,
         ),
         OutputSpec(
             distance_mask_dataset,
-            predictor.classes,
+            tuple(predictor.channels),
             mask_dtype,
             volume,
             voxel_size,
-            axis_names,
             units,
         ),
     ]
@@ -249,7 +323,7 @@ def plan_predict(
         context=context_voxels * voxel_size,
         done_dataset="done/predict",
         threads=threads or default_threads(num_workers),
-        raw=dataset(raw, raw_array),
+        raw=raw_array.dataset,
         checkpoint=str(checkpoint),
         config=config.to_dict(),
         output_shape=output_shape,
@@ -257,26 +331,22 @@ def plan_predict(
         prediction_dataset=prediction_dataset,
         segmentation_dataset=segmentation_dataset,
     )
-    axis_names = tuple(raw_array.axis_names[-voxel_size.dims :])
-    units = tuple(raw_array.units)
-    classes = len(predictor_channels)
+    units = raw_array.units or ("nm",) * voxel_size.dims
     specs = [
         OutputSpec(
             prediction_dataset,
-            2 * classes,
+            target_channel_names(predictor_channels),
             np.dtype(np.float32),
             raw_array.roi,
             voxel_size,
-            axis_names,
             units,
         ),
         OutputSpec(
             segmentation_dataset,
-            classes,
+            tuple(predictor_channels),
             np.dtype(np.uint8),
             raw_array.roi,
             voxel_size,
-            axis_names,
             units,
         ),
     ]

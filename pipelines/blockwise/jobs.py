@@ -28,6 +28,7 @@ from gp_hotdistance.geometry import roi_slices
 from pipelines.blockwise.outputs import DoneMarkers, array_path, signature_value
 
 if TYPE_CHECKING:
+    from gp_hotdistance.data.sample import Sample
     from gp_hotdistance.predictor import HotDistancePredictor
 
 logger = logging.getLogger(__name__)
@@ -245,15 +246,19 @@ class TargetsJob(BlockJob):
     target_dataset: str = "target"
     distance_mask_dataset: str = "distance_mask"
     predictor: HotDistancePredictor | None = None
+    sample: Sample | None = None  # instead of gt and mask: Sample.read_labels
 
     def process(self, write_roi: Roi) -> dict[str, float]:
-        predictor, gt = self.predictor, self.gt
-        if predictor is None or gt is None:
-            raise ValueError("a TargetsJob needs a predictor and a gt dataset")
+        predictor, gt, sample = self.predictor, self.gt, self.sample
+        if predictor is None or (gt is None) == (sample is None):
+            raise ValueError("a TargetsJob needs a predictor and either a gt dataset or a sample")
         started = time.perf_counter()
         read_roi = write_roi.grow(self.context, self.context).intersect(self.volume_roi)
-        labels = gt.read(self._open(gt), read_roi)
-        mask = None if self.mask is None else self.mask.read(self._open(self.mask), read_roi)
+        if sample is not None:
+            labels, mask = sample.read_labels(read_roi)
+        else:
+            labels = gt.read(self._open(gt), read_roi)
+            mask = None if self.mask is None else self.mask.read(self._open(self.mask), read_roi)
         read = time.perf_counter()
         target = predictor.process(labels, self.voxel_size)
         distance_mask = predictor.create_distance_mask(
@@ -271,14 +276,15 @@ class TargetsJob(BlockJob):
         return {"read": read - started, "compute": computed - read, "write": written - computed}
 
     def signature(self) -> dict[str, Any]:
-        predictor, gt = self.predictor, self.gt
-        if predictor is None or gt is None:
-            raise ValueError("a TargetsJob needs a predictor and a gt dataset")
+        predictor, gt, sample = self.predictor, self.gt, self.sample
+        if predictor is None or (gt is None) == (sample is None):
+            raise ValueError("a TargetsJob needs a predictor and either a gt dataset or a sample")
         return {
             **super().signature(),
             **signature_value(
                 {
-                    "gt": str(Path(gt.path).resolve()),
+                    "gt": str(Path(gt.path).resolve()) if gt is not None else None,
+                    "sample": None if sample is None else sample_signature(sample),
                     "mask": None if self.mask is None else str(Path(self.mask.path).resolve()),
                     "outputs": [self.target_dataset, self.distance_mask_dataset],
                     "channels": predictor.channels,
@@ -374,3 +380,14 @@ def relative_slices(inner: Roi, outer: Roi, voxel_size: Coordinate) -> tuple[sli
     that shifted grid, not on the absolute one.
     """
     return roi_slices(inner - outer.offset, outer - outer.offset, voxel_size)
+
+
+def sample_signature(sample: Sample) -> dict[str, Any]:
+    """The datasets a sample reads (resolved paths), for the done markers."""
+    return {
+        "raw": str(Path(sample.raw.path).resolve()),
+        "labels": {c: str(Path(v.path).resolve()) for c, v in sample.labels.items()},
+        "mask": None if sample.mask is None else str(Path(sample.mask.path).resolve()),
+        "class_ids": sample.class_ids,
+        "voxel_size": list(sample.voxel_size),
+    }

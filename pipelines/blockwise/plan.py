@@ -12,6 +12,7 @@ import numpy as np
 import zarr
 from funlib.geometry import Coordinate, Roi
 
+from gp_hotdistance.data.sample import Sample
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines.blockwise.jobs import Dataset, PredictJob, TargetsJob
 from pipelines.blockwise.outputs import OutputSpec, prepare_outputs
@@ -152,8 +153,27 @@ def whole_voxels(context: Sequence[float], voxel_size: Coordinate) -> Coordinate
     return Coordinate(math.ceil(c / v) * v for c, v in zip(context, voxel_size, strict=True))
 
 
+def sample_roi(sample: Sample, roi: Roi | None, default: str) -> Roi:
+    """``roi`` checked to lie on the sample's voxel grid, or the sample's
+    ``default`` ROI (``"labelled"``: :attr:`Sample.labelled_roi`, ``"raw"``:
+    :attr:`Sample.raw_roi`).
+
+    Raises:
+        ValueError: ``roi`` is empty, has other dims or is off the grid.
+    """
+    voxel_size = sample.voxel_size
+    if roi is None:
+        return sample.labelled_roi if default == "labelled" else sample.raw_roi
+    if roi.dims != voxel_size.dims or roi.empty or roi != roi.snap_to_grid(voxel_size):
+        raise ValueError(
+            f"ROI {roi} must be a non-empty {voxel_size.dims}-D ROI on the grid of the "
+            f"sample's voxel size {tuple(voxel_size)}"
+        )
+    return roi
+
+
 def plan_targets(
-    gt: str | Path,
+    gt: str | Path | Sample,
     output: str | Path,
     predictor: HotDistancePredictor,
     block_shape: Sequence[int],
@@ -163,50 +183,76 @@ def plan_targets(
     distance_mask_dataset: str = "distance_mask",
     num_workers: int = 1,
     threads: int | None = None,
+    roi: Roi | None = None,
 ) -> TargetsJob:
     """Check the inputs, prepare (or check) the outputs and return the job.
 
     Args:
         gt: Ground-truth dataset path (``container/name``): binary channels
-            ``(C, *spatial)`` or a class-id volume (``predictor.class_ids``).
+            ``(C, *spatial)`` or a class-id volume (``predictor.class_ids``);
+            or a :class:`~gp_hotdistance.data.Sample`, whose gt and
+            per-channel known-mask each block reads with
+            ``Sample.read_labels`` at the sample's voxel size (channels it
+            does not annotate get mask 0).
         output: Output zarr container.
         block_shape: Write block shape in voxels.
         mask: Optional mask dataset path, spatial or ``(C, *spatial)``;
             none = all known (uint8 ones).
         context: World context per side (one value or one per axis), rounded
             up to whole voxels; default ``max_distance`` (see module docs).
+        roi: With a sample, the world ROI to process (on the sample's voxel
+            grid); default the sample's labelled ROI.
 
     Raises:
         ValueError: bad shapes or mismatched voxel sizes.
         OutputMismatchError: an existing output does not match.
     """
     check_workers(num_workers)
-    gt_array = open_input(gt, "gt")
-    voxel_size = Coordinate(gt_array.voxel_size)
-    volume = gt_array.roi
-    spatial = voxel_size.dims
-    if gt_array.channel_dims == 1 and gt_array.shape[0] != predictor.classes:
-        raise ValueError(
-            f"gt {gt} has {gt_array.shape[0]} channels, but channels={predictor.channels}"
-        )
-    if gt_array.channel_dims > 1:
-        raise ValueError(f"gt {gt} has {gt_array.channel_dims} channel axes, expected 0 or 1")
+    sample = gt if isinstance(gt, Sample) else None
+    gt_array = mask_array = None
     mask_dtype = np.dtype(np.uint8)
-    if mask is not None:
-        mask_array = open_input(mask, "mask", voxel_size)
-        if Coordinate(mask_array.voxel_size) != voxel_size:
+    if sample is not None:
+        if mask is not None:
+            raise ValueError("a sample brings its own known-mask; give no mask with it")
+        if list(sample.channels) != list(predictor.channels):
             raise ValueError(
-                f"mask {mask} voxel size {mask_array.voxel_size} differs from gt {voxel_size}"
+                f"sample channels {sample.channels} differ from the predictor's "
+                f"{predictor.channels}"
             )
-        if not mask_array.roi.contains(volume):
-            raise ValueError(f"mask {mask} ROI {mask_array.roi} does not contain gt ROI {volume}")
-        if (Coordinate(mask_array.offset) - volume.offset) % voxel_size != Coordinate(
-            (0,) * spatial
-        ):
+        voxel_size = sample.voxel_size
+        volume = sample_roi(sample, roi, "labelled")
+        units: tuple[str, ...] = ("nm",) * voxel_size.dims
+    else:
+        gt_array = open_input(gt, "gt")
+        voxel_size = Coordinate(gt_array.voxel_size)
+        volume = gt_array.roi
+        units = gt_array.units or ("nm",) * voxel_size.dims
+        if roi is not None:
+            raise ValueError("roi is only for a sample; a gt dataset is processed whole")
+        if gt_array.channel_dims == 1 and gt_array.shape[0] != predictor.classes:
             raise ValueError(
-                f"mask {mask} offset {mask_array.offset} is not on the gt's voxel grid"
+                f"gt {gt} has {gt_array.shape[0]} channels, but channels={predictor.channels}"
             )
-        mask_dtype = np.dtype(mask_array.dtype)
+        if gt_array.channel_dims > 1:
+            raise ValueError(f"gt {gt} has {gt_array.channel_dims} channel axes, expected 0 or 1")
+        if mask is not None:
+            mask_array = open_input(mask, "mask", voxel_size)
+            if Coordinate(mask_array.voxel_size) != voxel_size:
+                raise ValueError(
+                    f"mask {mask} voxel size {mask_array.voxel_size} differs from gt {voxel_size}"
+                )
+            if not mask_array.roi.contains(volume):
+                raise ValueError(
+                    f"mask {mask} ROI {mask_array.roi} does not contain gt ROI {volume}"
+                )
+            if (Coordinate(mask_array.offset) - volume.offset) % voxel_size != Coordinate(
+                (0,) * voxel_size.dims
+            ):
+                raise ValueError(
+                    f"mask {mask} offset {mask_array.offset} is not on the gt's voxel grid"
+                )
+            mask_dtype = np.dtype(mask_array.dtype)
+    spatial = voxel_size.dims
     block_size = block_size_world(block_shape, voxel_size)
     if context is None:
         context_world = whole_voxel_context(predictor, voxel_size)
@@ -226,13 +272,13 @@ def plan_targets(
         context=context_world,
         done_dataset="done/targets",
         threads=threads or default_threads(num_workers),
-        gt=gt_array.dataset,
-        mask=None if mask is None else mask_array.dataset,
+        gt=None if gt_array is None else gt_array.dataset,
+        mask=None if mask_array is None else mask_array.dataset,
+        sample=sample,
         target_dataset=target_dataset,
         distance_mask_dataset=distance_mask_dataset,
         predictor=predictor,
     )
-    units = gt_array.units or ("nm",) * spatial
     specs = [
         OutputSpec(
             target_dataset,

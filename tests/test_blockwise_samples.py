@@ -1,0 +1,85 @@
+"""Blockwise targets and prediction of a configured sample (CellMap-style
+data read through gp_hotdistance.data.Sample)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from funlib.geometry import Coordinate, Roi
+from funlib.persistence import open_ds
+
+from gp_hotdistance import functional as F
+from gp_hotdistance.data import Sample
+from gp_hotdistance.geometry import roi_slices
+from gp_hotdistance.predictor import HotDistancePredictor
+from pipelines import blockwise as bw
+from tests.cellmap_fixture import CHANNELS, write_cellmap_fixture
+from tests.test_blockwise import _blocks, _open_sides
+
+VOXEL_SIZE = Coordinate(8, 8, 8)
+BLOCK = (4, 4, 4)  # crop 9 is 8 voxels per axis: 2 x 2 x 2 blocks
+SCALE = 16.0  # context 16 = 2 voxels
+
+
+@pytest.fixture(autouse=True)
+def _daisy_logs_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    return write_cellmap_fixture(tmp_path_factory.mktemp("cellmap"))
+
+
+def _read(path):
+    array = open_ds(str(path))
+    return np.asarray(array[array.roi])
+
+
+def test_sample_targets_equal_whole_region_where_exact(fixture, tmp_path):
+    """Targets of crop 9 (mito annotated, er not) equal ``predictor.process``
+    of ``Sample.read_labels`` over the labelled ROI on the voxels the
+    exactness condition marks (docs/blockwise.md); er's mask is 0."""
+    sample = Sample(fixture.raw_path, fixture.label_paths("crop9"), CHANNELS, VOXEL_SIZE)
+    predictor = HotDistancePredictor(CHANNELS, scale_factor=SCALE, mask_distances=True)
+    output = tmp_path / "out.zarr"
+    job = bw.plan_targets(sample, output, predictor, BLOCK)
+    volume = sample.labelled_roi
+    assert job.volume_roi == volume == Roi(fixture.crop_offsets["crop9"], VOXEL_SIZE * 8)
+    context = bw.whole_voxel_context(predictor, VOXEL_SIZE)
+    assert job.context == context == Coordinate(16, 16, 16)
+    bw.run_job(job, num_workers=2, progress=False)
+
+    gt, mask = sample.read_labels(volume)
+    assert mask[0].all() and not mask[1].any()  # er is not annotated in crop 9
+    whole = predictor.process(gt, VOXEL_SIZE)
+    target = _read(output / "target" / "s0")
+    distance_mask = _read(output / "distance_mask" / "s0")
+    assert target.shape == whole.shape == (4, 8, 8, 8)
+    np.testing.assert_array_equal(target[:2], whole[:2])
+    assert not distance_mask[1].any()  # unknown channel: never trained on
+    labels = gt[0]
+    known_total = 0
+    for write in _blocks(volume, Coordinate(BLOCK) * VOXEL_SIZE):
+        read = write.grow(context, context).intersect(volume)
+        m, _ = _open_sides(read, volume, VOXEL_SIZE, write)
+        block_labels = labels[roi_slices(read, volume, VOXEL_SIZE)]
+        has_face = block_labels.min() != block_labels.max()
+        d_read = F.signed_distance(block_labels, VOXEL_SIZE)[roi_slices(write, read, VOXEL_SIZE)]
+        known = np.isinf(m) | (has_face & (np.abs(d_read) <= m))
+        in_write = roi_slices(write, volume, VOXEL_SIZE)
+        np.testing.assert_array_equal(target[2][in_write][known], whole[2][in_write][known])
+        known_total += int(known.sum())
+    assert known_total > 0.3 * labels.size
+    signature = zarr.open_array(str(output / "done" / "targets"), mode="r").attrs["signature"]
+    assert signature["gt"] is None and set(signature["sample"]["labels"]) == {"mito"}
+
+
+def test_sample_roi_must_be_on_grid(fixture, tmp_path):
+    sample = Sample(fixture.raw_path, fixture.label_paths("crop9"), CHANNELS, VOXEL_SIZE)
+    predictor = HotDistancePredictor(CHANNELS, scale_factor=SCALE, mask_distances=True)
+    off = Roi(sample.labelled_roi.offset + Coordinate(4, 0, 0), VOXEL_SIZE * 4)
+    with pytest.raises(ValueError, match=r"ROI .* grid of the sample's voxel size \(8, 8, 8\)"):
+        bw.plan_targets(sample, tmp_path / "o.zarr", predictor, BLOCK, roi=off)
+    assert not (tmp_path / "o.zarr").exists()

@@ -14,12 +14,15 @@ from gp_hotdistance.data import Sample
 from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
+from tests import test_blockwise
 from tests.cellmap_fixture import CHANNELS, write_cellmap_fixture
-from tests.test_blockwise import _blocks, _open_sides
+from tests.test_blockwise import OUTPUT_TILE, _blocks, _open_sides
 
 VOXEL_SIZE = Coordinate(8, 8, 8)
 BLOCK = (4, 4, 4)  # crop 9 is 8 voxels per axis: 2 x 2 x 2 blocks
 SCALE = 16.0  # context 16 = 2 voxels
+
+run_dir = test_blockwise.run_dir  # the tiny untrained checkpoint fixture
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +86,33 @@ def test_sample_roi_must_be_on_grid(fixture, tmp_path):
     with pytest.raises(ValueError, match=r"ROI .* grid of the sample's voxel size \(8, 8, 8\)"):
         bw.plan_targets(sample, tmp_path / "o.zarr", predictor, BLOCK, roi=off)
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_sample_predict_equals_one_piece(fixture, run_dir, tmp_path):
+    """Prediction over a world ROI of the sample equals ``predict_volume`` of
+    the same raw (``Sample.read_raw`` over the ROI grown by the model's
+    context, all inside the raw); the default ROI is the labelled one."""
+    from gp_hotdistance.torch.inference import context_for, predict_volume
+    from pipelines.common import load_model, normalize_raw
+    from pipelines.config import load_config
+
+    sample = Sample(fixture.raw_path, fixture.label_paths("crop9"), CHANNELS, VOXEL_SIZE)
+    tile = Coordinate(OUTPUT_TILE)
+    roi = Roi(sample.raw_roi.offset + VOXEL_SIZE * Coordinate(12, 8, 8), tile * VOXEL_SIZE)
+    model = load_model(load_config(run_dir / "config.json"), run_dir / "model_checkpoint_3")
+    context = Coordinate(context_for(model, OUTPUT_TILE)) * VOXEL_SIZE
+    grown = roi.grow(context, context)
+    assert sample.raw_roi.contains(grown)  # so no zero padding is involved
+    output = tmp_path / "pred.zarr"
+    job = bw.plan_predict(run_dir, sample, output, OUTPUT_TILE, roi=roi, num_workers=1)
+    bw.run_job(job, num_workers=1, progress=False, multiprocessing=False)
+    raw = normalize_raw(sample.read_raw(grown), sample.raw.dtype)
+    whole = predict_volume(model, raw, OUTPUT_TILE)[
+        (slice(None), *roi_slices(roi, grown, VOXEL_SIZE))
+    ]
+    prediction = open_ds(str(output / "prediction" / "s0"))
+    assert prediction.roi == roi
+    np.testing.assert_allclose(np.asarray(prediction[roi]), whole, atol=1e-5, rtol=0)
+
+    default = bw.plan_predict(run_dir, sample, tmp_path / "p2.zarr", OUTPUT_TILE)
+    assert default.volume_roi == sample.labelled_roi

@@ -309,6 +309,7 @@ class PredictJob(BlockJob):
     device: str = "cpu"  # auto, cpu or cuda: resolved on the worker
     prediction_dataset: str = "prediction"
     segmentation_dataset: str = "segmentation"
+    sample: Sample | None = None  # instead of raw: Sample.read_raw
 
     def model(self) -> Any:
         """The model of ``config`` with the checkpoint's weights (cached per worker)."""
@@ -325,14 +326,17 @@ class PredictJob(BlockJob):
         from gp_hotdistance.torch.postprocess import segment
         from pipelines.common import normalize_raw
 
-        if self.raw is None:
-            raise ValueError("a PredictJob needs a raw dataset")
+        if (self.raw is None) == (self.sample is None):
+            raise ValueError("a PredictJob needs either a raw dataset or a sample")
         model = self.model()
         self._set_torch_threads()
         started = time.perf_counter()
-        raw_array = self._open(self.raw)
         read_roi = write_roi.grow(self.context, self.context)
-        padded = normalize_raw(self.raw.read_padded(raw_array, read_roi), raw_array.dtype)
+        if self.sample is not None:
+            padded = sample_raw_padded(self.sample, read_roi)
+        else:
+            raw_array = self._open(self.raw)
+            padded = normalize_raw(self.raw.read_padded(raw_array, read_roi), raw_array.dtype)
         read = time.perf_counter()
         prediction = predict_padded(model, padded, self.output_shape, self._cache["device"])
         segmentation = segment(prediction).astype(np.uint8)
@@ -354,13 +358,14 @@ class PredictJob(BlockJob):
             self._cache["torch_threads"] = True
 
     def signature(self) -> dict[str, Any]:
-        if self.raw is None:
-            raise ValueError("a PredictJob needs a raw dataset")
+        if (self.raw is None) == (self.sample is None):
+            raise ValueError("a PredictJob needs either a raw dataset or a sample")
         return {
             **super().signature(),
             **signature_value(
                 {
-                    "raw": str(Path(self.raw.path).resolve()),
+                    "raw": None if self.raw is None else str(Path(self.raw.path).resolve()),
+                    "sample": None if self.sample is None else sample_signature(self.sample),
                     "outputs": [self.prediction_dataset, self.segmentation_dataset],
                     "checkpoint": str(Path(self.checkpoint).resolve()),
                     "checkpoint_mtime": os.path.getmtime(self.checkpoint),
@@ -391,3 +396,17 @@ def sample_signature(sample: Sample) -> dict[str, Any]:
         "class_ids": sample.class_ids,
         "voxel_size": list(sample.voxel_size),
     }
+
+
+def sample_raw_padded(sample: Sample, roi: Roi) -> npt.NDArray[np.float32]:
+    """Normalised raw of ``roi`` at the sample's voxel size (see
+    ``pipelines.common.normalize_raw``), zeros outside its raw ROI."""
+    from pipelines.common import normalize_raw
+
+    voxel_size = sample.voxel_size
+    out = np.zeros(tuple(roi.shape / voxel_size), dtype=np.float32)
+    inside = roi.intersect(sample.raw_roi)
+    if not inside.empty:
+        raw = sample.read_raw(inside)
+        out[relative_slices(inside, roi, voxel_size)] = normalize_raw(raw, sample.raw.dtype)
+    return out

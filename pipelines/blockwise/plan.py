@@ -303,7 +303,7 @@ def plan_targets(
 
 def plan_predict(
     run: str | Path,
-    raw: str | Path,
+    raw: str | Path | Sample,
     output: str | Path,
     block_shape: Sequence[int] | None = None,
     iteration: int | None = None,
@@ -312,6 +312,7 @@ def plan_predict(
     device: str = "cpu",
     num_workers: int = 1,
     threads: int | None = None,
+    roi: Roi | None = None,
 ) -> PredictJob:
     """Check the inputs, prepare (or check) the outputs and return the job.
 
@@ -319,7 +320,12 @@ def plan_predict(
         run: A training output directory (``config.json`` plus
             ``model_checkpoint_<N>`` files).
         raw: Raw dataset path (``container/name``), spatial; integers are
-            divided by their dtype's maximum, as in training.
+            divided by their dtype's maximum, as in training. Or a
+            :class:`~gp_hotdistance.data.Sample`: raw is read with
+            ``Sample.read_raw`` at the sample's voxel size (mean-pooled from a
+            finer level if needed), context beyond its raw ROI is zeros.
+        roi: With a sample, the world ROI to predict (on its voxel grid);
+            default the sample's labelled ROI.
         block_shape: Write block shape in voxels, a multiple of the model's
             ``output_shape``; default ``2 * output_shape``.
         iteration: Checkpoint iteration; default the newest.
@@ -338,10 +344,23 @@ def plan_predict(
     if iteration < 1 or not checkpoint.is_file():
         raise ConfigError(f"no checkpoint {checkpoint.name} in {run}")
     check_workers(num_workers)
-    raw_array = open_input(raw, "raw")
-    if raw_array.channel_dims != 0:
-        raise ValueError(f"raw {raw} must be spatial (one channel), got shape {raw_array.shape}")
-    voxel_size = Coordinate(raw_array.voxel_size)
+    sample = raw if isinstance(raw, Sample) else None
+    raw_array = None
+    if sample is not None:
+        voxel_size = sample.voxel_size
+        volume = sample_roi(sample, roi, "labelled")
+        units: tuple[str, ...] = ("nm",) * voxel_size.dims
+    else:
+        if roi is not None:
+            raise ValueError("roi is only for a sample; a raw dataset is predicted whole")
+        raw_array = open_input(raw, "raw")
+        if raw_array.channel_dims != 0:
+            raise ValueError(
+                f"raw {raw} must be spatial (one channel), got shape {raw_array.shape}"
+            )
+        voxel_size = Coordinate(raw_array.voxel_size)
+        volume = raw_array.roi
+        units = raw_array.units or ("nm",) * voxel_size.dims
     output_shape = tuple(config.model.output_shape)
     if voxel_size.dims != len(output_shape):
         raise ValueError(
@@ -363,13 +382,14 @@ def plan_predict(
     job = PredictJob(
         task_id="predict",
         output=str(output),
-        volume_roi=raw_array.roi,
+        volume_roi=volume,
         voxel_size=voxel_size,
         block_size=block_size_world(block_shape, voxel_size),
         context=context_voxels * voxel_size,
         done_dataset="done/predict",
         threads=threads or default_threads(num_workers),
-        raw=raw_array.dataset,
+        raw=None if raw_array is None else raw_array.dataset,
+        sample=sample,
         checkpoint=str(checkpoint),
         config=config.to_dict(),
         output_shape=output_shape,
@@ -377,13 +397,12 @@ def plan_predict(
         prediction_dataset=prediction_dataset,
         segmentation_dataset=segmentation_dataset,
     )
-    units = raw_array.units or ("nm",) * voxel_size.dims
     specs = [
         OutputSpec(
             prediction_dataset,
             target_channel_names(predictor_channels),
             np.dtype(np.float32),
-            raw_array.roi,
+            volume,
             voxel_size,
             units,
         ),
@@ -391,7 +410,7 @@ def plan_predict(
             segmentation_dataset,
             tuple(predictor_channels),
             np.dtype(np.uint8),
-            raw_array.roi,
+            volume,
             voxel_size,
             units,
         ),

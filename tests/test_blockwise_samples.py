@@ -116,3 +116,19 @@ def test_sample_predict_equals_one_piece(fixture, run_dir, tmp_path):
 
     default = bw.plan_predict(run_dir, sample, tmp_path / "p2.zarr", OUTPUT_TILE)
     assert default.volume_roi == sample.labelled_roi
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--sample", "0"], "--sample needs a config whose data section lists samples"),
+        (["--sample", "0", "--input", "x.zarr"], "give either --input"),
+        ([], "give either --input"),
+        (["--input", "x.zarr", "--roi-offset", "0", "0", "0"], "select a region of a --sample"),
+    ],
+)
+def test_sample_command_line_errors(tmp_path, capsys, extra, message):
+    args = ["targets", "--output", str(tmp_path / "o.zarr"), "--block-shape", "4", "4", "4"]
+    assert bw.main(args + extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()

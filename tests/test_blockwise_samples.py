@@ -132,3 +132,70 @@ def test_sample_command_line_errors(tmp_path, capsys, extra, message):
     assert bw.main(args + extra) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.zarr").exists()
+
+
+def _samples_config(fixture, path):
+    """A samples-form config for crop 9 of the fixture, written as JSON."""
+    import json
+
+    config = {
+        "channels": CHANNELS,
+        "scale_factor": SCALE,
+        "data": {
+            "voxel_size": list(VOXEL_SIZE),
+            "samples": [{"raw": fixture.raw_path, "labels": fixture.label_paths("crop9")}],
+        },
+        "model": {
+            "num_fmaps": 2,
+            "fmap_inc_factor": 2,
+            "downsample_factors": [[2, 2, 2]],
+            "output_shape": OUTPUT_TILE,
+        },
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _has_samples_form():
+    import pipelines.config
+
+    return hasattr(pipelines.config, "SamplesDataConfig")
+
+
+@pytest.mark.skipif(not _has_samples_form(), reason="pipelines.config has no data.samples form yet")
+def test_sample_targets_command_line(fixture, tmp_path):
+    """``targets --config C --sample 0`` writes what plan_targets of the
+    same Sample writes."""
+    config = _samples_config(fixture, tmp_path / "c.json")
+    output = tmp_path / "cli.zarr"
+    args = ["targets", "--config", str(config), "--sample", "0", "--output", str(output)]
+    assert bw.main([*args, "--block-shape", *map(str, BLOCK), "--no-progress"]) == 0
+    sample = Sample(fixture.raw_path, fixture.label_paths("crop9"), CHANNELS, VOXEL_SIZE)
+    predictor = HotDistancePredictor(CHANNELS, scale_factor=SCALE, mask_distances=True)
+    reference = tmp_path / "lib.zarr"
+    job = bw.plan_targets(sample, reference, predictor, BLOCK)
+    bw.run_job(job, num_workers=1, progress=False, multiprocessing=False)
+    for name in ("target", "distance_mask"):
+        np.testing.assert_array_equal(_read(output / name / "s0"), _read(reference / name / "s0"))
+
+
+@pytest.mark.skipif(not _has_samples_form(), reason="pipelines.config has no data.samples form yet")
+def test_sample_predict_command_line_roi(fixture, run_dir, tmp_path):
+    """``predict --sample 0 --roi-offset .. --roi-shape ..`` predicts that
+    world ROI at the run's voxel size."""
+
+    config = _samples_config(fixture, tmp_path / "c.json")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model_checkpoint_3").write_bytes((run_dir / "model_checkpoint_3").read_bytes())
+    (run / "config.json").write_text(config.read_text())
+    sample = Sample(fixture.raw_path, fixture.label_paths("crop9"), CHANNELS, VOXEL_SIZE)
+    roi = Roi(sample.labelled_roi.offset, Coordinate(OUTPUT_TILE) * VOXEL_SIZE)
+    output = tmp_path / "pred.zarr"
+    args = ["predict", "--run", str(run), "--sample", "0", "--output", str(output)]
+    args += ["--roi-offset", *map(str, roi.offset), "--roi-shape", *map(str, roi.shape)]
+    assert bw.main([*args, "--workers", "1", "--no-progress"]) == 0
+    prediction = open_ds(str(output / "prediction" / "s0"))
+    assert prediction.roi == roi and prediction.voxel_size == VOXEL_SIZE
+    signature = zarr.open_array(str(output / "done" / "predict"), mode="r").attrs["signature"]
+    assert signature["raw"] is None and signature["sample"]["raw"].endswith("fibsem-uint8/s0")

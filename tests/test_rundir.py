@@ -341,3 +341,134 @@ def test_a_summary_is_never_replaced_by_one_of_an_earlier_or_the_same_iteration(
         (tmp_path / SUMMARY_NAME).write_text('{"iterations": 3')  # truncated by hand
         assert run.write_summary({"iterations": 1, "dice": {}})
         assert run.read_summary() == {"iterations": 1, "dice": {}}
+
+
+# -- training in a run directory -------------------------------------------------
+
+
+def tiny_training_config(container, **training):
+    settings = {"iterations": 2, "save_every": 1, "snapshot_every": 100, "num_workers": 0}
+    settings.update(training)
+    return from_dict(
+        {
+            "channels": ["mito", "er"],
+            "scale_factor": 24.0,
+            "data": {"container": str(container)},
+            "model": {"num_fmaps": 2, "downsample_factors": [[2, 2]], "output_shape": [8, 8]},
+            "training": settings,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from pipelines.demo_data import make_demo_data
+
+    path = tmp_path_factory.mktemp("demo") / "demo.zarr"
+    return make_demo_data(path, dims=2, shape=(64, 64), eval_shape=(40, 40))
+
+
+def cli(config, out, *args):
+    """``python -m pipelines.train`` with ``config`` written beside ``out``."""
+    from pipelines import train as train_module
+
+    path = out.parent / f"{out.name}.json"
+    path.write_text(json.dumps(config.to_dict()))
+    return train_module.main(["--config", str(path), "--out", str(out), "--quiet", *args])
+
+
+def snapshot_of(folder):
+    """Name -> bytes of every file in ``folder`` (not below it)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_second_training_into_a_locked_directory_is_refused(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    with RunDirectory(out):
+        assert cli(tiny_training_config(demo.path), out) == 2
+    assert f"is in use by pid {os.getpid()}" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing written, the lock removed
+
+
+def test_changed_scale_factor_is_refused_before_config_json_is_touched(demo, tmp_path, capsys):
+    from pipelines import train as train_module
+
+    out = tmp_path / "run"
+    config = tiny_training_config(demo.path)
+    train_module.train(config, out, quiet=True)
+    before = snapshot_of(out)
+    mtime = (out / CONFIG_NAME).stat().st_mtime_ns
+    assert cli(config.replace(scale_factor=50.0), out, "--iterations", "4") == 2
+    assert "scale_factor: 24.0 -> 50.0" in capsys.readouterr().err
+    assert snapshot_of(out) == before and (out / CONFIG_NAME).stat().st_mtime_ns == mtime
+
+
+def test_more_iterations_resume_and_an_out_file_is_refused(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    config = tiny_training_config(demo.path)
+    assert cli(config, out) == 0
+    assert cli(config, out, "--iterations", "3") == 0
+    text = capsys.readouterr().out
+    assert "iterations: 3 (resumed from 2)" in text
+    names = sorted(p.name for p in out.iterdir() if p.name.startswith("model_"))
+    assert names == ["model_checkpoint_1", "model_checkpoint_2", "model_checkpoint_3"]
+    assert json.loads((out / SUMMARY_NAME).read_text())["iterations"] == 3
+    (tmp_path / "file").write_text("")
+    assert cli(config, tmp_path / "file") == 2
+    assert "file is a file, not a directory" in capsys.readouterr().err
+
+
+def test_a_truncated_newest_checkpoint_resumes_from_the_previous(demo, tmp_path, caplog):
+    from pipelines import train as train_module
+
+    out = tmp_path / "run"
+    config = tiny_training_config(demo.path)
+    train_module.train(config, out, quiet=True)
+    newest = out / "model_checkpoint_2"
+    newest.write_bytes(newest.read_bytes()[:100])  # killed while written by an older version
+    (out / "model_checkpoint_2.bak").write_bytes(b"kept by the user")
+    with caplog.at_level(logging.WARNING):
+        summary = train_module.train(config, out, quiet=True)
+    assert "skipping checkpoint model_checkpoint_2" in caplog.text
+    assert "is truncated or corrupt (100 bytes)" in caplog.text
+    assert summary["resumed_from"] == 1 and summary["iterations"] == 2
+    with RunDirectory(out) as run:
+        assert run.newest_complete().iteration == 2 and run.skipped == []
+    assert (out / "model_checkpoint_2.bak").read_bytes() == b"kept by the user"
+
+
+def test_a_rerun_with_nothing_to_train_evaluates_the_restored_model(
+    demo, tmp_path, capsys, monkeypatch
+):
+    from pipelines import train as train_module
+
+    evaluated = []
+    evaluate = train_module.evaluate
+
+    def recording(config, container, model, device):
+        evaluated.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return evaluate(config, container, model, device)
+
+    monkeypatch.setattr(train_module, "evaluate", recording)
+    out = tmp_path / "run"
+    config = tiny_training_config(demo.path, iterations=3)
+    first = train_module.train(config, out, quiet=True)
+    stored = (out / SUMMARY_NAME).read_bytes()
+    for asked in ("3", "2"):
+        assert cli(config, out, "--iterations", asked) == 0
+        text = capsys.readouterr().out
+        assert (
+            f"nothing to train: the newest checkpoint is at iteration 3 (asked for {asked})" in text
+        )
+        assert f"kept {SUMMARY_NAME}, which already evaluates iteration 3 or later" in text
+        for name, score in first["dice"].items():
+            assert f"dice {name}: {score:.3f}" in text
+    rerun = train_module.train(config, out, quiet=True)
+    assert rerun["dice"] == first["dice"] and rerun["iterations"] == 3
+    assert rerun["resumed_from"] == 3 and rerun["trained"] == 0
+    assert (out / SUMMARY_NAME).read_bytes() == stored
+    # every run evaluated exactly the weights of checkpoint 3
+    saved = torch.load(out / "model_checkpoint_3", weights_only=True)["model_state_dict"]
+    assert len(evaluated) == 4
+    for state in evaluated:
+        assert all(torch.equal(state[k], saved[k]) for k in saved)

@@ -173,17 +173,27 @@ class RunDirectory:
         """
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"run directory {self.path} is a file, not a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunDirectoryError(f"cannot create run directory {self.path}: {error}") from None
         while True:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = self._read_holder(fd) or "another process (it has not said which yet)"
+                ended = self._holder_ended(fd)
                 os.close(fd)
                 raise RunDirectoryError(
                     f"run directory {self.path} is in use by {holder}; wait for it to finish, "
                     f"or train into another directory"
+                    + (
+                        f". That process has ended, but a child that inherited the lock (a "
+                        f"data-loading worker) still holds it: see `fuser {self.lock_path}`"
+                        if ended
+                        else ""
+                    )
                 ) from None
             # a releasing holder unlinks .lock before closing it: if we locked
             # that unlinked file, try again on the current one
@@ -237,6 +247,21 @@ class RunDirectory:
             return f"pid {holder['pid']} on host {holder['host']} since {holder['started']}"
         except (ValueError, KeyError, TypeError):
             return repr(text)
+
+    @staticmethod
+    def _holder_ended(fd: int) -> bool:
+        """Whether the lock file names a process of this host that has ended
+        (its lock then lives on in a forked child)."""
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0))
+            if holder["host"] != socket.gethostname():
+                return False
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (ValueError, KeyError, TypeError, PermissionError):
+            return False
+        return False
 
     def _require_lock(self) -> None:
         if self._lock_fd is None:

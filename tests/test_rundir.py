@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,50 @@ def test_a_stale_lock_after_a_kill_is_taken_over(tmp_path, caplog):
     assert f"taking over the lock left by pid {holder.pid} on host" in caplog.text
 
 
+FORKING_HOLDER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pipelines.rundir import RunDirectory
+    with RunDirectory(sys.argv[1]):
+        child = os.fork()  # as a PreCache worker does; it shares the lock
+        if child == 0:
+            time.sleep(60)
+            os._exit(0)
+        print(child, flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def test_a_lock_kept_by_a_forked_child_of_a_killed_run_is_explained(tmp_path, caplog):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER, str(run)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    child = int(holder.stdout.readline())
+    try:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        with pytest.raises(RunDirectoryError) as error:
+            RunDirectory(run).acquire()
+        assert f"in use by pid {holder.pid} on host" in str(error.value)
+        assert "That process has ended, but a child that inherited the lock" in str(error.value)
+    finally:
+        os.kill(child, signal.SIGKILL)
+    # the child is gone once its lock is free; it is not our child, so poll
+    for _ in range(100):
+        try:
+            with caplog.at_level(logging.WARNING), RunDirectory(run):
+                break
+        except RunDirectoryError:
+            time.sleep(0.1)
+    assert f"taking over the lock left by pid {holder.pid}" in caplog.text
+
+
 def test_the_same_process_cannot_lock_twice(tmp_path):
     with RunDirectory(tmp_path), pytest.raises(RunDirectoryError, match=f"pid {os.getpid()}"):
         RunDirectory(tmp_path).acquire()
@@ -114,6 +159,8 @@ def test_out_is_a_file(tmp_path):
     (tmp_path / "out").write_text("")
     with pytest.raises(RunDirectoryError, match=r"run directory .*out is a file, not a directory"):
         RunDirectory(tmp_path / "out").acquire()
+    with pytest.raises(RunDirectoryError, match=r"cannot create run directory .*out/run: "):
+        RunDirectory(tmp_path / "out" / "run").acquire()
 
 
 def test_writing_needs_the_lock(tmp_path):

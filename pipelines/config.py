@@ -32,7 +32,8 @@ optional and falls back to the defaults here (the embedded demo)::
         eval: {raw: ..., labels: ...}   # optional held-out sample
         class_ids: [1, 2]          # only with class-id labels: ``labels: path/to/ids``
 
-  ``labels`` is a bracket template (see :func:`expand_labels`), a mapping
+  ``labels`` is a bracket template (see :func:`expand_labels`, which is
+  :func:`gp_hotdistance.data.expand_label_template`), a mapping
   from class to dataset, or a plain path to one class-id dataset.
 
 Paths (``data.container`` and every path of a sample) are absolute or
@@ -55,7 +56,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -75,6 +75,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic.dataclasses import dataclass
+
+# cellmap-data's bracket template: "crop7/[mito,er]" -> {"mito": "crop7/mito",
+# "er": "crop7/er"}; a template without exactly one [...] group is a ValueError
+from gp_hotdistance.data import expand_label_template as expand_labels
 
 #: Largest side of ``model.output_shape``, in voxels.
 MAX_OUTPUT_SIDE = 4096
@@ -99,32 +103,9 @@ _UNION_TAGS = {_CONTAINER_FORM, _SAMPLES_FORM, _TEMPLATE, _MAPPING}
 _CONTAINER_KEYS = {"container", "raw", "gt", "mask", "eval_raw", "eval_gt"}
 _SAMPLES_KEYS = {"voxel_size", "samples", "eval"}
 
-_TEMPLATE_PATTERN = re.compile(r"^(?P<head>[^\[\]]*)\[(?P<names>[^\[\]]*)\](?P<tail>[^\[\]]*)$")
-
 
 class ConfigError(ValueError):
     """A config file or value that cannot be used."""
-
-
-def expand_labels(template: str) -> dict[str, str]:
-    """The per-class datasets of a bracket template (cellmap-data's form).
-
-    ``"crop7/[mito,er]"`` -> ``{"mito": "crop7/mito", "er": "crop7/er"}``;
-    the bracket group may sit anywhere in the path, but only once.
-
-    Raises:
-        ValueError: ``template`` has no or several bracket groups, or an
-            empty or repeated class name.
-    """
-    match = _TEMPLATE_PATTERN.match(template)
-    if match is None:
-        raise ValueError(f"labels {template!r} is not a template with one [class,...] group")
-    names = [name.strip() for name in match["names"].split(",")]
-    if any(not name for name in names) or len(set(names)) != len(names):
-        raise ValueError(
-            f"labels template {template!r} needs unique, non-empty class names in [...]"
-        )
-    return {name: f"{match['head']}{name}{match['tail']}" for name in names}
 
 
 def _resolve(path: str | None, info: ValidationInfo) -> str | None:

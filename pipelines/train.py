@@ -243,7 +243,10 @@ def _train_steps(
         for iteration in bar:
             for group in train_node.optimizer.param_groups:
                 group["lr"] = learning_rate(config, iteration, total)
-            batch = pipeline.request_batch(request)
+            if config.training.num_workers == 0:
+                batch = pipeline.request_batch(seeded_request(request, config, iteration))
+            else:
+                batch = pipeline.request_batch(request)
             losses.append(float(batch.loss))
             bar.set_postfix(loss=f"{batch.loss:.4f}")
             if batch.iteration % config.training.save_every == 0 or batch.iteration == total:
@@ -254,6 +257,23 @@ def _train_steps(
                     weight_node.state_dict(),
                 )
     return losses
+
+
+def seeded_request(request: gp.BatchRequest, config: Config, iteration: int) -> gp.BatchRequest:
+    """A copy of ``request`` whose random seed depends only on
+    ``training.seed`` and ``iteration`` (0-based).
+
+    gunpowder reseeds ``random`` and numpy's global generator from the
+    request's seed in every node, and a request without one is seeded from
+    the clock; with this seed the batch of an iteration is the same in every
+    run, resumed or not. Only without ``PreCache``: its workers all copy one
+    request, so a seeded one would give the same batch over and over.
+    """
+    state = np.random.SeedSequence([config.training.seed, iteration]).generate_state(1)
+    seeded = gp.BatchRequest(random_seed=int(state[0]))
+    for key, spec in request.items():
+        seeded[key] = spec.copy()
+    return seeded
 
 
 def _find_train_node(pipeline: gp.Pipeline) -> gp_torch.Train:

@@ -538,3 +538,23 @@ def test_a_rerun_with_nothing_to_train_evaluates_the_restored_model(
     assert len(evaluated) == 4
     for state in evaluated:
         assert all(torch.equal(state[k], saved[k]) for k in saved)
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(demo, tmp_path):
+    """With ``num_workers: 0`` the batch of each iteration depends only on
+    ``training.seed`` and the iteration, so resuming after a kill (here:
+    checkpoint 4 removed) reproduces the weights of the uninterrupted run."""
+    from pipelines import train as train_module
+
+    config = tiny_training_config(demo.path, iterations=4, save_every=2)
+    straight = train_module.train(config, tmp_path / "a", quiet=True)
+    again = train_module.train(config, tmp_path / "b", quiet=True)
+    assert again["first_50_loss"] == straight["first_50_loss"]
+    expected = torch.load(tmp_path / "a" / "model_checkpoint_4", weights_only=True)
+    (tmp_path / "b" / "model_checkpoint_4").unlink()
+    resumed = train_module.train(config, tmp_path / "b", quiet=True)
+    assert resumed["resumed_from"] == 2
+    result = torch.load(tmp_path / "b" / "model_checkpoint_4", weights_only=True)
+    assert result["moving_counts"] == expected["moving_counts"]
+    for name, value in expected["model_state_dict"].items():
+        assert torch.equal(result["model_state_dict"][name], value), name

@@ -6,7 +6,7 @@ Times one DaCapo-style batch (target, distance mask, balanced weights) with
   funlib.persistence Arrays (``create_weight`` calls
   ``create_distance_mask`` itself when ``mask_distances`` is on; the three
   stages are also timed one by one);
-- ``reference``: :func:`gp_hotdistance.reference.reference_hot_distance`,
+- ``reference``: :func:`tests.reference.reference_hot_distance`,
   the DaCapo way (scipy EDT on the doubled grid, ``np.unique`` balancing);
 
 and prints median times, their ratio and the peak resident memory above the
@@ -103,7 +103,7 @@ def child_measure(spec):
     from funlib.persistence import Array
 
     from gp_hotdistance import HotDistancePredictor
-    from gp_hotdistance import reference as R
+    from tests import reference as R
 
     data = np.load(spec["inputs"])
     gt, mask = data["gt"], data["mask"]
@@ -223,7 +223,7 @@ def main():
     print(f"load average at start (other jobs share the cores): {load}")
     print(f"mask form: {args.mask}; repeats: fast {fast_repeats}, reference {ref_repeats}")
     print("fast = HotDistancePredictor.create_target + create_weight (the latter computes")
-    print("the distance mask); reference = gp_hotdistance.reference.reference_hot_distance\n")
+    print("the distance mask); reference = tests.reference.reference_hot_distance\n")
 
     first = spawn("first_call", {})
     with tempfile.TemporaryDirectory() as cache:

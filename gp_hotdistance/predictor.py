@@ -214,6 +214,19 @@ class HotDistancePredictor(Predictor):
             return self.padding(voxel_size)
         return Coordinate((0,) * voxel_size.dims)
 
+    def snapped_context(self, voxel_size: Coordinate) -> tuple[Coordinate, Coordinate]:
+        """World context ``(negative, positive)`` that :meth:`gt_region_for_roi`
+        adds around any ROI on the grid of ``voxel_size``.
+
+        Growing an on-grid ROI by :meth:`context` ``c`` and snapping inwards
+        (``mode="shrink"``) keeps whole voxels only, so each side grows by
+        ``(c // v) * v`` per axis of voxel size ``v``: the same on both sides.
+        """
+        voxel_size = Coordinate(voxel_size)
+        context = self.context(voxel_size)
+        snapped = Coordinate((c // v) * v for c, v in zip(context, voxel_size, strict=True))
+        return snapped, snapped
+
     def padding(self, gt_voxel_size: Coordinate) -> Coordinate:
         """``Coordinate((max_distance,) * dims)``: what a training pipeline
         pads the ground truth by.

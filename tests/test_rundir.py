@@ -189,6 +189,11 @@ def test_save_writes_one_file_that_loads_back(tmp_path):
     assert all(
         torch.equal(a, b) for a, b in zip(loaded.parameters(), model.parameters(), strict=True)
     )
+    other = small_config(**{"model.num_fmaps": 3})
+    with pytest.raises(
+        ConfigError, match=r"model_checkpoint_7 does not fit the model of this conf"
+    ):
+        common.load_model(other, path)
 
 
 def test_gunpowder_train_resumes_from_the_one_file_format(tmp_path):

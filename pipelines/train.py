@@ -9,17 +9,22 @@ The pipeline::
     zarr (raw, gt, mask) -> Normalize -> Pad(gt, mask) -> RandomLocation
       -> ElasticAugment -> SimpleAugment -> IntensityAugment
       -> TargetNode -> DistanceMaskNode -> PreCache -> WeightNode -> Unsqueeze -> Stack
-      -> Train (checkpoints) -> Snapshot -> PrintProfilingStats
+      -> Train -> Snapshot -> PrintProfilingStats
 
 ``PreCache`` sits before ``WeightNode`` so that the moving class counts live
-in this process: they are saved beside every checkpoint and restored on
-resume. The target and distance-mask work still runs in the workers.
+in this process: they are saved in every checkpoint and restored on resume.
+The target and distance-mask work still runs in the workers.
+
+The output directory is a :class:`~pipelines.rundir.RunDirectory`: locked for
+the whole run, its ``config.json`` compared with the config before anything
+is written, checkpoints written atomically, resumed from the newest complete
+one, and ``summary.json`` never replaced by a less informed one (see
+:meth:`~pipelines.rundir.RunDirectory.write_summary`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -40,10 +45,6 @@ from gp_hotdistance.torch.inference import context_for, input_shape_for, predict
 from gp_hotdistance.torch.postprocess import segment
 from pipelines.batches import Keys, build_data_pipeline, data_container
 from pipelines.common import (
-    CHECKPOINT_BASENAME,
-    COUNTS_PATTERN,
-    checkpoint_path,
-    latest_checkpoint,
     make_model,
     make_predictor,
     normalize_raw,
@@ -51,6 +52,7 @@ from pipelines.common import (
     resolve_device,
 )
 from pipelines.config import Config, ConfigError, load_config
+from pipelines.rundir import SUMMARY_NAME, Checkpoint, RunDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def build_pipeline(
     device: str,
 ) -> tuple[gp.Pipeline, gp.BatchRequest, WeightNode, gp_torch.Train]:
     """The training pipeline, its request, its WeightNode (for the counts)
-    and its Train node (for the learning rate and the final checkpoint)."""
+    and its Train node (for the learning rate and the restored state)."""
     output_shape = Coordinate(config.model.output_shape)
     input_shape = Coordinate(input_shape_for(model, output_shape))
     pipeline, request, weight_node = build_data_pipeline(
@@ -77,8 +79,12 @@ def build_pipeline(
         inputs={"x": keys.raw},
         outputs={0: keys.prediction},
         loss_inputs={0: keys.prediction, 1: keys.target, 2: keys.weights},
-        checkpoint_basename=str(out / CHECKPOINT_BASENAME),
-        save_every=config.training.save_every,
+        # Train neither resumes nor saves: train() restores the newest complete
+        # checkpoint after the build and saves through RunDirectory (atomic,
+        # moving counts included). No file matches this basename, and no
+        # iteration is a multiple of sys.maxsize.
+        checkpoint_basename=str(out / ".gunpowder_train"),
+        save_every=sys.maxsize,
         device=device,
     )
     pipeline += train_node
@@ -181,33 +187,6 @@ class Progress:
         self.bar.close()
 
 
-def save_checkpoint(out: Path, iteration: int, train_node: gp_torch.Train) -> None:
-    """Save model and optimizer as gunpowder's Train does (it resumes from it)."""
-    torch.save(
-        {
-            "model_state_dict": train_node.model.state_dict(),
-            "optimizer_state_dict": train_node.optimizer.state_dict(),
-        },
-        checkpoint_path(out, iteration),
-    )
-
-
-def save_counts(out: Path, iteration: int, weight_node: WeightNode) -> None:
-    (out / COUNTS_PATTERN.format(iteration=iteration)).write_text(
-        json.dumps(weight_node.state_dict())
-    )
-
-
-def load_counts(out: Path, iteration: int, weight_node: WeightNode) -> None:
-    path = out / COUNTS_PATTERN.format(iteration=iteration)
-    if not path.exists():
-        raise ConfigError(
-            f"checkpoint {iteration} in {out} has no moving counts ({path.name}); "
-            f"cannot resume exactly"
-        )
-    weight_node.load_state_dict(json.loads(path.read_text()))
-
-
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     """Dice coefficient of two boolean arrays (1.0 if both are empty)."""
     total = int(prediction.sum()) + int(truth.sum())
@@ -244,58 +223,129 @@ def evaluate(
 
 
 def train(config: Config, out: Path, iterations: int | None = None, quiet: bool = False) -> dict:
-    """Train (resuming from the newest checkpoint in ``out``) up to
-    ``iterations`` and evaluate. Returns a summary dict."""
-    out.mkdir(parents=True, exist_ok=True)
-    total = iterations if iterations is not None else config.training.iterations
-    device = resolve_device(config.training.device)
-    torch.manual_seed(config.training.seed)
-    np.random.seed(config.training.seed)
-    container = data_container(config, out)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    """Train in run directory ``out`` (resuming from its newest complete
+    checkpoint) up to ``iterations`` and evaluate the trained model.
 
-    predictor = make_predictor(config)
-    model = make_model(config, predictor)
+    With nothing left to train (the newest checkpoint is at or past
+    ``iterations``), the restored model of that checkpoint is evaluated.
+    Returns the summary (``summary_written``: whether it replaced
+    ``summary.json``, see :meth:`RunDirectory.write_summary`).
+
+    Raises:
+        RunDirectoryError: ``out`` is in use, a file, or holds checkpoints
+            made with a config whose meaning differs (nothing is written).
+        ConfigError: bad data or datasets.
+    """
+    total = iterations if iterations is not None else config.training.iterations
+    with RunDirectory(out) as run:
+        run.check_config(config)
+        device = resolve_device(config.training.device)
+        container = data_container(config, out)
+        run.write_config(config)
+        torch.manual_seed(config.training.seed)
+        np.random.seed(config.training.seed)
+
+        predictor = make_predictor(config)
+        model = make_model(config, predictor)
+        checkpoint = run.newest_complete()
+        start = checkpoint.iteration if checkpoint is not None else 0
+        losses: list[float] = []
+        began = time.perf_counter()
+        if start < total:
+            losses = _train_steps(
+                config, container, model, out, device, run, checkpoint, total, quiet
+            )
+        elif checkpoint is not None:
+            logger.info("nothing to train: at iteration %d, asked for %d", start, total)
+            model.load_state_dict(checkpoint.model_state)
+        wall = time.perf_counter() - began
+        model.eval()
+        scores = evaluate(config, container, model, device)
+        summary = {
+            "iterations": max(start, total),
+            "resumed_from": start,
+            "trained": max(total - start, 0),
+            "wall_seconds": wall,
+            "first_50_loss": float(np.mean(losses[:50])) if losses else None,
+            "last_50_loss": float(np.mean(losses[-50:])) if losses else None,
+            "dice": scores,
+            "device": device,
+        }
+        written = run.write_summary(summary)
+    return {**summary, "summary_written": written}
+
+
+def _train_steps(
+    config: Config,
+    container: Path,
+    model: torch.nn.Module,
+    out: Path,
+    device: str,
+    run: RunDirectory,
+    checkpoint: Checkpoint | None,
+    total: int,
+    quiet: bool,
+) -> list[float]:
+    """Train ``model`` from ``checkpoint`` (or from scratch) to iteration
+    ``total``, saving every ``save_every`` iterations and at ``total``.
+    Returns the losses."""
     model.train()
     keys = Keys.create(config)
     pipeline, request, weight_node, train_node = build_pipeline(
         config, container, model, keys, out, device
     )
-    start = latest_checkpoint(out)
-    if start > 0:
-        load_counts(out, start, weight_node)
-        logger.info("resuming from iteration %d", start)
-    losses: list[float] = []
-    began = time.perf_counter()
-    if start < total:
-        with gp.build(pipeline):
-            progress = Progress(start, total, quiet)
-            for iteration in range(start, total):
-                for group in train_node.optimizer.param_groups:
-                    group["lr"] = learning_rate(config, iteration, total)
+    start = 0
+    if checkpoint is not None:
+        start = checkpoint.iteration
+        try:
+            weight_node.load_state_dict(checkpoint.moving_counts)
+        except ValueError as error:
+            raise ConfigError(f"{checkpoint.path}: {error}") from None
+        logger.info("resuming from iteration %d (%s)", start, checkpoint.path.name)
+    losses = []
+    with gp.build(pipeline):
+        if checkpoint is not None:
+            # after the build: Train has moved the model to its device, and the
+            # optimizer state follows the parameters' device
+            train_node.model.load_state_dict(checkpoint.model_state)
+            train_node.optimizer.load_state_dict(checkpoint.optimizer_state)
+            train_node.iteration = start
+        progress = Progress(start, total, quiet)
+        for iteration in range(start, total):
+            for group in train_node.optimizer.param_groups:
+                group["lr"] = learning_rate(config, iteration, total)
+            if config.training.num_workers == 0:
+                batch = pipeline.request_batch(seeded_request(request, config, iteration))
+            else:
                 batch = pipeline.request_batch(request)
-                losses.append(float(batch.loss))
-                progress.update(batch.iteration, float(batch.loss))
-                if batch.iteration % config.training.save_every == 0:
-                    save_counts(out, batch.iteration, weight_node)
-            progress.close()
-            if total % config.training.save_every != 0:
-                save_checkpoint(out, total, train_node)
-                save_counts(out, total, weight_node)
-    wall = time.perf_counter() - began
-    model.eval()
-    scores = evaluate(config, container, model, device)
-    summary = {
-        "iterations": total,
-        "resumed_from": start,
-        "wall_seconds": wall,
-        "first_50_loss": float(np.mean(losses[:50])) if losses else None,
-        "last_50_loss": float(np.mean(losses[-50:])) if losses else None,
-        "dice": scores,
-        "device": device,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+            losses.append(float(batch.loss))
+            progress.update(batch.iteration, float(batch.loss))
+            if batch.iteration % config.training.save_every == 0 or batch.iteration == total:
+                run.save(
+                    batch.iteration,
+                    train_node.model.state_dict(),
+                    train_node.optimizer.state_dict(),
+                    weight_node.state_dict(),
+                )
+        progress.close()
+    return losses
+
+
+def seeded_request(request: gp.BatchRequest, config: Config, iteration: int) -> gp.BatchRequest:
+    """A copy of ``request`` whose random seed depends only on
+    ``training.seed`` and ``iteration`` (0-based).
+
+    gunpowder reseeds ``random`` and numpy's global generator from the
+    request's seed in every node, and a request without one is seeded from
+    the clock; with this seed the batch of an iteration is the same in every
+    run, resumed or not. Only without ``PreCache``: its workers all copy one
+    request, so a seeded one would give the same batch over and over.
+    """
+    state = np.random.SeedSequence([config.training.seed, iteration]).generate_state(1)
+    seeded = gp.BatchRequest(random_seed=int(state[0]))
+    for key, spec in request.items():
+        seeded[key] = spec.copy()
+    return seeded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,10 +387,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"device: {summary['device']}")
-    print(
-        f"iterations: {summary['iterations']} (resumed from {summary['resumed_from']}), "
-        f"wall time {summary['wall_seconds']:.1f} s"
-    )
+    if summary["trained"]:
+        print(
+            f"iterations: {summary['iterations']} (resumed from {summary['resumed_from']}), "
+            f"wall time {summary['wall_seconds']:.1f} s"
+        )
+    else:
+        asked = args.iterations if args.iterations is not None else config.training.iterations
+        print(
+            f"nothing to train: the newest checkpoint is at iteration {summary['iterations']} "
+            f"(asked for {asked}); evaluated it"
+        )
     if summary["first_50_loss"] is not None:
         print(
             f"mean loss: first 50 iterations {summary['first_50_loss']:.4f}, "
@@ -348,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     for name, score in summary["dice"].items():
         print(f"dice {name}: {score:.3f}")
+    if not summary["summary_written"]:
+        print(
+            f"kept {SUMMARY_NAME}, which already evaluates iteration {summary['iterations']} or later"
+        )
     print(f"outputs in {args.out}")
     return 0
 

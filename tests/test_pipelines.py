@@ -66,19 +66,31 @@ def test_default_config_is_valid():
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"chanels": ["a"]}, r"unknown key\(s\) \['chanels'\]"),
-        ({"training": {"iterations": "10"}}, r"training.iterations must be int, got '10'"),
-        ({"training": {"batch_size": 0}}, r"training.batch_size must be >= 1, got 0"),
-        ({"scale_factor": -1.0}, r"scale_factor must be positive, got -1.0"),
-        ({"model": {"output_shape": [8]}}, r"model.output_shape must have 2 or 3 entries"),
+        ({"chanels": ["a"]}, r"chanels: unknown key; known: \['channels', "),
+        (
+            {"training": {"iterations": "10"}},
+            r"training.iterations: Input should be a valid integer, got '10'",
+        ),
+        (
+            {"training": {"batch_size": 0}},
+            r"training.batch_size: .* greater than or equal to 1, got 0",
+        ),
+        ({"scale_factor": -1.0}, r"scale_factor: Input should be greater than 0, got -1.0"),
+        (
+            {"model": {"output_shape": [8]}},
+            r"model.output_shape: List should have at least 2 items",
+        ),
         (
             {"model": {"output_shape": [8, 8], "downsample_factors": [[2, 2, 2]]}},
             r"downsample_factors entries must be 2 positive ints",
         ),
-        ({"training": {"device": "gpu"}}, r"training.device must be auto, cpu or cuda, got 'gpu'"),
-        ({"data": {"class_ids": [1]}}, r"data.class_ids must hold one id per channel"),
-        ({"data": []}, r"data must be a mapping, got \[\]"),
-        ({"mask_distances": "yes"}, r"mask_distances must be bool, got 'yes'"),
+        (
+            {"training": {"device": "gpu"}},
+            r"training.device: .* 'auto', 'cpu' or 'cuda', got 'gpu'",
+        ),
+        ({"data": {"class_ids": [1]}}, r"data.class_ids must hold one unique id per channel"),
+        ({"data": []}, r"data: Input should be a dictionary .*, got \[\]"),
+        ({"mask_distances": "yes"}, r"mask_distances: Input should be a valid boolean, got 'yes'"),
     ],
 )
 def test_config_errors_name_key_and_value(values, message):
@@ -115,7 +127,10 @@ def test_cli_reports_config_error(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps({"training": {"iterations": 0}}))
     code = train_module.main(["--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")])
     assert code == 2
-    assert "training.iterations must be >= 1, got 0" in capsys.readouterr().err
+    assert (
+        "training.iterations: Input should be greater than or equal to 1, got 0"
+        in capsys.readouterr().err
+    )
 
 
 # -- inference ---------------------------------------------------------------
@@ -164,7 +179,7 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
     summary = train_module.train(config, out, quiet=True)
     assert summary["iterations"] == 2 and summary["resumed_from"] == 0
     assert (out / "model_checkpoint_2").exists()
-    counts = json.loads((out / "moving_counts_2.json").read_text())
+    counts = torch.load(out / "model_checkpoint_2", weights_only=True)["moving_counts"]
     assert set(summary["dice"]) == {"mito", "er"}
     assert all(0.0 <= d <= 1.0 for d in summary["dice"].values())
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["batch_1.zarr", "batch_2.zarr"]
@@ -176,26 +191,27 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
     _, _, weight_node, _ = train_module.build_pipeline(
         config, demo_2d.path, model, keys, out, "cpu"
     )
-    train_module.load_counts(out, 2, weight_node)
+    weight_node.load_state_dict(counts)
     assert json.loads(json.dumps(weight_node.state_dict())) == counts
 
     resumed = train_module.train(config, out, iterations=4, quiet=True)
     assert resumed["resumed_from"] == 2 and resumed["iterations"] == 4
-    assert (out / "model_checkpoint_4").exists() and (out / "moving_counts_4.json").exists()
-    later = json.loads((out / "moving_counts_4.json").read_text())
+    later = torch.load(out / "model_checkpoint_4", weights_only=True)["moving_counts"]
     # the counts kept growing from the restored ones: every denominator grew
     for before, after in zip(counts["moving_counts"], later["moving_counts"], strict=True):
         for cls in ("0", "1"):
             assert after[cls][1] > before[cls][1]
 
 
-def test_resume_without_counts_is_refused(demo_2d, tmp_path):
+def test_resume_skips_a_checkpoint_without_counts(demo_2d, tmp_path):
     out = tmp_path / "run"
     config = tiny_config(demo_2d.path)
     train_module.train(config, out, quiet=True)
-    (out / "moving_counts_2.json").unlink()
-    with pytest.raises(ConfigError, match=r"checkpoint 2 .* has no moving counts"):
-        train_module.train(config, out, iterations=3, quiet=True)
+    state = torch.load(out / "model_checkpoint_2", weights_only=True)
+    del state["moving_counts"]
+    torch.save(state, out / "model_checkpoint_2")
+    summary = train_module.train(config, out, iterations=3, quiet=True)
+    assert summary["resumed_from"] == 0 and summary["iterations"] == 3
 
 
 def test_train_3d_anisotropic_batches_and_snapshots(tmp_path):
@@ -209,6 +225,9 @@ def test_train_3d_anisotropic_batches_and_snapshots(tmp_path):
     values["model"]["output_shape"] = [4, 8, 8]
     values["scale_factor"] = 40.0
     values["mask_distances"] = False  # target at R = process(gt at R): no context
+    # without PreCache each iteration's batch follows from (seed, iteration);
+    # with this seed batch 6 holds both gt values
+    values["training"]["seed"] = 1
     config = from_dict(values)
     out = tmp_path / "run"
     summary = train_module.train(config, out, quiet=True)
@@ -350,7 +369,9 @@ def test_learning_rate_decays_along_a_half_cosine():
     assert rates[50] == pytest.approx(0.0002 + 0.0018 * 0.5)  # cos(pi / 2) = 0
     assert rates[100] == pytest.approx(0.0002)
     assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
-    with pytest.raises(ConfigError, match=r"final_lr_fraction must be in \[0, 1\], got 1.5"):
+    with pytest.raises(
+        ConfigError, match=r"final_lr_fraction: .* less than or equal to 1, got 1.5"
+    ):
         from_dict({"training": {"final_lr_fraction": 1.5}})
 
 

@@ -156,12 +156,6 @@ def _samples_config(fixture, path):
     return path
 
 
-def _has_samples_form():
-    import pipelines.config
-
-    return hasattr(pipelines.config, "SamplesDataConfig")
-
-
 @pytest.mark.skipif(not _has_samples_form(), reason="pipelines.config has no data.samples form yet")
 def test_sample_targets_command_line(fixture, tmp_path):
     """``targets --config C --sample 0`` writes what plan_targets of the

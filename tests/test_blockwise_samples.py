@@ -156,7 +156,6 @@ def _samples_config(fixture, path):
     return path
 
 
-@pytest.mark.skipif(not _has_samples_form(), reason="pipelines.config has no data.samples form yet")
 def test_sample_targets_command_line(fixture, tmp_path):
     """``targets --config C --sample 0`` writes what plan_targets of the
     same Sample writes."""
@@ -173,7 +172,6 @@ def test_sample_targets_command_line(fixture, tmp_path):
         np.testing.assert_array_equal(_read(output / name / "s0"), _read(reference / name / "s0"))
 
 
-@pytest.mark.skipif(not _has_samples_form(), reason="pipelines.config has no data.samples form yet")
 def test_sample_predict_command_line_roi(fixture, run_dir, tmp_path):
     """``predict --sample 0 --roi-offset .. --roi-shape ..`` predicts that
     world ROI at the run's voxel size."""

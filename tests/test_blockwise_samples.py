@@ -191,3 +191,28 @@ def test_sample_predict_command_line_roi(fixture, run_dir, tmp_path):
     assert prediction.roi == roi and prediction.voxel_size == VOXEL_SIZE
     signature = zarr.open_array(str(output / "done" / "predict"), mode="r").attrs["signature"]
     assert signature["raw"] is None and signature["sample"]["raw"].endswith("fibsem-uint8/s0")
+
+
+def test_multiscale_raw_needs_a_level_at_the_runs_voxel_size(fixture, run_dir, tmp_path):
+    """``predict --raw GROUP`` with a samples-form run reads the level at the
+    run's data.voxel_size; where the data layer would resample a finer level
+    (s1 at 16 nm is half-voxel translated, so s0 is chosen), it refuses
+    instead of predicting at the wrong voxel size."""
+    import json
+
+    config = json.loads(_samples_config(fixture, tmp_path / "c.json").read_text())
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model_checkpoint_3").write_bytes((run_dir / "model_checkpoint_3").read_bytes())
+    for voxel_size, level in (([8, 8, 8], "s0"), ([16, 16, 16], None)):
+        config["data"]["voxel_size"] = voxel_size
+        (run / "config.json").write_text(json.dumps(config))
+        output = tmp_path / f"p{voxel_size[0]}.zarr"
+        if level is not None:
+            job = bw.plan_predict(run, fixture.raw_path, output, OUTPUT_TILE)
+            assert job.raw.path == f"{fixture.raw_path}/{level}"
+            assert job.voxel_size == Coordinate(voxel_size)
+            continue
+        with pytest.raises(ValueError, match=r"raw dataset .*fibsem-uint8 .*no level at voxel"):
+            bw.plan_predict(run, fixture.raw_path, output, OUTPUT_TILE)
+        assert not output.exists()

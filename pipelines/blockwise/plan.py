@@ -99,7 +99,8 @@ def open_input(path: str | Path, role: str, voxel_size: Sequence[int] | None = N
             if voxel_size is not None and opened.voxel_size != Coordinate(voxel_size):
                 raise ValueError(
                     f"no level at voxel size {tuple(voxel_size)} (nearest: "
-                    f"{opened.path} at {tuple(opened.voxel_size)})"
+                    f"{opened.path} at {tuple(opened.voxel_size)}); a sample (--sample) "
+                    "reads finer levels mean-pooled"
                 )
             volume = InputVolume(
                 opened.path,
@@ -353,7 +354,8 @@ def plan_predict(
     else:
         if roi is not None:
             raise ValueError("roi is only for a sample; a raw dataset is predicted whole")
-        raw_array = open_input(raw, "raw")
+        # a multiscale raw is read at the training voxel size of a samples-form config
+        raw_array = open_input(raw, "raw", getattr(config.data, "voxel_size", None))
         if raw_array.channel_dims != 0:
             raise ValueError(
                 f"raw {raw} must be spatial (one channel), got shape {raw_array.shape}"

@@ -365,6 +365,7 @@ def run_dir(tmp_path_factory):
 
     from pipelines.common import make_model, make_predictor
     from pipelines.config import from_dict
+    from pipelines.rundir import RunDirectory
 
     config = from_dict(
         {
@@ -382,8 +383,22 @@ def run_dir(tmp_path_factory):
     model = make_model(config, make_predictor(config))
     run = tmp_path_factory.mktemp("run")
     (run / "config.json").write_text(json.dumps(config.to_dict()))
-    torch.save({"model_state_dict": model.state_dict()}, run / "model_checkpoint_3")
+    counts = {"moving_counts": [{"0": [0, 1], "1": [0, 1]}] * 4}  # as WeightNode saves them
+    with RunDirectory(run) as directory:
+        directory.save(3, model.state_dict(), {}, counts)
     return run
+
+
+def test_predict_skips_a_truncated_newest_checkpoint(data, run_dir, tmp_path):
+    """A training killed while saving leaves a truncated newest checkpoint:
+    predict uses the newest complete one and says which it skipped."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "model_checkpoint_9").write_bytes((run / "model_checkpoint_3").read_bytes()[:100])
+    job = bw.plan_predict(run, data / "raw", tmp_path / "out.zarr", BLOCK)
+    assert job.checkpoint == str(run / "model_checkpoint_3")
 
 
 def test_predict_equals_one_piece(data, run_dir, tmp_path):

@@ -17,8 +17,9 @@ from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines.blockwise.jobs import Dataset, PredictJob, TargetsJob
 from pipelines.blockwise.outputs import OutputSpec, prepare_outputs
 from pipelines.blockwise.run import default_threads
-from pipelines.common import checkpoint_path, latest_checkpoint, load_model
+from pipelines.common import checkpoint_path, load_model
 from pipelines.config import ConfigError, load_config
+from pipelines.rundir import RunDirectory
 
 
 @dataclass(frozen=True)
@@ -340,10 +341,17 @@ def plan_predict(
 
     run = Path(run)
     config = load_config(run / "config.json")
-    iteration = iteration if iteration is not None else latest_checkpoint(run)
-    checkpoint = checkpoint_path(run, iteration)
-    if iteration < 1 or not checkpoint.is_file():
-        raise ConfigError(f"no checkpoint {checkpoint.name} in {run}")
+    if iteration is None:
+        # the newest checkpoint that loads completely; newer truncated ones
+        # (a training killed while saving) are skipped with a warning
+        newest = RunDirectory(run).newest_complete()
+        if newest is None:
+            raise ConfigError(f"no complete checkpoint in {run}")
+        checkpoint = newest.path
+    else:
+        checkpoint = checkpoint_path(run, iteration)
+        if iteration < 1 or not checkpoint.is_file():
+            raise ConfigError(f"no checkpoint {checkpoint.name} in {run}")
     check_workers(num_workers)
     sample = raw if isinstance(raw, Sample) else None
     raw_array = None

@@ -140,6 +140,24 @@ def test_predictor_output_read_back_as_view():
     np.testing.assert_array_equal(_read(target, at(target.roi), "target"), 2 * whole)
 
 
+def test_in_memory_array_holds_no_copy():
+    import tracemalloc
+
+    data = np.arange(2 * 256 * 512, dtype=np.float32).reshape(2, 256, 512)  # 1 MiB
+    tracemalloc.start()
+    try:
+        array = InMemoryArray(data, offset=(4, 0), voxel_size=(2, 2), axis_names=["c^", "y", "x"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < data.nbytes // 8  # dask.array.from_array would copy all of it
+    assert array.roi.shape == (512, 1024) and array.roi.offset == (4, 0)
+    np.testing.assert_array_equal(np.asarray(array.data), data)
+    sub = array.roi.grow((-6, -4), (0, -1000))
+    # rows 3.., columns 2..11 of every channel
+    np.testing.assert_array_equal(np.asarray(array[sub]), data[:, 3:, 2:12])
+
+
 def test_numpy_backed_array_read_as_view():
     data = np.arange(6 * 8, dtype=np.uint16).reshape(6, 8)
     array = Array(data, offset=(-8, 4), voxel_size=(4, 2), axis_names=["y", "x"])

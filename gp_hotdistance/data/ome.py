@@ -1,0 +1,430 @@
+"""Open and write volumes the way users keep them (zarr 2).
+
+Reading (:func:`open_volume`) accepts
+
+- an OME-NGFF 0.4 multiscale group: ``multiscales[0]`` lists the levels
+  (``datasets``), each with ``coordinateTransformations``
+  ``[{type: scale, scale}, {type: translation, translation}]``, optionally
+  followed by a transform of the whole multiscale (applied after the level's:
+  ``world = top_scale * (scale * index + translation) + top_translation``);
+- an array with funlib attributes ``voxel_size`` (or ``resolution``) and
+  ``offset`` (0 when absent);
+- a level array of a multiscale group (e.g. ``.../mito/s0``) without funlib
+  attributes: its transforms are read from the parent group.
+
+An array with no voxel-size metadata is refused, never read at voxel size 1.
+Only spatial axes (OME type ``"space"``) are accepted; channel or time axes
+are refused.
+
+Conventions:
+
+- A translation (funlib's ``offset``) is the world position of the corner of
+  the first voxel, as funlib and cellmap-data read it.
+- With a training voxel size ``V``, a multiscale level is chosen: the level at
+  ``V`` if there is one, else the coarsest level finer than ``V`` by integer
+  factors on every axis, else the finest level coarser than (or mixed with)
+  ``V`` by integer factors. No level at an integer ratio is an error naming the
+  dataset, its voxel sizes and ``V``.
+- Off-grid translations: with ``V`` given, the offset is moved to the nearest
+  multiple of the dataset's voxel size on axes where that is finer than (or
+  equal to) ``V``, of ``V`` on the others (ties move down). The move is at most
+  half a training voxel; a non-zero move is reported with an
+  :class:`OffGridWarning` naming the dataset and the shift in world units.
+  (CellMap's coarser levels carry half-voxel translations, e.g. ``s1`` at
+  16 nm translated by 4 nm.)
+
+Writing (:func:`write_volume`, :func:`prepare_volume`) makes an OME-NGFF 0.4
+single-level multiscale group ``name/`` with the array ``name/s0``, which also
+carries funlib attributes, so that ``zarr.open_group`` (at the root and every
+group), OME-NGFF readers, ``funlib.persistence.open_ds(".../name/s0")`` and
+:func:`open_volume` all read the same voxel size and offset.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+from funlib.geometry import Coordinate, Roi
+
+SPATIAL_AXIS_NAMES = ("z", "y", "x")
+
+
+class OffGridWarning(UserWarning):
+    """A dataset's offset was moved onto the grid it is resampled from."""
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One spatial zarr array placed in world units.
+
+    Attributes:
+        path: where it was opened (the group for a multiscale, plus the level).
+        array: the zarr array (spatial axes only).
+        voxel_size: world units per voxel, per axis.
+        offset: world position of the first voxel's corner.
+    """
+
+    path: str
+    array: zarr.Array
+    voxel_size: Coordinate
+    offset: Coordinate
+
+    @property
+    def roi(self) -> Roi:
+        """The world ROI the array covers."""
+        return Roi(self.offset, Coordinate(self.array.shape) * self.voxel_size)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def read(self, roi: Roi) -> npt.NDArray:
+        """The voxels of world ``roi`` (inside :attr:`roi`, on this volume's
+        voxel grid) as a numpy array; reads only those chunks."""
+        if not self.roi.contains(roi):
+            raise ValueError(f"{self.path}: ROI {roi} is not inside the dataset's ROI {self.roi}")
+        begin = roi.begin - self.offset
+        if any(b % v for b, v in zip(begin, self.voxel_size, strict=True)) or any(
+            s % v for s, v in zip(roi.shape, self.voxel_size, strict=True)
+        ):
+            raise ValueError(
+                f"{self.path}: ROI {roi} is not on the dataset's voxel grid "
+                f"(offset {self.offset}, voxel size {self.voxel_size})"
+            )
+        index = (roi - self.offset) / self.voxel_size
+        return self.array[index.to_slices()]
+
+
+def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None) -> Volume:
+    """Open ``path`` (a multiscale group or an array, see the module docs).
+
+    Args:
+        path: the group or array, e.g. ``"jrc_x.zarr/recon-1/em/fibsem-uint8"``.
+        voxel_size: the training voxel size ``V``; chooses the multiscale level
+            and snaps an off-grid offset. ``None`` takes the first (finest)
+            level as it is.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: no voxel-size metadata, non-spatial axes, non-integer
+            voxel sizes, or no level at an integer ratio to ``voxel_size``.
+    """
+    name = str(path)
+    node = _open_node(name)
+    target = None if voxel_size is None else Coordinate(voxel_size)
+    if isinstance(node, zarr.Group):
+        if "multiscales" not in node.attrs:
+            raise ValueError(f"{name} is a zarr group without OME-NGFF 'multiscales' metadata")
+        levels = _levels(name, node.attrs.asdict())
+        level = levels[0] if target is None else _choose_level(name, levels, target)
+        level_path, scale, translation = level
+        if level_path not in node:
+            raise FileNotFoundError(f"{name}: multiscale level {level_path!r} does not exist")
+        array = node[level_path]
+        name = f"{name}/{level_path}"
+    else:
+        array = node
+        scale, translation = _array_transform(name, array)
+    _check_spatial_array(name, array, scale)
+    offset = _place(name, scale, translation, target)
+    return Volume(path=name, array=array, voxel_size=scale, offset=offset)
+
+
+def _open_node(name: str) -> zarr.Array | zarr.Group:
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"dataset {name} does not exist")
+    try:
+        return zarr.open(name, mode="r")
+    except (zarr.errors.PathNotFoundError, ValueError) as error:
+        raise FileNotFoundError(f"{name} is not a zarr array or group: {error}") from None
+
+
+_Level = tuple[str, Coordinate, tuple[float, ...]]
+
+
+def _levels(name: str, attrs: dict) -> list[_Level]:
+    """``(path, voxel size, translation)`` of every level of a multiscale."""
+    multiscale = attrs["multiscales"][0]
+    axes = multiscale.get("axes")
+    if axes is not None:
+        types = [a.get("type") if isinstance(a, dict) else _axis_type(a) for a in axes]
+        if any(t != "space" for t in types):
+            names = [a.get("name") if isinstance(a, dict) else a for a in axes]
+            raise ValueError(
+                f"{name}: only spatial axes are supported, got axes {names} of types {types}"
+            )
+    top_scale, top_translation = _transforms(name, multiscale.get("coordinateTransformations"))
+    levels = []
+    for dataset in multiscale["datasets"]:
+        scale, translation = _transforms(
+            f"{name}/{dataset['path']}", dataset.get("coordinateTransformations")
+        )
+        if scale is None:
+            raise ValueError(f"{name}/{dataset['path']}: no 'scale' coordinate transformation")
+        dims = len(scale)
+        translation = translation or (0.0,) * dims
+        if top_scale is not None:
+            translation = tuple(s * t for s, t in zip(top_scale, translation, strict=True))
+            scale = tuple(s * t for s, t in zip(top_scale, scale, strict=True))
+        if top_translation is not None:
+            translation = tuple(t + u for t, u in zip(translation, top_translation, strict=True))
+        levels.append(
+            (dataset["path"], _integer_voxel_size(name, dataset["path"], scale), translation)
+        )
+    if not levels:
+        raise ValueError(f"{name}: 'multiscales' lists no datasets")
+    return levels
+
+
+def _axis_type(axis_name: str) -> str:
+    """OME-NGFF 0.3 axes are bare names."""
+    return {"t": "time", "c": "channel"}.get(axis_name, "space")
+
+
+def _transforms(
+    name: str, transforms: list[dict] | None
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    scale = translation = None
+    for transform in transforms or []:
+        kind = transform.get("type")
+        if kind == "scale" and "scale" in transform:
+            scale = tuple(float(s) for s in transform["scale"])
+        elif kind == "translation" and "translation" in transform:
+            translation = tuple(float(t) for t in transform["translation"])
+        elif kind != "identity":
+            raise ValueError(f"{name}: unsupported coordinate transformation {transform}")
+    return scale, translation
+
+
+def _integer_voxel_size(name: str, level: str, scale: Sequence[float]) -> Coordinate:
+    if any(s <= 0 or s != int(s) for s in scale):
+        raise ValueError(
+            f"{name}/{level}: voxel size {tuple(scale)} is not a positive integer per axis"
+        )
+    return Coordinate(int(s) for s in scale)
+
+
+def _choose_level(name: str, levels: list[_Level], target: Coordinate) -> _Level:
+    """The level at ``target``, else the coarsest finer one, else the finest
+    coarser (or mixed) one, all by integer factors per axis."""
+    for level in levels:
+        if level[1] == target:
+            return level
+    usable = [lvl for lvl in levels if _integer_ratio(lvl[1], target)]
+    finer = [lvl for lvl in usable if all(v <= t for v, t in zip(lvl[1], target, strict=True))]
+    if finer:
+        return max(finer, key=lambda lvl: np.prod(lvl[1]))
+    if usable:
+        return min(usable, key=lambda lvl: np.prod(lvl[1]))
+    raise ValueError(
+        f"{name}: no multiscale level has an integer ratio to the training voxel size "
+        f"{target}; level voxel sizes are {[tuple(lvl[1]) for lvl in levels]}"
+    )
+
+
+def _integer_ratio(voxel_size: Coordinate, target: Coordinate) -> bool:
+    if len(voxel_size) != len(target):
+        return False
+    return all(t % v == 0 or v % t == 0 for v, t in zip(voxel_size, target, strict=True))
+
+
+def _array_transform(name: str, array: zarr.Array) -> tuple[Coordinate, tuple[float, ...]]:
+    """Voxel size and translation of a plain array: funlib attributes, else
+    the parent group's multiscale entry for this array."""
+    attrs = array.attrs.asdict()
+    voxel_size = attrs.get("voxel_size", attrs.get("resolution"))
+    if voxel_size is not None:
+        offset = attrs.get("offset") or (0,) * len(voxel_size)
+        if len(offset) != len(voxel_size):
+            raise ValueError(
+                f"{name}: offset {offset} and voxel size {voxel_size} differ in length"
+            )
+        return _integer_voxel_size(name, "", voxel_size), tuple(float(o) for o in offset)
+    parent, _, level = name.rstrip("/").replace(os.sep, "/").rpartition("/")
+    if parent and os.path.exists(os.path.join(parent, ".zattrs")):
+        group = zarr.open(parent, mode="r")
+        if isinstance(group, zarr.Group) and "multiscales" in group.attrs:
+            for path, scale, translation in _levels(parent, group.attrs.asdict()):
+                if path == level:
+                    return scale, translation
+    raise ValueError(
+        f"{name} has no voxel-size metadata (no 'voxel_size'/'resolution' attribute "
+        "and no OME-NGFF multiscales entry); refusing to assume voxel size 1"
+    )
+
+
+def _check_spatial_array(name: str, array: zarr.Array, voxel_size: Coordinate) -> None:
+    if array.ndim != len(voxel_size):
+        raise ValueError(
+            f"{name}: array has {array.ndim} axes but its voxel size {tuple(voxel_size)} "
+            f"has {len(voxel_size)}; only spatial axes are supported (no channel/time axis)"
+        )
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{name}: {array.ndim} spatial axes, expected 2 or 3")
+
+
+def _place(
+    name: str, voxel_size: Coordinate, translation: Sequence[float], target: Coordinate | None
+) -> Coordinate:
+    """The offset: ``translation`` itself without ``target``, else moved to
+    the nearest resampling grid position (see module docs)."""
+    if target is None:
+        if any(t != int(t) for t in translation):
+            raise ValueError(f"{name}: translation {tuple(translation)} is not integer")
+        return Coordinate(int(t) for t in translation)
+    if not _integer_ratio(voxel_size, target):
+        raise ValueError(
+            f"{name}: voxel size {tuple(voxel_size)} is not an integer multiple or "
+            f"divisor of the training voxel size {tuple(target)} on every axis"
+        )
+    offset = []
+    for t, v, g in zip(translation, voxel_size, target, strict=True):
+        grid = v if v <= g else g
+        q, r = divmod(t, grid)
+        offset.append(int(grid * (q + 1 if 2 * r > grid else q)))
+    offset = Coordinate(offset)
+    shift = tuple(o - t for o, t in zip(offset, translation, strict=True))
+    if any(shift):
+        shift = _numbers(shift)
+        warnings.warn(
+            f"{name}: translation {_numbers(translation)} is off the grid of voxel size "
+            f"{tuple(voxel_size)} / training voxel size {tuple(target)}; moved by {shift} "
+            f"(world units) to offset {tuple(offset)}",
+            OffGridWarning,
+            stacklevel=3,
+        )
+    return offset
+
+
+def _numbers(values: Sequence[float]) -> tuple[float, ...]:
+    """``values`` with integral floats shown as ints (for messages)."""
+    return tuple(int(v) if v == int(v) else v for v in values)
+
+
+def prepare_volume(
+    root_or_group: str | os.PathLike | zarr.Group,
+    name: str,
+    shape: Sequence[int],
+    dtype: npt.DTypeLike,
+    voxel_size: Sequence[int],
+    offset: Sequence[int],
+    axis_names: Sequence[str] | None = None,
+    units: str | Sequence[str] = "nm",
+    channel_axis: bool = False,
+    chunks: Sequence[int] | None = None,
+    fill_value: float | int = 0,
+) -> zarr.Array:
+    """Create (or replace) the empty OME-NGFF 0.4 multiscale group ``name/``
+    with array ``name/s0`` of ``shape`` (channel axis first when
+    ``channel_axis``), for writers that fill it block by block. Returns
+    ``name/s0``. ``axis_names`` and ``units`` are for the spatial axes
+    (default ``z, y, x`` trailing names and ``"nm"``)."""
+    voxel_size = tuple(int(v) for v in voxel_size)
+    offset = tuple(int(o) for o in offset)
+    dims = len(voxel_size)
+    if len(offset) != dims:
+        raise ValueError(f"{name}: offset {offset} and voxel size {voxel_size} differ in length")
+    if len(shape) != dims + int(channel_axis):
+        raise ValueError(
+            f"{name}: shape {tuple(shape)} does not have {dims} spatial axes"
+            + (" after the channel axis" if channel_axis else "")
+        )
+    if dims > len(SPATIAL_AXIS_NAMES) and axis_names is None:
+        raise ValueError(f"{name}: give axis_names for {dims} spatial axes")
+    axis_names = tuple(axis_names or SPATIAL_AXIS_NAMES[-dims:])
+    units = (units,) * dims if isinstance(units, str) else tuple(units)
+    if len(axis_names) != dims or len(units) != dims:
+        raise ValueError(
+            f"{name}: axis_names {axis_names} and units {units} need {dims} entries each"
+        )
+    root = (
+        root_or_group
+        if isinstance(root_or_group, zarr.Group)
+        else zarr.open_group(str(root_or_group), mode="a")
+    )
+    group = root
+    for part in name.strip("/").split("/"):
+        group = group.require_group(part)
+    axes = [{"name": n, "type": "space", "unit": u} for n, u in zip(axis_names, units, strict=True)]
+    scale, translation = list(voxel_size), list(offset)
+    if channel_axis:
+        axes = [{"name": "c", "type": "channel"}] + axes
+        scale, translation = [1] + scale, [0] + translation
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "name": name.strip("/").split("/")[-1],
+            "axes": axes,
+            "datasets": [
+                {
+                    "path": "s0",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": scale},
+                        {"type": "translation", "translation": translation},
+                    ],
+                }
+            ],
+        }
+    ]
+    array = group.create_dataset(
+        "s0",
+        shape=tuple(shape),
+        dtype=dtype,
+        chunks=tuple(chunks) if chunks is not None else True,
+        fill_value=fill_value,
+        overwrite=True,
+        dimension_separator="/",
+    )
+    array.attrs.update(
+        {
+            "voxel_size": list(voxel_size),
+            "offset": list(offset),
+            "axis_names": (["c^"] if channel_axis else []) + list(axis_names),
+            "units": list(units),
+            "types": (["channel"] if channel_axis else []) + ["space"] * dims,
+        }
+    )
+    return array
+
+
+def write_volume(
+    root_or_group: str | os.PathLike | zarr.Group,
+    name: str,
+    data: npt.ArrayLike,
+    voxel_size: Sequence[int],
+    offset: Sequence[int],
+    axis_names: Sequence[str] | None = None,
+    units: str | Sequence[str] = "nm",
+    channel_axis: bool = False,
+    chunks: Sequence[int] | None = None,
+) -> zarr.Array:
+    """Write ``data`` as the OME-NGFF 0.4 multiscale group ``name/`` (array
+    ``name/s0``, see :func:`prepare_volume`); returns ``name/s0``."""
+    data = np.asarray(data)
+    array = prepare_volume(
+        root_or_group,
+        name,
+        data.shape,
+        data.dtype,
+        voxel_size,
+        offset,
+        axis_names=axis_names,
+        units=units,
+        channel_axis=channel_axis,
+        chunks=chunks,
+    )
+    array[...] = data
+    return array
+
+
+__all__ = ["OffGridWarning", "Volume", "open_volume", "prepare_volume", "write_volume"]

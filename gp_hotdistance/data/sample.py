@@ -1,0 +1,245 @@
+"""One annotated sample (raw volume, label crops, optional mask) read at the
+training voxel size ``V`` as numpy arrays (no gunpowder, no torch).
+
+Geometry (one axis, ``V`` = 8, labels at 4 nm)::
+
+    raw        |-------|-------|-------|-------|-------|-------|   large volume
+    label crop              |---:---:---:---:---:---|             4 nm voxels
+    labelled ROI                    |-------|-------|             crop shrunk to V
+    outside the labelled ROI: gt 0, mask 0 (unknown), raw is real data
+
+Rules (see also :mod:`gp_hotdistance.data.ome`):
+
+- Labels are binarised first: nonzero is the class for per-class datasets;
+  ``== class_id`` for a class-id dataset (uint64 ids compared exactly).
+- Labels finer than ``V`` by integer factors: a coarse voxel is in the class
+  iff MORE than half the fine voxels it covers are. Coarser: nearest
+  neighbour. Raw: the level at ``V``, else mean-pooled from a finer level;
+  raw coarser than ``V`` is refused.
+- A user mask (1 = known) is read like labels, except that a coarse voxel is
+  known only if EVERY fine voxel it covers is; outside the mask's ROI the
+  mask is 0.
+- A channel's labelled ROI is its dataset's ROI shrunk to the ``V`` grid (a
+  coarse voxel only partly covered by the crop is not labelled).
+- A channel with no dataset in this sample is unknown everywhere (mask 0):
+  unknown is not absent.
+- Reads touch only the window of each dataset that covers the requested ROI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+from funlib.geometry import Coordinate, Roi
+
+from .ome import Volume, open_volume
+from .resample import downsample_all, downsample_labels, mean_pool, upsample_nearest
+
+PathLike = str | os.PathLike
+
+
+def expand_label_template(template: str, channels: Sequence[str] | None = None) -> dict[str, str]:
+    """Expand cellmap-data's bracket template into one path per class:
+    ``".../crop7/[mito,er]"`` gives ``{"mito": ".../crop7/mito", "er":
+    ".../crop7/er"}``. Only the classes in the brackets are returned; classes
+    of ``channels`` missing from them are unknown in that sample. A template
+    without brackets is an error; so are bracket classes not in ``channels``
+    (when given)."""
+    matches = list(re.finditer(r"\[([^\[\]]*)\]", template))
+    if len(matches) != 1:
+        raise ValueError(f"label template {template!r} needs exactly one [class,...] bracket")
+    match = matches[0]
+    names = [n.strip() for n in match.group(1).split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"label template {template!r} lists no classes")
+    if channels is not None:
+        unknown = [n for n in names if n not in channels]
+        if unknown:
+            raise ValueError(
+                f"label template {template!r} names classes {unknown} not in channels {list(channels)}"
+            )
+    head, tail = template[: match.start()], template[match.end() :]
+    return {n: f"{head}{n}{tail}" for n in names}
+
+
+class Sample:
+    """A raw volume plus label datasets, read at the training voxel size.
+
+    Args:
+        raw: path of the raw volume (multiscale group or array).
+        labels: ``{channel: path}`` (one binary/instance dataset per class;
+            channels without an entry are unknown here), or one class-id
+            dataset path (with ``class_ids``).
+        channels: the class names, in channel order.
+        voxel_size: the training voxel size ``V`` (integer world units).
+        class_ids: for a class-id dataset, the id of each channel, as a list
+            in channel order or ``{channel: id}``; default ``1..C``.
+        mask: optional path of a mask dataset, 1 = known (all channels).
+    """
+
+    def __init__(
+        self,
+        raw: PathLike,
+        labels: Mapping[str, PathLike] | PathLike,
+        channels: Sequence[str],
+        voxel_size: Sequence[int],
+        class_ids: Sequence[int] | Mapping[str, int] | None = None,
+        mask: PathLike | None = None,
+    ):
+        self.channels = list(channels)
+        if not self.channels:
+            raise ValueError("Sample: the channel list is empty")
+        self.voxel_size = Coordinate(voxel_size)
+        self.raw = open_volume(raw, self.voxel_size)
+        if any(v > t for v, t in zip(self.raw.voxel_size, self.voxel_size, strict=True)):
+            raise ValueError(
+                f"{self.raw.path}: raw voxel size {tuple(self.raw.voxel_size)} is coarser than "
+                f"the training voxel size {tuple(self.voxel_size)} and no finer level exists"
+            )
+        self.class_ids: dict[str, int] | None = None
+        if isinstance(labels, Mapping):
+            if class_ids is not None:
+                raise ValueError("Sample: class_ids is only for a single class-id dataset")
+            unknown = [c for c in labels if c not in self.channels]
+            if unknown:
+                raise ValueError(
+                    f"Sample: label datasets for {unknown} not in channels {self.channels}"
+                )
+            opened = {c: open_volume(p, self.voxel_size) for c, p in labels.items()}
+            self.labels: dict[str, Volume] = {c: opened[c] for c in self.channels if c in opened}
+        else:
+            volume = open_volume(labels, self.voxel_size)
+            self.labels = {c: volume for c in self.channels}
+            self.class_ids = _class_ids(class_ids, self.channels)
+        self.mask = None if mask is None else open_volume(mask, self.voxel_size)
+        self.labelled_rois: dict[str, Roi | None] = {
+            c: (
+                self.labels[c].roi.snap_to_grid(self.voxel_size, mode="shrink")
+                if c in self.labels
+                else None
+            )
+            for c in self.channels
+        }
+        self.raw_roi = self.raw.roi.snap_to_grid(self.voxel_size, mode="shrink")
+        rois = [r for r in self.labelled_rois.values() if r is not None and not r.empty]
+        if not rois:
+            raise ValueError(
+                f"Sample {self.raw.path}: no labelled voxels at voxel size {tuple(self.voxel_size)}"
+            )
+        self.labelled_roi = rois[0]
+        for roi in rois[1:]:
+            self.labelled_roi = self.labelled_roi.union(roi)
+        self.labelled_volume = sum(
+            int(np.prod(cell.shape / self.voxel_size)) for cell in union_cells(rois)
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Sample(raw={self.raw.path!r}, labels={ {c: v.path for c, v in self.labels.items()} })"
+        )
+
+    def read_raw(self, roi: Roi) -> npt.NDArray[np.float32]:
+        """Raw intensities (float32, not normalised) of world ``roi`` at the
+        training voxel size; ``roi`` must be on the ``V`` grid and inside
+        :attr:`raw_roi`."""
+        self._check_roi(roi)
+        if not self.raw_roi.contains(roi):
+            raise ValueError(
+                f"{self.raw.path}: ROI {roi} leaves the raw volume's ROI {self.raw_roi}"
+            )
+        factors = self.voxel_size / self.raw.voxel_size
+        return mean_pool(self.raw.read(roi), factors)
+
+    def read_labels(self, roi: Roi) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        """``(gt, mask)``, each ``(C, *spatial)`` uint8, of any world ``roi``
+        on the ``V`` grid: 0/0 outside a channel's labelled ROI, the resampled
+        binary labels and mask (or 1) inside it."""
+        self._check_roi(roi)
+        shape = (len(self.channels), *(roi.shape / self.voxel_size))
+        gt = np.zeros(shape, dtype=np.uint8)
+        mask = np.zeros(shape, dtype=np.uint8)
+        for i, channel in enumerate(self.channels):
+            labelled = self.labelled_rois[channel]
+            if labelled is None:
+                continue
+            inside = roi.intersect(labelled)
+            if inside.empty:
+                continue
+            index = ((inside - roi.offset) / self.voxel_size).to_slices()
+            class_id = None if self.class_ids is None else self.class_ids[channel]
+            gt[(i, *index)] = _read_resampled(
+                self.labels[channel], inside, self.voxel_size, downsample_labels, class_id
+            )
+            if self.mask is None:
+                mask[(i, *index)] = 1
+                continue
+            known = inside.intersect(self.mask.roi.snap_to_grid(self.voxel_size, mode="shrink"))
+            if not known.empty:
+                index = ((known - roi.offset) / self.voxel_size).to_slices()
+                mask[(i, *index)] = _read_resampled(
+                    self.mask, known, self.voxel_size, downsample_all, None
+                )
+        return gt, mask
+
+    def _check_roi(self, roi: Roi) -> None:
+        if roi.dims != self.voxel_size.dims or roi != roi.snap_to_grid(self.voxel_size):
+            raise ValueError(
+                f"Sample {self.raw.path}: ROI {roi} is not on the training grid of voxel "
+                f"size {tuple(self.voxel_size)}"
+            )
+
+
+def _class_ids(
+    class_ids: Sequence[int] | Mapping[str, int] | None, channels: list[str]
+) -> dict[str, int]:
+    if class_ids is None:
+        return {c: i + 1 for i, c in enumerate(channels)}
+    if isinstance(class_ids, Mapping):
+        missing = [c for c in channels if c not in class_ids]
+        if missing:
+            raise ValueError(f"Sample: class_ids {dict(class_ids)} has no id for {missing}")
+        return {c: int(class_ids[c]) for c in channels}
+    if len(class_ids) != len(channels):
+        raise ValueError(
+            f"Sample: {len(class_ids)} class_ids {list(class_ids)} for channels {channels}"
+        )
+    return {c: int(i) for c, i in zip(channels, class_ids, strict=True)}
+
+
+def _read_resampled(volume: Volume, roi: Roi, voxel_size: Coordinate, down, class_id: int | None):
+    """Binary (uint8) ``volume`` over ``roi`` (on the ``voxel_size`` grid,
+    inside the volume's ROI shrunk to it) at ``voxel_size``: read the window
+    of dataset voxels covering ``roi``, binarise, upsample the coarser axes
+    (nearest), reduce the finer ones with ``down``, crop."""
+    up = Coordinate(max(v // t, 1) for v, t in zip(volume.voxel_size, voxel_size, strict=True))
+    factors = Coordinate(max(t // v, 1) for v, t in zip(volume.voxel_size, voxel_size, strict=True))
+    # grow to the dataset's voxel grid on the coarser axes (a no-op elsewhere)
+    window = (roi - volume.offset).snap_to_grid(volume.voxel_size, mode="grow") + volume.offset
+    data = volume.read(window)
+    if class_id is None:
+        binary = data != 0
+    else:
+        binary = data == np.asarray(class_id, dtype=data.dtype)
+    binary = down(upsample_nearest(binary, up), factors)
+    crop = ((roi - window.offset) / voxel_size).to_slices()
+    return binary[crop].astype(np.uint8)
+
+
+def union_cells(rois: Sequence[Roi]) -> list[Roi]:
+    """Disjoint boxes whose union is the union of ``rois``: space is split at
+    every ROI boundary, and the cells inside some ROI are kept."""
+    rois = [r for r in rois if not r.empty]
+    if not rois:
+        return []
+    cuts = [sorted({c for r in rois for c in (r.begin[a], r.end[a])}) for a in range(rois[0].dims)]
+    cells = []
+    for cell in np.ndindex(*(len(c) - 1 for c in cuts)):
+        begin = Coordinate(cuts[a][i] for a, i in enumerate(cell))
+        end = Coordinate(cuts[a][i + 1] for a, i in enumerate(cell))
+        if any(r.contains(begin) for r in rois):
+            cells.append(Roi(begin, end - begin))
+    return cells

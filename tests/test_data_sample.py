@@ -1,0 +1,205 @@
+"""Samples read at the training voxel size, against brute-force oracles that
+loop over the coarse voxels."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from funlib.geometry import Coordinate, Roi
+
+from gp_hotdistance.data import OffGridWarning, Sample, expand_label_template, write_volume
+from tests.cellmap_fixture import BIG_ID, CHANNELS, write_cellmap_fixture
+
+GEOMETRIES = {
+    "3d": dict(voxel_size=(8, 8, 8), label_factors=(2, 2, 2)),
+    "3d-anisotropic": dict(voxel_size=(40, 8, 8), label_factors=(1, 2, 2)),
+    "2d": dict(voxel_size=(8, 8), label_factors=(2, 2)),
+}
+
+
+def expected_labels(fixture, crop, roi, voxel_size):
+    """(gt, mask) at ``voxel_size`` over ``roi`` by the documented rule,
+    one coarse voxel at a time."""
+    voxel_size = Coordinate(voxel_size)
+    shape = roi.shape / voxel_size
+    gt = np.zeros((len(CHANNELS), *shape), dtype=np.uint8)
+    mask = np.zeros_like(gt)
+    fine = fixture.label_voxel_size
+    offset = fixture.crop_offsets[crop]
+    for c, channel in enumerate(CHANNELS):
+        if channel not in fixture.labels[crop]:
+            continue  # unknown: mask 0
+        labels = fixture.labels[crop][channel]
+        crop_roi = Roi(offset, Coordinate(labels.shape) * fine)
+        for index in itertools.product(*(range(s) for s in shape)):
+            voxel = Roi(roi.begin + Coordinate(index) * voxel_size, voxel_size)
+            if not crop_roi.contains(voxel):
+                continue  # partly or not covered by the crop: not labelled
+            block = labels[((voxel - offset) / fine).to_slices()]
+            gt[(c, *index)] = 2 * np.count_nonzero(block) > block.size
+            mask[(c, *index)] = 1
+    return gt, mask
+
+
+def test_expand_label_template():
+    assert expand_label_template("a.zarr/crop7/[mito,er]") == {
+        "mito": "a.zarr/crop7/mito",
+        "er": "a.zarr/crop7/er",
+    }
+    assert expand_label_template("x/[ mito ]/s0", CHANNELS) == {"mito": "x/mito/s0"}
+    with pytest.raises(ValueError, match=r"'x/mito' needs exactly one"):
+        expand_label_template("x/mito")
+    with pytest.raises(ValueError, match=r"names classes \['nuc'\] not in channels"):
+        expand_label_template("x/[mito,nuc]", CHANNELS)
+
+
+def test_geometry(tmp_path):
+    fixture = write_cellmap_fixture(tmp_path)  # V = 8, raw offset -32, labels at 4 nm
+    crop7 = Sample(fixture.raw_path, fixture.label_paths("crop7"), CHANNELS, (8, 8, 8))
+    assert crop7.raw_roi == Roi((-32,) * 3, (256,) * 3)
+    # crop 7 covers [20, 84): shrunk to the 8 nm grid, [24, 80)
+    assert fixture.crop_offsets["crop7"] == Coordinate(20, 20, 20)
+    assert crop7.labelled_rois == {
+        "mito": Roi((24,) * 3, (56,) * 3),
+        "er": Roi((24,) * 3, (56,) * 3),
+    }
+    assert crop7.labelled_roi == Roi((24,) * 3, (56,) * 3)
+    assert crop7.labelled_volume == 7**3
+    crop9 = Sample(fixture.raw_path, fixture.label_paths("crop9"), CHANNELS, (8, 8, 8))
+    assert crop9.labelled_rois == {"mito": Roi((112,) * 3, (64,) * 3), "er": None}
+    assert crop9.labelled_volume == 8**3
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("crop", ["crop7", "crop9"])
+def test_read_labels_brute_force(tmp_path, geometry, crop):
+    fixture = write_cellmap_fixture(tmp_path, **GEOMETRIES[geometry])
+    voxel_size = fixture.voxel_size
+    sample = Sample(fixture.raw_path, fixture.label_paths(crop), CHANNELS, voxel_size)
+    roi = sample.labelled_roi.grow(voxel_size * 2, voxel_size)  # over the crop edges
+    gt, mask = sample.read_labels(roi)
+    expected_gt, expected_mask = expected_labels(fixture, crop, roi, voxel_size)
+    assert gt.dtype == np.uint8 and mask.dtype == np.uint8
+    np.testing.assert_array_equal(gt, expected_gt)
+    np.testing.assert_array_equal(mask, expected_mask)
+    assert gt[0].any() and not gt[0].all(), "the test crop should hold both classes"
+    if crop == "crop9":
+        assert not mask[1].any(), "er is unknown in crop 9"
+
+
+def test_ties_are_background(tmp_path):
+    # one 2x2 block at 4 nm, exactly half mito: background at 8 nm
+    write_volume(tmp_path / "c.zarr", "raw", np.zeros((4, 4), np.uint8), (8, 8), (0, 0))
+    labels = np.array([[0, 0, 1, 1], [0, 0, 0, 1], [1, 1, 1, 0], [0, 0, 1, 0]], dtype=np.uint8)
+    write_volume(tmp_path / "c.zarr", "mito", labels, (4, 4), (8, 8))
+    sample = Sample(tmp_path / "c.zarr/raw", {"mito": tmp_path / "c.zarr/mito"}, ["mito"], (8, 8))
+    gt, mask = sample.read_labels(Roi((8, 8), (16, 16)))
+    # blocks: top-left 0/4, top-right 3/4, bottom-left 2/4 (tie), bottom-right 2/4 (tie)
+    np.testing.assert_array_equal(gt[0], [[0, 1], [0, 0]])
+    np.testing.assert_array_equal(mask[0], [[1, 1], [1, 1]])
+
+
+def test_class_id_dataset_exact_uint64(tmp_path):
+    big = 2**53  # float64 cannot tell 2**53 from 2**53 + 1
+    ids = np.array([[big, big + 1], [big + 1, 0]], dtype=np.uint64)
+    write_volume(tmp_path / "c.zarr", "raw", np.zeros((2, 2), np.uint8), (4, 4), (0, 0))
+    write_volume(tmp_path / "c.zarr", "ids", ids, (4, 4), (0, 0))
+    sample = Sample(
+        tmp_path / "c.zarr/raw",
+        tmp_path / "c.zarr/ids",
+        ["a", "b"],
+        (4, 4),
+        class_ids={"a": big + 1, "b": big},
+    )
+    gt, mask = sample.read_labels(Roi((0, 0), (8, 8)))
+    np.testing.assert_array_equal(gt, [[[0, 1], [1, 0]], [[1, 0], [0, 0]]])
+    np.testing.assert_array_equal(mask, np.ones((2, 2, 2)))
+
+
+def test_coarser_labels_upsample_nearest(tmp_path):
+    write_volume(tmp_path / "c.zarr", "raw", np.zeros((8, 8), np.uint8), (4, 4), (0, 0))
+    labels = np.array([[3, 0], [0, BIG_ID]], dtype=np.uint64)
+    write_volume(tmp_path / "c.zarr", "mito", labels, (8, 8), (4, 8))  # offset on the 4 grid
+    sample = Sample(tmp_path / "c.zarr/raw", {"mito": tmp_path / "c.zarr/mito"}, ["mito"], (4, 4))
+    assert sample.labelled_rois["mito"] == Roi((4, 8), (16, 16))
+    # rows y = 8, 12, 16, 20 (20 is outside), columns x = 4 (outside), 8, ..., 20
+    gt, mask = sample.read_labels(Roi((8, 4), (16, 20)))
+    np.testing.assert_array_equal(
+        gt[0], [[0, 1, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0]]
+    )
+    np.testing.assert_array_equal(
+        mask[0], [[0, 1, 1, 1, 1], [0, 1, 1, 1, 1], [0, 1, 1, 1, 1], [0, 0, 0, 0, 0]]
+    )
+
+
+def test_user_mask_known_only_where_all_fine_voxels_known(tmp_path):
+    write_volume(tmp_path / "c.zarr", "raw", np.zeros((4, 4), np.uint8), (8, 8), (0, 0))
+    write_volume(tmp_path / "c.zarr", "mito", np.ones((4, 4), np.uint8), (4, 4), (0, 0))
+    known = np.array([[1, 1, 1, 1], [1, 1, 0, 1]], dtype=np.uint8)  # rows 0..8 only
+    write_volume(tmp_path / "c.zarr", "mask", known, (4, 4), (0, 0))
+    sample = Sample(
+        tmp_path / "c.zarr/raw",
+        {"mito": tmp_path / "c.zarr/mito"},
+        ["mito", "er"],
+        (8, 8),
+        mask=tmp_path / "c.zarr/mask",
+    )
+    gt, mask = sample.read_labels(Roi((0, 0), (16, 16)))
+    np.testing.assert_array_equal(gt, [[[1, 1], [1, 1]], [[0, 0], [0, 0]]])
+    # second coarse row is outside the mask's ROI; er has no dataset
+    np.testing.assert_array_equal(mask, [[[1, 0], [0, 0]], [[0, 0], [0, 0]]])
+
+
+def test_read_raw_levels(tmp_path):
+    fixture = write_cellmap_fixture(tmp_path)  # s0 at 8 (offset -32), s1 at 16 (offset -28)
+    labels = fixture.label_paths("crop9")
+    sample = Sample(fixture.raw_path, labels, CHANNELS, (8, 8, 8))
+    roi = Roi((-8, 0, 8), (16, 32, 24))
+    window = ((roi - fixture.raw_offset) / 8).to_slices()
+    raw = sample.read_raw(roi)
+    assert raw.dtype == np.float32
+    np.testing.assert_array_equal(raw, fixture.raw[window])
+
+    with pytest.warns(OffGridWarning, match=r"fibsem-uint8/s1: .* moved by \(-4, -4, -4\)"):
+        sample = Sample(fixture.raw_path, labels, CHANNELS, (16, 16, 16))
+    assert sample.raw.path.endswith("s1")
+    s1 = np.asarray(sample.raw.array)
+    np.testing.assert_array_equal(sample.read_raw(Roi((-32,) * 3, (32,) * 3)), s1[:2, :2, :2])
+
+    with pytest.warns(OffGridWarning):
+        sample = Sample(fixture.raw_path, labels, CHANNELS, (32, 32, 32))
+    raw = sample.read_raw(Roi((0,) * 3, (64,) * 3))  # mean-pooled from s1 (2x)
+    for index in itertools.product(range(2), repeat=3):
+        block = s1[tuple(slice(2 + 2 * i, 4 + 2 * i) for i in index)]
+        assert raw[index] == np.float32(block.astype(np.float64).mean())
+
+
+def test_errors(tmp_path):
+    fixture = write_cellmap_fixture(tmp_path)
+    labels = fixture.label_paths("crop7")
+    sample = Sample(fixture.raw_path, labels, CHANNELS, (8, 8, 8))
+    with pytest.raises(ValueError, match=r"fibsem-uint8/s0: ROI .* leaves the raw volume's ROI"):
+        sample.read_raw(Roi((-40, 0, 0), (16, 16, 16)))
+    with pytest.raises(ValueError, match=r"ROI .* is not on the training grid of voxel size"):
+        sample.read_labels(Roi((4, 0, 0), (16, 16, 16)))
+    with pytest.raises(ValueError, match=r"raw voxel size \(8, 8, 8\) is coarser than"):
+        Sample(fixture.raw_path, labels, CHANNELS, (4, 4, 4))
+    with pytest.raises(
+        ValueError, match=r"no multiscale level has an integer ratio .*\(12, 12, 12\)"
+    ):
+        Sample(fixture.raw_path, labels, CHANNELS, (12, 12, 12))
+    with pytest.raises(FileNotFoundError, match=r"crop7/nuc does not exist"):
+        Sample(
+            fixture.raw_path, {"mito": labels["mito"].replace("mito", "nuc")}, CHANNELS, (8,) * 3
+        )
+    with pytest.raises(ValueError, match=r"label datasets for \['nuc'\] not in channels"):
+        Sample(fixture.raw_path, {"nuc": labels["mito"]}, CHANNELS, (8,) * 3)
+    write_volume(tmp_path / "c.zarr", "odd", np.zeros((4, 4, 4), np.uint8), (3, 3, 3), (0, 0, 0))
+    with pytest.raises(ValueError, match=r"odd: no multiscale level .*\(8, 8, 8\).*\(3, 3, 3\)"):
+        Sample(fixture.raw_path, {"mito": tmp_path / "c.zarr/odd"}, CHANNELS, (8, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # everything above at V = 8 is on the grid
+        Sample(fixture.raw_path, labels, CHANNELS, (8, 8, 8))

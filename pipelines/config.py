@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,25 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class SampleConfig:
+    """One annotated sample: a raw volume, its labels (a bracket template
+    ``.../crop7/[mito,er]``, a ``{class: path}`` mapping, or one class-id
+    dataset path), an optional mask (1 = known) and a sampling weight."""
+
+    raw: str
+    labels: str | dict[str, str]
+    mask: str | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    """Where the datasets are: a zarr ``container`` with funlib.persistence
-    metadata (``None``: the generated demo) and dataset names inside it.
-    ``gt`` is channels-first binary or a class-id volume (``class_ids``)."""
+    """The data. New form: ``voxel_size`` (training voxel size, world
+    units), ``samples`` and an optional held-out ``eval`` sample, paths
+    absolute or relative to the config file. Old form (no ``samples``): a
+    zarr ``container`` with ``raw``/``gt``/``mask``/``eval_raw``/``eval_gt``
+    datasets; only ``container: null`` (the generated demo) is still read.
+    ``class_ids``: one id per channel for a class-id labels dataset."""
 
     container: str | None = None
     raw: str = "raw"
@@ -43,6 +59,13 @@ class DataConfig:
     eval_raw: str | None = "eval/raw"
     eval_gt: str | None = "eval/gt"
     class_ids: list[int] | None = None
+    voxel_size: list[int] | None = None
+    samples: list[SampleConfig] | None = None
+    eval: SampleConfig | None = None
+
+    @property
+    def new_form(self) -> bool:
+        return self.samples is not None
 
 
 @dataclass(frozen=True)
@@ -138,7 +161,49 @@ def _check_type(where: str, value: Any, annotation: str) -> Any:
     return value
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
+def _build_sample(values: Any, where: str, base: Path | None) -> SampleConfig:
+    """A :class:`SampleConfig` with paths made absolute against ``base``."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping, got {values!r}")
+    known = {f.name for f in dataclasses.fields(SampleConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")
+    for key in ("raw", "labels"):
+        if key not in values:
+            raise ConfigError(f"{where}.{key} is missing")
+
+    def path(key: str, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}.{key} must be a path, got {value!r}")
+        if base is not None and not Path(value).is_absolute():
+            return os.path.normpath(base / value)
+        return value
+
+    labels = values["labels"]
+    if isinstance(labels, dict):
+        labels = {str(c): path(f"labels.{c}", p) for c, p in labels.items()}
+        if not labels:
+            raise ConfigError(f"{where}.labels must name at least one class")
+    else:
+        labels = path("labels", labels)
+    mask = values.get("mask")
+    weight = values.get("weight", 1.0)
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, (int, float))
+        or not (0 < weight < float("inf"))
+    ):
+        raise ConfigError(f"{where}.weight must be a finite number > 0, got {weight!r}")
+    return SampleConfig(
+        raw=path("raw", values["raw"]),
+        labels=labels,
+        mask=None if mask is None else path("mask", mask),
+        weight=float(weight),
+    )
+
+
+def _build(cls: type, values: Any, where: str, base: Path | None = None) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be a mapping, got {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -149,7 +214,13 @@ def _build(cls: type, values: Any, where: str) -> Any:
     for name, value in values.items():
         key = f"{where}.{name}" if where != "config" else name
         if name in _SECTIONS and cls is Config:
-            kwargs[name] = _build(_SECTIONS[name], value, key)
+            kwargs[name] = _build(_SECTIONS[name], value, key, base)
+        elif cls is DataConfig and name == "samples" and value is not None:
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{key} must be a non-empty list of samples, got {value!r}")
+            kwargs[name] = [_build_sample(v, f"{key}[{i}]", base) for i, v in enumerate(value)]
+        elif cls is DataConfig and name == "eval":
+            kwargs[name] = None if value is None else _build_sample(value, key, base)
         else:
             kwargs[name] = _check_type(key, value, str(fields[name].type))
     return cls(**kwargs)
@@ -196,12 +267,75 @@ def validate(config: Config) -> Config:
             f"data.class_ids must hold one id per channel {config.channels}, "
             f"got {config.data.class_ids}"
         )
+    _validate_data(config)
     return config
 
 
-def from_dict(values: dict[str, Any]) -> Config:
-    """Build and validate a config from a plain mapping."""
-    return validate(_build(Config, values, "config"))
+OLD_FORM_KEYS = ("container", "raw", "gt", "mask", "eval_raw", "eval_gt")
+
+
+def _validate_data(config: Config) -> None:
+    data = config.data
+    new_keys = [k for k in ("voxel_size", "eval") if getattr(data, k) is not None]
+    if not data.new_form:
+        if new_keys:
+            raise ConfigError(f"data.{new_keys[0]} needs data.samples (the new data form)")
+        return
+    defaults = DataConfig()
+    old = [k for k in OLD_FORM_KEYS if getattr(data, k) != getattr(defaults, k)]
+    if old:
+        raise ConfigError(
+            f"data mixes the old single-container keys {old} with data.samples; use only "
+            "voxel_size, samples, eval and class_ids"
+        )
+    if data.voxel_size is None:
+        raise ConfigError("data.voxel_size (the training voxel size) is missing")
+    if len(data.voxel_size) != config.dims or any(v < 1 for v in data.voxel_size):
+        raise ConfigError(
+            f"data.voxel_size must be {config.dims} positive ints (one per axis of "
+            f"model.output_shape), got {data.voxel_size}"
+        )
+    from gp_hotdistance.data import expand_label_template
+
+    named = [(f"data.samples[{i}]", s) for i, s in enumerate(data.samples)]
+    if data.eval is not None:
+        named.append(("data.eval", data.eval))
+    for where, sample in named:
+        labels = sample.labels
+        if isinstance(labels, str) and "[" in labels:
+            try:
+                labels = expand_label_template(labels, config.channels)
+            except ValueError as error:
+                raise ConfigError(f"{where}.labels: {error}") from error
+        if isinstance(labels, dict):
+            unknown = [c for c in labels if c not in config.channels]
+            if unknown:
+                raise ConfigError(
+                    f"{where}.labels names class(es) {unknown} not in channels {config.channels}"
+                )
+            if data.class_ids is not None:
+                raise ConfigError(
+                    f"data.class_ids is only for a single class-id labels dataset, but "
+                    f"{where}.labels is per class"
+                )
+
+
+def expand_labels(labels: str | dict[str, str], channels: list[str]) -> dict[str, str] | str:
+    """A sample's labels as ``{class: path}`` (a bracket template expanded,
+    a mapping as it is), or the path of a class-id dataset."""
+    if isinstance(labels, dict):
+        return dict(labels)
+    if "[" in labels:
+        from gp_hotdistance.data import expand_label_template
+
+        return expand_label_template(labels, channels)
+    return labels
+
+
+def from_dict(values: dict[str, Any], base: str | Path | None = None) -> Config:
+    """Build and validate a config from a plain mapping; relative data paths
+    are taken relative to ``base`` (the config file's directory)."""
+    return validate(_build(Config, values, "config", None if base is None else Path(base)))
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -228,4 +362,4 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"cannot parse config file {path}: {error}") from error
     except Exception as error:  # yaml.YAMLError
         raise ConfigError(f"cannot parse config file {path}: {error}") from error
-    return from_dict(values if values is not None else {})
+    return from_dict(values if values is not None else {}, base=path.resolve().parent)

@@ -10,6 +10,7 @@ is what :func:`sample_sources` builds.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import gunpowder as gp
@@ -69,18 +70,19 @@ class SampleSource(gp.BatchProvider):
             data = self.sample.read_raw(roi)
             if np.issubdtype(self.sample.raw.dtype, np.integer):
                 data /= np.float32(np.iinfo(self.sample.raw.dtype).max)
-            batch[self.raw] = gp.Array(data, self._spec(self.raw, roi))
+            batch[self.raw] = gp.Array(data, self._array_spec(self.raw, roi))
         labels = {}
         for index, key in enumerate((self.gt, self.mask)):
             if key is None or key not in request:
                 continue
             roi = request[key].roi
-            if roi not in labels:
-                labels[roi] = self.sample.read_labels(roi)
-            batch[key] = gp.Array(labels[roi][index], self._spec(key, roi))
+            where = (tuple(roi.offset), tuple(roi.shape))  # Roi is not hashable
+            if where not in labels:
+                labels[where] = self.sample.read_labels(roi)
+            batch[key] = gp.Array(labels[where][index], self._array_spec(key, roi))
         return batch
 
-    def _spec(self, key: gp.ArrayKey, roi: Roi) -> gp.ArraySpec:
+    def _array_spec(self, key: gp.ArrayKey, roi: Roi) -> gp.ArraySpec:
         spec = self.spec[key].copy()
         spec.roi = roi
         return spec
@@ -159,7 +161,7 @@ class RandomLabelledLocation(gp.BatchFilter):
             key_low, key_high = provided.begin - roi.begin, provided.end - roi.end
             low = key_low if low is None else Coordinate(map(max, low, key_low))
             high = key_high if high is None else Coordinate(map(min, high, key_high))
-        total = Roi.union(*rois.values()) if len(rois) > 1 else next(iter(rois.values()))
+        total = functools.reduce(Roi.union, rois.values())
         centre = total.begin + Coordinate(
             s // v // 2 * v for s, v in zip(total.shape, voxel_size, strict=True)
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import random
 import sys
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def write_montage(path: Path, arrays: list[BatchArray], title: str) -> None:
 def preview(config: Config, out: Path, batches: int) -> list[Path]:
     """Write ``batches`` batches; returns the files and folders written."""
     out.mkdir(parents=True, exist_ok=True)
+    random.seed(config.training.seed)  # gunpowder draws each request's seed from it
+    np.random.seed(config.training.seed)
     config = resolve_data(config, out)
     data = open_data(config)
     model = make_model(config, make_predictor(config))

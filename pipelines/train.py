@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -182,6 +183,7 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
     device = resolve_device(config.training.device)
     torch.manual_seed(config.training.seed)
     np.random.seed(config.training.seed)
+    random.seed(config.training.seed)  # gunpowder draws each request's seed from it
     config = resolve_data(config, out)
     data = open_data(config)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))

@@ -27,8 +27,10 @@ distance on the native grid.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import edt
@@ -45,6 +47,49 @@ SUPPORTED_DIMS = (2, 3)
 # input conversion and validation
 # ---------------------------------------------------------------------------
 
+# How many distinct offending values an error message lists.
+_SHOWN_VALUES = 5
+
+
+def is_integer(value: object) -> bool:
+    """True for Python and numpy integers; False for bools and everything else."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: object) -> bool:
+    """True for Python and numpy integers and floats; False for bools,
+    strings and everything else."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_voxel_size(
+    voxel_size: Sequence[float], dims: int | None = None, name: str = "voxel_size"
+) -> tuple[float, ...]:
+    """``voxel_size`` as a tuple, checked: real numbers (numpy scalars
+    included), finite and positive, ``dims`` entries when given.
+
+    Raises:
+        TypeError: ``voxel_size`` is not a sequence of real numbers.
+        ValueError: an entry is zero, negative or not finite, or the length
+            is not ``dims``.
+    """
+    if isinstance(voxel_size, (str, bytes)) or not isinstance(voxel_size, Iterable):
+        raise TypeError(f"{name} must be a sequence of numbers, got {voxel_size!r}")
+    values = tuple(voxel_size)
+    if not all(is_real(v) for v in values):
+        raise TypeError(f"{name} must hold real numbers, got {values!r}")
+    if dims is not None and len(values) != dims:
+        raise ValueError(f"{name} must have {dims} entries (one per spatial axis), got {values!r}")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"{name} must be positive and finite on every axis, got {values!r}")
+    return values
+
+
+def check_not_empty(array: npt.NDArray, name: str = "array") -> None:
+    """Raise ``ValueError`` if ``array`` has no elements (an axis of length 0)."""
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: shape {array.shape} has an axis of length 0")
+
 
 def to_channels(labels: npt.NDArray, class_ids: Sequence[int]) -> npt.NDArray[np.uint8]:
     """Convert an integer class-id volume ``(*spatial)`` to binary channels.
@@ -54,7 +99,8 @@ def to_channels(labels: npt.NDArray, class_ids: Sequence[int]) -> npt.NDArray[np
     dtype, uint64 included (no cast, so no wrap-around).
 
     Raises:
-        TypeError: ``labels`` is not an integer or boolean array.
+        TypeError: ``labels`` is not an integer or boolean array, or a class
+            id is not an integer.
         ValueError: ``class_ids`` is empty or holds duplicates.
     """
     labels = np.asarray(labels)
@@ -63,6 +109,8 @@ def to_channels(labels: npt.NDArray, class_ids: Sequence[int]) -> npt.NDArray[np
     ids = list(class_ids)
     if len(ids) == 0:
         raise ValueError("class_ids must name at least one class id, got []")
+    if not all(is_integer(i) for i in ids):
+        raise TypeError(f"class_ids must be integers, got {ids!r}")
     if len(set(ids)) != len(ids):
         raise ValueError(f"class_ids must be unique, got {ids}")
     out = np.empty((len(ids),) + labels.shape, dtype=np.uint8)
@@ -76,7 +124,7 @@ def check_binary(gt: npt.NDArray, name: str = "gt") -> None:
 
     Raises:
         TypeError: the dtype is not bool, integer or floating point.
-        ValueError: a value other than 0 or 1 occurs.
+        ValueError: a value other than 0 or 1 occurs (NaN included).
     """
     kind = gt.dtype.kind
     if kind not in "biuf":
@@ -85,8 +133,38 @@ def check_binary(gt: npt.NDArray, name: str = "gt") -> None:
         return
     bad = (gt != 0) & (gt != 1)
     if bad.any():
-        values = np.unique(gt[bad])[:5]
+        values = np.unique(gt[bad])[:_SHOWN_VALUES]
         raise ValueError(f"{name} must be binary (0/1) per channel, found values {values.tolist()}")
+
+
+def check_mask(mask: npt.NDArray, name: str = "mask") -> None:
+    """Raise unless every value of ``mask`` lies in ``[0, 1]``.
+
+    Masks weigh voxels: 1 = annotated, 0 = unknown. Float masks may hold
+    fractional weights in between; integer masks therefore hold only 0 and
+    1 (so a 0/255 mask is an error, never a weight of 255); bool masks are
+    always valid. NaN and infinities are errors.
+
+    Raises:
+        TypeError: the dtype is not bool, integer or floating point.
+        ValueError: a value is NaN or outside ``[0, 1]``; the message lists
+            up to five of them.
+    """
+    kind = mask.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(f"{name} must be a bool, integer or float array, got dtype={mask.dtype}")
+    if kind == "b" or mask.size == 0:
+        return
+    # min/max propagate NaN, and every comparison with NaN is False
+    if mask.min() >= 0 and mask.max() <= 1:
+        return
+    bad = ~((mask >= 0) & (mask <= 1))
+    values = np.unique(mask[bad])[:_SHOWN_VALUES]
+    rule = "finite values in [0, 1]" if kind == "f" else "only 0 and 1"
+    raise ValueError(
+        f"{name} must hold {rule} (1 = annotated, 0 = unknown), found "
+        f"{int(bad.sum())} voxels with values such as {values.tolist()}"
+    )
 
 
 def check_dims(ndim: int, name: str = "array") -> None:
@@ -101,22 +179,76 @@ def broadcast_mask(
     """Return ``mask`` as a ``(C, *spatial)`` view for channel shape ``shape``.
 
     ``None`` means all ones (float32); a ``(*spatial)`` mask is broadcast to
-    every channel.
+    every channel. The values are checked with :func:`check_mask`.
 
     Raises:
-        ValueError: the mask shape is neither ``shape`` nor ``shape[1:]``.
+        ValueError: the mask shape is neither ``shape`` nor ``shape[1:]``, or
+            a value is NaN or outside ``[0, 1]`` (integer masks: not 0/1).
+        TypeError: the mask dtype is not bool, integer or floating point.
     """
     if mask is None:
         return np.ones(shape, dtype=np.float32)
     mask = np.asarray(mask)
     if mask.shape == shape:
+        check_mask(mask, name)
         return mask
     if mask.shape == shape[1:]:
+        check_mask(mask, name)
         return np.broadcast_to(mask, shape)
     raise ValueError(
         f"{name} shape {mask.shape} matches neither the channels {shape} "
         f"nor the spatial shape {shape[1:]}"
     )
+
+
+def check_moving_counts(counts: object, channels: int, name: str = "moving_counts") -> MovingCounts:
+    """``counts`` as :data:`MovingCounts`, checked: a list of ``channels``
+    dicts, each holding exactly the classes 0 and 1 (ints, or the strings
+    ``"0"`` / ``"1"`` of a JSON round trip) mapped to a pair ``(num, den)``
+    of finite real numbers with ``num >= 0`` and ``den >= 1`` (counts start
+    at ``(0, 1)``; ``num`` only grows by voxel counts, ``den`` by mask sums).
+
+    Raises:
+        TypeError: a container, key or number has the wrong type.
+        ValueError: the number of channels, the classes or a value is wrong.
+    """
+    if not isinstance(counts, (list, tuple)):
+        raise TypeError(f"{name} must be a list of {channels} dicts, got {counts!r}")
+    if len(counts) != channels:
+        raise ValueError(f"{name} holds {len(counts)} channels, expected {channels}")
+    checked: MovingCounts = []
+    for c, channel in enumerate(counts):
+        where = f"{name}[{c}]"
+        if not isinstance(channel, Mapping):
+            raise TypeError(f"{where} must be a dict {{class: (num, den)}}, got {channel!r}")
+        classes = {}
+        for key, value in channel.items():
+            if key in (0, 1, "0", "1") and not isinstance(key, (bool, np.bool_, float)):
+                classes[int(key)] = value
+            else:
+                raise ValueError(f"{where} has class key {key!r}; the classes are 0 and 1")
+        if sorted(classes) != [0, 1] or len(channel) != 2:
+            raise ValueError(f"{where} must hold classes 0 and 1, got keys {list(channel)}")
+        pairs = {}
+        for class_id, value in sorted(classes.items()):
+            if (
+                isinstance(value, (str, bytes))
+                or not isinstance(value, Sequence)
+                or len(value) != 2
+                or not all(is_real(v) for v in value)
+            ):
+                raise TypeError(
+                    f"{where}[{class_id}] must be a pair (num, den) of numbers, got {value!r}"
+                )
+            num, den = value
+            if not (math.isfinite(num) and math.isfinite(den) and num >= 0 and den >= 1):
+                raise ValueError(
+                    f"{where}[{class_id}] = {tuple(value)!r}: (num, den) must be finite "
+                    "with num >= 0 and den >= 1"
+                )
+            pairs[class_id] = (num, den)
+        checked.append(pairs)
+    return checked
 
 
 # ---------------------------------------------------------------------------
@@ -440,6 +572,7 @@ def hot_distance_target(
 ) -> npt.NDArray[np.float32]:
     """Target ``[hot x C, tanh(d / scale_factor) x C]`` for binary channels
     ``gt`` of shape ``(C, *spatial)``; ``d`` in world units."""
+    voxel_size = check_voxel_size(voxel_size, gt.ndim - 1)
     channels = gt.shape[0]
     target = np.empty((2 * channels,) + gt.shape[1:], dtype=np.float32)
     target[:channels] = gt
@@ -483,6 +616,7 @@ def distance_mask(
     A spatial mask ``(*spatial)`` applies to every channel (its distances
     are computed once).
     """
+    voxel_size = check_voxel_size(voxel_size, tanh_distances.ndim - 1)
     shared = np.ndim(mask) == tanh_distances.ndim - 1
     mask = broadcast_mask(mask, tanh_distances.shape)
     out = np.array(mask, copy=True)
@@ -544,10 +678,7 @@ def balance_weights(
     scale = broadcast_mask(scale, labels.shape, name="scale")
     if moving_counts is None:
         moving_counts = new_moving_counts(channels)
-    if len(moving_counts) != channels:
-        raise ValueError(
-            f"moving_counts holds {len(moving_counts)} channels, labels have {channels}"
-        )
+    moving_counts = check_moving_counts(moving_counts, channels)
     weights = np.empty(labels.shape, dtype=np.float32) if out is None else out
     if weights.shape != labels.shape or not weights.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous array of shape {labels.shape}")
@@ -615,8 +746,7 @@ def hot_distance_weights(
     mask = broadcast_mask(mask, gt.shape)
     if moving_counts is None:
         moving_counts = new_moving_counts(2 * channels)
-    if len(moving_counts) != 2 * channels:
-        raise ValueError(f"moving_counts holds {len(moving_counts)} dicts, expected 2 * {channels}")
+    moving_counts = check_moving_counts(moving_counts, 2 * channels)
     weights = np.empty((2 * channels,) + gt.shape[1:], dtype=np.float32)
     _, hot_counts = balance_weights(
         gt, mask, moving_counts[:channels], clipmin, clipmax, out=weights[:channels]
@@ -646,10 +776,16 @@ __all__ = [
     "broadcast_mask",
     "check_binary",
     "check_dims",
+    "check_mask",
+    "check_moving_counts",
+    "check_not_empty",
+    "check_voxel_size",
     "distance_mask",
     "face_sites",
     "hot_distance_target",
     "hot_distance_weights",
+    "is_integer",
+    "is_real",
     "new_moving_counts",
     "no_boundary_extent",
     "signed_distance",

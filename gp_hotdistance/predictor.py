@@ -72,22 +72,32 @@ class HotDistancePredictor(Predictor):
     channels, each balanced between its two classes with moving counts.
 
     Args:
-        channels: One name per class; ``C = len(channels)``.
-        scale_factor: World distance scale of the tanh; also ``max_distance``,
-            the context a target needs when ``mask_distances`` is set.
-        mask_distances: Mask out distances that the crop cannot know.
-        kernel_size: Kernel size of the model head.
+        channels: One unique, non-empty name per class; ``C = len(channels)``.
+        scale_factor: World distance scale of the tanh (finite, > 0; Python
+            or numpy number); also ``max_distance``, the context a target
+            needs when ``mask_distances`` is set.
+        mask_distances: Mask out distances that the crop cannot know
+            (``True``/``False``, numpy bools included).
+        kernel_size: Kernel size of the model head (a positive integer).
         epsilon, threshold: Distance-mask parameters (see
-            :func:`gp_hotdistance.functional.distance_mask`).
-        clipmin, clipmax: Clip range of the class fractions when balancing.
-        class_ids: For class-id ground truth ``(*spatial)``: the id of each
-            channel's class (default ``1..C``); other ids are background.
+            :func:`gp_hotdistance.functional.distance_mask`): finite,
+            ``epsilon >= 0`` and ``0 < threshold <= 1`` (``threshold`` caps a
+            tanh value, so 0 would switch the distance mask off).
+        clipmin, clipmax: Clip range of the class fractions when balancing,
+            ``0 < clipmin <= clipmax <= 1`` (weights are ``1 / (2 * frac)``).
+        class_ids: For class-id ground truth ``(*spatial)``: the integer id
+            of each channel's class (default ``1..C``), unique, within the
+            uint64 range; other ids are background.
         norm: Distance normalisation; only ``"tanh"`` exists.
 
     Raises:
-        ValueError: empty or duplicate channels, a non-positive or non-finite
-            scale factor, a non-tanh norm, a bad kernel size, clip range or
-            ``class_ids`` of the wrong length.
+        TypeError: a parameter has the wrong type (a string or bool for a
+            number, a float class id, a non-bool ``mask_distances``).
+        ValueError: a parameter is outside its range: empty, blank or
+            duplicate channels, a non-positive or non-finite scale factor,
+            a non-tanh norm, a kernel size below 1, ``epsilon``,
+            ``threshold`` or the clip range as above, ``class_ids`` of the
+            wrong length, duplicated or outside ``[0, 2**64)``.
     """
 
     def __init__(
@@ -103,35 +113,31 @@ class HotDistancePredictor(Predictor):
         class_ids: Sequence[int] | None = None,
         norm: str = "tanh",
     ):
-        if isinstance(channels, str) or len(channels) == 0:
-            raise ValueError(f"channels must be a non-empty list of names, got {channels!r}")
-        if len(set(channels)) != len(channels):
-            raise ValueError(f"channels must be unique, got {list(channels)}")
-        if isinstance(scale_factor, bool) or not isinstance(scale_factor, (int, float)):
-            raise TypeError(f"scale_factor must be a number, got {scale_factor!r}")
-        if not (math.isfinite(scale_factor) and scale_factor > 0):
+        channels = _check_channels(channels)
+        scale = _finite("scale_factor", scale_factor)
+        if not scale > 0:
             raise ValueError(f"scale_factor must be positive and finite, got {scale_factor!r}")
-        if norm != "tanh":
+        if not isinstance(mask_distances, (bool, np.bool_)):
+            raise TypeError(f"mask_distances must be True or False, got {mask_distances!r}")
+        if not isinstance(norm, str) or norm != "tanh":
             raise ValueError(f"norm must be 'tanh' (the only normalisation), got {norm!r}")
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+        if not F.is_integer(kernel_size) or kernel_size < 1:
             raise ValueError(f"kernel_size must be a positive integer, got {kernel_size!r}")
-        if not 0 <= clipmin <= clipmax <= 1 or clipmin == 0:
+        if not _finite("epsilon", epsilon) >= 0:
+            raise ValueError(f"epsilon must be >= 0, got epsilon={epsilon!r}")
+        if not 0 < _finite("threshold", threshold) <= 1:
+            raise ValueError(f"threshold must satisfy 0 < threshold <= 1, got {threshold!r}")
+        low, high = _finite("clipmin", clipmin), _finite("clipmax", clipmax)
+        if not 0 < low <= high <= 1:
             raise ValueError(
                 f"clipmin/clipmax must satisfy 0 < clipmin <= clipmax <= 1, "
                 f"got clipmin={clipmin!r}, clipmax={clipmax!r}"
             )
-        if class_ids is None:
-            class_ids = range(1, len(channels) + 1)
-        class_ids = tuple(int(i) for i in class_ids)
-        if len(class_ids) != len(channels) or len(set(class_ids)) != len(class_ids):
-            raise ValueError(
-                f"class_ids must hold one unique id per channel ({len(channels)}), "
-                f"got {list(class_ids)}"
-            )
-        self.channels = list(channels)
-        self.scale_factor = float(scale_factor)
+        class_ids = _check_class_ids(class_ids, len(channels))
+        self.channels = channels
+        self.scale_factor = scale
         self.mask_distances = bool(mask_distances)
-        self.kernel_size = kernel_size
+        self.kernel_size = int(kernel_size)
         self.epsilon = float(epsilon)
         self.threshold = float(threshold)
         self.clipmin = float(clipmin)
@@ -183,8 +189,14 @@ class HotDistancePredictor(Predictor):
         ``mask_distances`` is set; an unchanged copy otherwise.
 
         ``target_spec`` needs a ``voxel_size`` when the ROI grows.
+
+        Raises:
+            ValueError: the voxel size is missing although the ROI grows, or
+                is not positive on every axis.
         """
         gt_spec = target_spec.copy()
+        if gt_spec.voxel_size is not None:
+            grid_voxel_size(gt_spec.voxel_size, "target_spec.voxel_size")
         if self.mask_distances:
             if gt_spec.voxel_size is None:
                 raise ValueError(
@@ -204,8 +216,13 @@ class HotDistancePredictor(Predictor):
 
     def padding(self, gt_voxel_size: Coordinate) -> Coordinate:
         """``Coordinate((max_distance,) * dims)``: what a training pipeline
-        pads the ground truth by."""
-        return Coordinate((self.max_distance,) * Coordinate(gt_voxel_size).dims)
+        pads the ground truth by.
+
+        Raises:
+            ValueError: ``gt_voxel_size`` is not a positive integer on every axis.
+        """
+        dims = grid_voxel_size(gt_voxel_size, "gt_voxel_size").dims
+        return Coordinate((self.max_distance,) * dims)
 
     # -- arrays ------------------------------------------------------------------
 
@@ -214,11 +231,13 @@ class HotDistancePredictor(Predictor):
         ``(*spatial)`` is converted with ``class_ids``; channel data is checked.
 
         Raises:
-            ValueError: wrong number of dimensions or channels, non-binary values.
+            ValueError: wrong number of dimensions or channels, no voxels,
+                non-binary values.
             TypeError: unsupported dtype.
         """
         data = np.asarray(data)
         F.check_dims(spatial_dims, name)
+        F.check_not_empty(data, name)
         if data.ndim == spatial_dims:
             return F.to_channels(data, self.class_ids)
         if data.ndim != spatial_dims + 1:
@@ -236,8 +255,13 @@ class HotDistancePredictor(Predictor):
 
     def process(self, labels: npt.NDArray, voxel_size: Sequence[float]) -> npt.NDArray[np.float32]:
         """Target ``[hot x C, tanh(d / scale_factor) x C]`` (float32) of
-        binary channels ``labels`` with ``voxel_size`` in world units."""
-        voxel_size = tuple(voxel_size)
+        binary channels ``labels`` with ``voxel_size`` in world units.
+
+        Raises:
+            ValueError: a voxel size that is not positive and finite, or the
+                errors of :meth:`gt_channels`.
+        """
+        voxel_size = F.check_voxel_size(voxel_size)
         labels = self.gt_channels(labels, len(voxel_size), name="labels")
         return F.hot_distance_target(labels, voxel_size, self.scale_factor)
 
@@ -253,10 +277,18 @@ class HotDistancePredictor(Predictor):
         """``C`` channels in the mask's dtype: ``mask`` set to 0 wherever
         ``min(|t| + epsilon, threshold) >= tanh(b / scale_factor)``, with ``t``
         the tanh distances and ``b`` the world distance to the nearest unknown
-        voxel of the mask (the crop edge counts as unknown)."""
+        voxel of the mask (the crop edge counts as unknown).
+
+        Raises:
+            ValueError: wrong dims or channels, no voxels, a voxel size that
+                is not positive and finite, a mask that is not broadcastable
+                or holds values outside ``[0, 1]`` (see
+                :func:`gp_hotdistance.functional.check_mask`).
+        """
         distances = np.asarray(distances)
-        voxel_size = tuple(voxel_size)
         F.check_dims(distances.ndim - 1, "distances")
+        F.check_not_empty(distances, "distances")
+        voxel_size = F.check_voxel_size(voxel_size, distances.ndim - 1)
         if distances.shape[0] != self.classes:
             raise ValueError(
                 f"distances has {distances.shape[0]} channels, expected {self.classes}"
@@ -281,13 +313,24 @@ class HotDistancePredictor(Predictor):
     ) -> tuple[Array, MovingCounts]:
         """Balanced weights ``[hot x C, distance x C]`` over ``target.roi``
         and the new moving counts (``2C`` dicts, hot first); the counts passed
-        in are not modified."""
+        in are not modified. ``gt`` and ``mask`` are read at ``target.roi``.
+
+        Raises:
+            ValueError: ``gt`` or ``mask`` does not cover ``target.roi`` on
+                ``target``'s voxel grid, malformed ``moving_class_counts``
+                (see :func:`gp_hotdistance.functional.check_moving_counts`),
+                or a mask value outside ``[0, 1]``.
+        """
         roi = target.roi
-        gt_data = self.gt_channels(_read(gt, roi), len(roi.shape))
-        mask_data = None if mask is None else _read(mask, roi)
+        if moving_class_counts is not None:
+            moving_class_counts = F.check_moving_counts(
+                moving_class_counts, self.embedding_dims, "moving_class_counts"
+            )
+        gt_data = self.gt_channels(_read(gt, target, "gt"), len(roi.shape))
+        mask_data = None if mask is None else _read(mask, target, "mask")
         distance_mask = None
         if self.mask_distances:
-            target_data = _read(target, roi)
+            target_data = np.asarray(target.data)
             distance_mask = self.create_distance_mask(
                 target_data[self.classes :], mask_data, target.voxel_size
             )
@@ -302,8 +345,42 @@ def grow_roi(roi: Roi, context: Coordinate, voxel_size: Coordinate) -> Roi:
     return roi.grow(context, context).snap_to_grid(voxel_size, mode="shrink")
 
 
-def _read(array: Array, roi: Roi) -> npt.NDArray:
-    """The data of ``array`` inside ``roi`` as a numpy array."""
+def grid_voxel_size(voxel_size: Any, name: str = "voxel_size") -> Coordinate:
+    """``voxel_size`` as a :class:`Coordinate`, checked to be a positive
+    integer on every axis (``Coordinate`` would truncate ``4.5`` to 4).
+
+    Raises:
+        TypeError: an entry is not a number.
+        ValueError: an entry is not a positive integer.
+    """
+    values = F.check_voxel_size(voxel_size, name=name)
+    if not all(float(v).is_integer() for v in values):
+        raise ValueError(f"{name} must be integers on the voxel grid, got {values!r}")
+    return Coordinate(int(v) for v in values)
+
+
+def _read(array: Array, like: Array, name: str) -> npt.NDArray:
+    """The data of ``array`` (called ``name`` in errors) inside ``like.roi``,
+    on ``like``'s voxel grid, as a numpy array.
+
+    Raises:
+        ValueError: another voxel size, or an ROI that does not cover
+            ``like.roi`` or is off its grid.
+    """
+    roi, voxel_size = like.roi, like.voxel_size
+    if array.voxel_size != voxel_size:
+        raise ValueError(
+            f"{name} has voxel size {array.voxel_size}, but the target has {voxel_size}"
+        )
+    if (array.roi.offset - roi.offset) % voxel_size != Coordinate((0,) * voxel_size.dims):
+        raise ValueError(
+            f"{name} ROI {array.roi} is not on the voxel grid of the target ROI {roi} "
+            f"(voxel size {voxel_size})"
+        )
+    if not array.roi.contains(roi):
+        raise ValueError(
+            f"{name} ROI {array.roi} does not cover the target ROI {roi} it is needed at"
+        )
     if roi == array.roi:
         return np.asarray(array.data)
     return np.asarray(array[roi])
@@ -321,3 +398,61 @@ def _channel_array(data: npt.NDArray, like: Array) -> Array:
         axis_names=["c^", *spatial],
         units=like.units,
     )
+
+
+def _finite(name: str, value: Any) -> float:
+    """``value`` as a float, checked to be a finite real number (numpy
+    scalars included, bools excluded).
+
+    Raises:
+        TypeError: ``value`` is not a real number.
+        ValueError: ``value`` is NaN, infinite or too large for a float.
+    """
+    if not F.is_real(value):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        as_float = float(value)
+    except OverflowError:
+        as_float = math.inf
+    if not math.isfinite(as_float):
+        raise ValueError(f"{name} must be finite, got {name}={value!r}")
+    return as_float
+
+
+def _check_channels(channels: Any) -> list[str]:
+    """``channels`` as a list, checked: a non-empty sequence of unique,
+    non-empty strings."""
+    if isinstance(channels, str) or not isinstance(channels, Sequence) or len(channels) == 0:
+        raise ValueError(f"channels must be a non-empty list of names, got {channels!r}")
+    names = list(channels)
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"channels must be non-empty strings, got {name!r} in {names}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"channels must be unique, got {names}")
+    return names
+
+
+# class ids are compared with label volumes of any integer dtype up to uint64
+_MAX_CLASS_ID = int(np.iinfo(np.uint64).max)
+
+
+def _check_class_ids(class_ids: Any, classes: int) -> tuple[int, ...]:
+    """``class_ids`` (``None``: ``1..classes``) as a tuple of Python ints,
+    checked: ``classes`` unique integers in ``[0, 2**64)``."""
+    if class_ids is None:
+        return tuple(range(1, classes + 1))
+    if isinstance(class_ids, (str, bytes)) or not isinstance(class_ids, Sequence):
+        raise TypeError(f"class_ids must be a list of integers, got {class_ids!r}")
+    ids = list(class_ids)
+    for i in ids:
+        if not F.is_integer(i):
+            raise TypeError(f"class_ids must be integers, got {i!r} in class_ids={ids!r}")
+        if not 0 <= i <= _MAX_CLASS_ID:
+            raise ValueError(
+                f"class_ids must lie in [0, 2**64), the range of label dtypes, "
+                f"got {i!r} in class_ids={ids!r}"
+            )
+    if len(ids) != classes or len(set(ids)) != len(ids):
+        raise ValueError(f"class_ids must hold one unique id per channel ({classes}), got {ids!r}")
+    return tuple(int(i) for i in ids)

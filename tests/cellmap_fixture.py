@@ -15,6 +15,7 @@ voxels, so some coarse voxels hold exactly half of a class.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import zarr
-from funlib.geometry import Coordinate
+from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance.data import mean_pool, write_volume
 
@@ -125,3 +126,27 @@ def write_cellmap_fixture(
         for channel, data in labels.items():
             write_volume(container, f"{CROPS}/{crop}/{channel}", data, label_voxel_size, offset)
     return fixture
+
+
+def expected_labels(fixture, crop, roi, voxel_size):
+    """(gt, mask) at ``voxel_size`` over ``roi`` by the documented rule,
+    one coarse voxel at a time."""
+    voxel_size = Coordinate(voxel_size)
+    shape = roi.shape / voxel_size
+    gt = np.zeros((len(CHANNELS), *shape), dtype=np.uint8)
+    mask = np.zeros_like(gt)
+    fine = fixture.label_voxel_size
+    offset = fixture.crop_offsets[crop]
+    for c, channel in enumerate(CHANNELS):
+        if channel not in fixture.labels[crop]:
+            continue  # unknown: mask 0
+        labels = fixture.labels[crop][channel]
+        crop_roi = Roi(offset, Coordinate(labels.shape) * fine)
+        for index in itertools.product(*(range(s) for s in shape)):
+            voxel = Roi(roi.begin + Coordinate(index) * voxel_size, voxel_size)
+            if not crop_roi.contains(voxel):
+                continue  # partly or not covered by the crop: not labelled
+            block = labels[((voxel - offset) / fine).to_slices()]
+            gt[(c, *index)] = 2 * np.count_nonzero(block) > block.size
+            mask[(c, *index)] = 1
+    return gt, mask

@@ -12,7 +12,7 @@ from funlib.persistence import open_ds
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
-from gp_hotdistance.data import OffGridWarning, open_volume, write_volume
+from gp_hotdistance.data import OffGridWarning, open_volume, prepare_volume, write_volume
 from tests.cellmap_fixture import add_level
 
 
@@ -116,15 +116,29 @@ def test_top_level_transform(tmp_path):
     volume = open_volume(group / "s1")
     assert volume.voxel_size == Coordinate(16, 16, 16)
     assert volume.offset == Coordinate(12, 4, -4)
-    # chosen for V = 16 (the level at V), then moved onto the 16 grid
-    with pytest.warns(OffGridWarning, match=r"img/s1: .* moved by \(4, -4, 4\)"):
+    # V = 16: s1 (the level at V) is off the 16 grid, s0 at (8, 0, -8) is on
+    # the grid of its own 8-nm voxels, so s0 is chosen and nothing moves
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         volume = open_volume(group, (16, 16, 16))
-    assert volume.path.endswith("img/s1")
-    assert volume.offset == Coordinate(16, 0, 0)
+    assert volume.path.endswith("img/s0")
+    assert volume.offset == Coordinate(8, 0, -8)
+
+
+def test_on_grid_level_preferred_over_moving_one(tmp_path):
+    # CellMap-style pyramid: s1 and s2 carry half-voxel translations, s0 is on its grid
+    group = _pyramid(tmp_path, translations=((0, 0, 0), (4, 4, 4), (6, 6, 6)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for target in ((8, 8, 8), (16, 16, 16), (32, 32, 32), (4, 4, 4)):
+            volume = open_volume(group, target)
+            assert volume.path.endswith("img/s0"), target
+            assert volume.offset == Coordinate(0, 0, 0)
 
 
 def test_off_grid_translation_moves_and_warns(tmp_path):
-    group = _pyramid(tmp_path, translations=((0, 0, 0), (4, 4, 4), (6, 6, 6)))
+    # no level is on its grid: the preferred level is moved, with a warning
+    group = _pyramid(tmp_path, translations=((2, 2, 2), (4, 4, 4), (6, 6, 6)))
     # s1 at 8 nm translated by 4: nearest multiple of 8 is 0 (ties move down)
     with pytest.warns(OffGridWarning, match=r"img/s1: .* moved by \(-4, -4, -4\)"):
         volume = open_volume(group, (8, 8, 8))
@@ -133,11 +147,10 @@ def test_off_grid_translation_moves_and_warns(tmp_path):
     with pytest.warns(OffGridWarning, match=r"img/s2: .* moved by \(-6, -6, -6\)"):
         assert open_volume(group, (16, 16, 16)).offset == Coordinate(0, 0, 0)
     # s2 seen from V = 32 is finer: grid of its own voxel size 16
-    with pytest.warns(OffGridWarning, match=r"moved by \(-6, -6, -6\)"):
+    with pytest.warns(OffGridWarning, match=r"img/s2: .* moved by \(-6, -6, -6\)"):
         assert open_volume(group, (32, 32, 32)).offset == Coordinate(0, 0, 0)
-    # s0 is on its grid: no warning
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    # s0 at 4 nm translated by 2: a tie on the 4 grid, moves down by 2
+    with pytest.warns(OffGridWarning, match=r"img/s0: .* moved by \(-2, -2, -2\)"):
         assert open_volume(group, (4, 4, 4)).offset == Coordinate(0, 0, 0)
 
 
@@ -198,3 +211,27 @@ def test_errors(tmp_path):
         volume.read(Roi((0, 0), (15, 8)))
     with pytest.raises(ValueError, match=r"a.zarr: ROI .* is not on the dataset's voxel grid"):
         volume.read(Roi((1, 0), (3, 8)))
+
+
+def test_prepare_volume_filled_block_by_block(tmp_path):
+    array = prepare_volume(
+        tmp_path / "out.zarr",
+        "seg",
+        (2, 6, 4),
+        np.uint8,
+        (8, 4),
+        (-16, 4),
+        channel_axis=True,
+        chunks=(1, 3, 2),
+    )
+    assert array.chunks == (1, 3, 2)
+    assert not np.asarray(array).any()  # empty: fill value 0
+    array[:, 3:, 2:] = 7  # one block
+    written = open_ds(str(tmp_path / "out.zarr/seg/s0"))
+    assert written.roi == Roi((-16, 4), (48, 16))
+    block = Roi((8, 12), (24, 8))
+    np.testing.assert_array_equal(written[block], np.full((2, 3, 2), 7))
+    with pytest.raises(ValueError, match=r"seg: shape \(6, 4\) does not have 2 spatial axes after"):
+        prepare_volume(
+            tmp_path / "out.zarr", "seg", (6, 4), np.uint8, (8, 4), (0, 0), channel_axis=True
+        )

@@ -11,37 +11,13 @@ import pytest
 from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance.data import OffGridWarning, Sample, expand_label_template, write_volume
-from tests.cellmap_fixture import BIG_ID, CHANNELS, write_cellmap_fixture
+from tests.cellmap_fixture import BIG_ID, CHANNELS, expected_labels, write_cellmap_fixture
 
 GEOMETRIES = {
     "3d": dict(voxel_size=(8, 8, 8), label_factors=(2, 2, 2)),
     "3d-anisotropic": dict(voxel_size=(40, 8, 8), label_factors=(1, 2, 2)),
     "2d": dict(voxel_size=(8, 8), label_factors=(2, 2)),
 }
-
-
-def expected_labels(fixture, crop, roi, voxel_size):
-    """(gt, mask) at ``voxel_size`` over ``roi`` by the documented rule,
-    one coarse voxel at a time."""
-    voxel_size = Coordinate(voxel_size)
-    shape = roi.shape / voxel_size
-    gt = np.zeros((len(CHANNELS), *shape), dtype=np.uint8)
-    mask = np.zeros_like(gt)
-    fine = fixture.label_voxel_size
-    offset = fixture.crop_offsets[crop]
-    for c, channel in enumerate(CHANNELS):
-        if channel not in fixture.labels[crop]:
-            continue  # unknown: mask 0
-        labels = fixture.labels[crop][channel]
-        crop_roi = Roi(offset, Coordinate(labels.shape) * fine)
-        for index in itertools.product(*(range(s) for s in shape)):
-            voxel = Roi(roi.begin + Coordinate(index) * voxel_size, voxel_size)
-            if not crop_roi.contains(voxel):
-                continue  # partly or not covered by the crop: not labelled
-            block = labels[((voxel - offset) / fine).to_slices()]
-            gt[(c, *index)] = 2 * np.count_nonzero(block) > block.size
-            mask[(c, *index)] = 1
-    return gt, mask
 
 
 def test_expand_label_template():
@@ -163,18 +139,20 @@ def test_read_raw_levels(tmp_path):
     assert raw.dtype == np.float32
     np.testing.assert_array_equal(raw, fixture.raw[window])
 
-    with pytest.warns(OffGridWarning, match=r"fibsem-uint8/s1: .* moved by \(-4, -4, -4\)"):
+    # V = 16: s1 (at V) is translated by half an s0 voxel, s0 is on the grid:
+    # raw is mean-pooled from s0 (2x), nothing moves, nothing warns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OffGridWarning)
         sample = Sample(fixture.raw_path, labels, CHANNELS, (16, 16, 16))
-    assert sample.raw.path.endswith("s1")
-    s1 = np.asarray(sample.raw.array)
-    np.testing.assert_array_equal(sample.read_raw(Roi((-32,) * 3, (32,) * 3)), s1[:2, :2, :2])
-
-    with pytest.warns(OffGridWarning):
-        sample = Sample(fixture.raw_path, labels, CHANNELS, (32, 32, 32))
-    raw = sample.read_raw(Roi((0,) * 3, (64,) * 3))  # mean-pooled from s1 (2x)
-    for index in itertools.product(range(2), repeat=3):
-        block = s1[tuple(slice(2 + 2 * i, 4 + 2 * i) for i in index)]
-        assert raw[index] == np.float32(block.astype(np.float64).mean())
+    assert sample.raw.path.endswith("s0")
+    for target, factor in (((16,) * 3, 2), ((32,) * 3, 4)):
+        sample = Sample(fixture.raw_path, labels, CHANNELS, target)
+        roi = Roi((-32,) * 3, (2 * target[0],) * 3)
+        raw = sample.read_raw(roi)
+        assert raw.shape == (2, 2, 2)
+        for index in itertools.product(range(2), repeat=3):
+            block = fixture.raw[tuple(slice(factor * i, factor * (i + 1)) for i in index)]
+            assert raw[index] == np.float32(block.astype(np.float64).mean())
 
 
 def test_errors(tmp_path):
@@ -203,3 +181,22 @@ def test_errors(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # everything above at V = 8 is on the grid
         Sample(fixture.raw_path, labels, CHANNELS, (8, 8, 8))
+
+
+def test_reads_touch_only_the_needed_chunks(tmp_path):
+    fixture = write_cellmap_fixture(tmp_path)  # raw s0 in chunks of 8 voxels, offset -4 V
+    sample = Sample(fixture.raw_path, fixture.label_paths("crop9"), CHANNELS, (8, 8, 8))
+    # crop 9's labelled ROI is raw voxels [22, 30): chunks 2 and 3 per axis
+    chunks = tmp_path / "jrc_x.zarr/recon-1/em/fibsem-uint8/s0"
+    corrupted = 0
+    for path in chunks.glob("*/*/*"):
+        index = [int(p) for p in path.relative_to(chunks).parts]
+        if not all(i in (2, 3) for i in index):
+            path.write_bytes(b"not a chunk")
+            corrupted += 1
+    assert corrupted == 4**3 - 2**3
+    roi = sample.labelled_roi
+    window = ((roi - fixture.raw_offset) / 8).to_slices()
+    np.testing.assert_array_equal(sample.read_raw(roi), fixture.raw[window])
+    with pytest.raises(RuntimeError):  # a corrupted chunk, were it read
+        sample.read_raw(Roi((-32, -32, -32), (8, 8, 8)))

@@ -70,19 +70,19 @@ class SampleSource(gp.BatchProvider):
             data = self.sample.read_raw(roi)
             if np.issubdtype(self.sample.raw.dtype, np.integer):
                 data /= np.float32(np.iinfo(self.sample.raw.dtype).max)
-            batch[self.raw] = gp.Array(data, self._array_spec(self.raw, roi))
+            batch[self.raw] = gp.Array(data, self._output_spec(self.raw, roi))
         labels = {}
         for index, key in enumerate((self.gt, self.mask)):
             if key is None or key not in request:
                 continue
             roi = request[key].roi
-            where = (tuple(roi.offset), tuple(roi.shape))  # Roi is not hashable
-            if where not in labels:
-                labels[where] = self.sample.read_labels(roi)
-            batch[key] = gp.Array(labels[where][index], self._array_spec(key, roi))
+            region = (tuple(roi.begin), tuple(roi.shape))
+            if region not in labels:
+                labels[region] = self.sample.read_labels(roi)
+            batch[key] = gp.Array(labels[region][index], self._output_spec(key, roi))
         return batch
 
-    def _array_spec(self, key: gp.ArrayKey, roi: Roi) -> gp.ArraySpec:
+    def _output_spec(self, key: gp.ArrayKey, roi: Roi) -> gp.ArraySpec:
         spec = self.spec[key].copy()
         spec.roi = roi
         return spec

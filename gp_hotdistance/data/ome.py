@@ -23,8 +23,11 @@ Conventions:
 - With a training voxel size ``V``, a multiscale level is chosen: the level at
   ``V`` if there is one, else the coarsest level finer than ``V`` by integer
   factors on every axis, else the finest level coarser than (or mixed with)
-  ``V`` by integer factors. No level at an integer ratio is an error naming the
-  dataset, its voxel sizes and ``V``.
+  ``V`` by integer factors. Among the level at ``V`` and the finer ones, those
+  that need no move (below) come first, so a level is moved only when none at
+  or finer than ``V`` can be resampled in place. No
+  level at an integer ratio is an error naming the dataset, its voxel sizes
+  and ``V``.
 - Off-grid translations: with ``V`` given, the offset is moved to the nearest
   multiple of the dataset's voxel size on axes where that is finer than (or
   equal to) ``V``, of ``V`` on the others (ties move down). The move is at most
@@ -215,20 +218,38 @@ def _integer_voxel_size(name: str, level: str, scale: Sequence[float]) -> Coordi
 
 
 def _choose_level(name: str, levels: list[_Level], target: Coordinate) -> _Level:
-    """The level at ``target``, else the coarsest finer one, else the finest
-    coarser (or mixed) one, all by integer factors per axis."""
-    for level in levels:
-        if level[1] == target:
-            return level
+    """The level to resample to ``target``, by integer factors per axis: the
+    level at ``target``, else the coarsest finer one, else the finest coarser
+    (or mixed) one; among the level at ``target`` and the finer ones, those
+    whose translation needs no move come first (CellMap's coarser levels are
+    translated by half a finer voxel), so a level is moved only when no level
+    at or finer than ``target`` can be resampled in place."""
     usable = [lvl for lvl in levels if _integer_ratio(lvl[1], target)]
-    finer = [lvl for lvl in usable if all(v <= t for v, t in zip(lvl[1], target, strict=True))]
-    if finer:
-        return max(finer, key=lambda lvl: np.prod(lvl[1]))
-    if usable:
-        return min(usable, key=lambda lvl: np.prod(lvl[1]))
-    raise ValueError(
-        f"{name}: no multiscale level has an integer ratio to the training voxel size "
-        f"{target}; level voxel sizes are {[tuple(lvl[1]) for lvl in levels]}"
+    if not usable:
+        raise ValueError(
+            f"{name}: no multiscale level has an integer ratio to the training voxel size "
+            f"{target}; level voxel sizes are {[tuple(lvl[1]) for lvl in levels]}"
+        )
+    at = [lvl for lvl in usable if lvl[1] == target]
+    finer = [
+        lvl
+        for lvl in usable
+        if lvl[1] != target and all(v <= t for v, t in zip(lvl[1], target, strict=True))
+    ]
+    finer.sort(key=lambda lvl: -np.prod(lvl[1]))  # coarsest first
+    ordered = at + finer
+    if ordered:
+        on_grid = [lvl for lvl in ordered if _on_grid(lvl, target)]
+        return (on_grid or ordered)[0]
+    return min(usable, key=lambda lvl: np.prod(lvl[1]))
+
+
+def _on_grid(level: _Level, target: Coordinate) -> bool:
+    """Whether ``level``'s translation needs no move to be resampled to ``target``."""
+    _, voxel_size, translation = level
+    return all(
+        t % (v if v <= g else g) == 0
+        for t, v, g in zip(translation, voxel_size, target, strict=True)
     )
 
 

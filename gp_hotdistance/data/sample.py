@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -73,7 +73,7 @@ class Sample:
         raw: path of the raw volume (multiscale group or array).
         labels: ``{channel: path}`` (one binary/instance dataset per class;
             channels without an entry are unknown here), or one class-id
-            dataset path (with ``class_ids``).
+            dataset path (with ``class_ids``), which annotates every channel.
         channels: the class names, in channel order.
         voxel_size: the training voxel size ``V`` (integer world units).
         class_ids: for a class-id dataset, the id of each channel, as a list
@@ -162,6 +162,7 @@ class Sample:
         shape = (len(self.channels), *(roi.shape / self.voxel_size))
         gt = np.zeros(shape, dtype=np.uint8)
         mask = np.zeros(shape, dtype=np.uint8)
+        windows: dict = {}  # a dataset window shared by channels is read once
         for i, channel in enumerate(self.channels):
             labelled = self.labelled_rois[channel]
             if labelled is None:
@@ -172,7 +173,7 @@ class Sample:
             index = ((inside - roi.offset) / self.voxel_size).to_slices()
             class_id = None if self.class_ids is None else self.class_ids[channel]
             gt[(i, *index)] = _read_resampled(
-                self.labels[channel], inside, self.voxel_size, downsample_labels, class_id
+                self.labels[channel], inside, self.voxel_size, downsample_labels, class_id, windows
             )
             if self.mask is None:
                 mask[(i, *index)] = 1
@@ -181,7 +182,7 @@ class Sample:
             if not known.empty:
                 index = ((known - roi.offset) / self.voxel_size).to_slices()
                 mask[(i, *index)] = _read_resampled(
-                    self.mask, known, self.voxel_size, downsample_all, None
+                    self.mask, known, self.voxel_size, downsample_all, None, windows
                 )
         return gt, mask
 
@@ -210,16 +211,27 @@ def _class_ids(
     return {c: int(i) for c, i in zip(channels, class_ids, strict=True)}
 
 
-def _read_resampled(volume: Volume, roi: Roi, voxel_size: Coordinate, down, class_id: int | None):
+def _read_resampled(
+    volume: Volume,
+    roi: Roi,
+    voxel_size: Coordinate,
+    down: Callable[[npt.NDArray, Sequence[int]], npt.NDArray[np.bool_]],
+    class_id: int | None,
+    windows: dict,
+) -> npt.NDArray[np.uint8]:
     """Binary (uint8) ``volume`` over ``roi`` (on the ``voxel_size`` grid,
     inside the volume's ROI shrunk to it) at ``voxel_size``: read the window
-    of dataset voxels covering ``roi``, binarise, upsample the coarser axes
-    (nearest), reduce the finer ones with ``down``, crop."""
+    of dataset voxels covering ``roi`` (or take it from ``windows``), binarise,
+    upsample the coarser axes (nearest), reduce the finer ones with ``down``,
+    crop."""
     up = Coordinate(max(v // t, 1) for v, t in zip(volume.voxel_size, voxel_size, strict=True))
     factors = Coordinate(max(t // v, 1) for v, t in zip(volume.voxel_size, voxel_size, strict=True))
     # grow to the dataset's voxel grid on the coarser axes (a no-op elsewhere)
     window = (roi - volume.offset).snap_to_grid(volume.voxel_size, mode="grow") + volume.offset
-    data = volume.read(window)
+    key = (volume.path, tuple(window.begin), tuple(window.shape))
+    if key not in windows:
+        windows[key] = volume.read(window)
+    data = windows[key]
     if class_id is None:
         binary = data != 0
     else:

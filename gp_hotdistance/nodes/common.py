@@ -91,7 +91,8 @@ def upstream_spec(node: gp.BatchFilter, key: Any, role: str) -> gp.ArraySpec:
     a spatial array with a voxel size.
 
     Raises:
-        ValueError: ``key`` is not provided upstream or has no voxel size.
+        ValueError: ``key`` is not provided upstream, or has no ROI or no
+            positive voxel size.
     """
     if key not in node.spec:
         offered = sorted(str(k) for k in node.spec.array_specs)
@@ -103,6 +104,11 @@ def upstream_spec(node: gp.BatchFilter, key: Any, role: str) -> gp.ArraySpec:
         raise ValueError(
             f"{node.name()}: {role} {key} must be a spatial array with a ROI and a voxel "
             f"size, got roi={spec.roi}, voxel_size={spec.voxel_size}"
+        )
+    if not all(v is not None and v > 0 for v in spec.voxel_size):
+        raise ValueError(
+            f"{node.name()}: {role} {key} has voxel size {spec.voxel_size}; "
+            "it must be positive on every axis"
         )
     return spec
 

@@ -48,8 +48,9 @@ class DistanceMaskNode(ContextFilter):
     Args:
         predictor: A :class:`~gp_hotdistance.HotDistancePredictor`.
         target: The ``2C``-channel target (from :class:`TargetNode`).
-        mask: ``(C, *spatial)`` or ``(*spatial)``, 1 = annotated; ``None``
-            means all ones.
+        mask: ``(C, *spatial)`` or ``(*spatial)``, 1 = annotated, 0 =
+            unknown (float: values in ``[0, 1]``; integer: 0/1; others fail
+            the batch, context voxels included); ``None`` means all ones.
         distance_mask: The key to provide.
     """
 

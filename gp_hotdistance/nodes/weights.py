@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import gunpowder as gp
@@ -45,7 +46,10 @@ class WeightNode(ContextFilter):
             but it must be provided upstream with GT's voxel size, and weights
             are only advertised where it is.
         weights: The key to provide.
-        mask: ``(C, *spatial)`` or ``(*spatial)``; ``None`` means all ones.
+        mask: ``(C, *spatial)`` or ``(*spatial)``, 1 = annotated, 0 =
+            unknown; float masks may hold weights in ``[0, 1]``, integer
+            masks only 0/1, anything else (NaN, 255, -1) fails the batch
+            before the counts change. ``None`` means all ones.
         distance_mask: From :class:`DistanceMaskNode`; required exactly when
             ``predictor.mask_distances``.
         moving_counts: Keep the counts across batches.
@@ -94,21 +98,27 @@ class WeightNode(ContextFilter):
             ]
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the moving counts saved by :meth:`state_dict`.
 
+        The counts are checked before they replace the current ones: ``2C``
+        dicts, each with exactly the classes ``"0"`` and ``"1"`` (or ints),
+        each a pair ``[num, den]`` of finite numbers with ``num >= 0`` and
+        ``den >= 1`` (see :func:`gp_hotdistance.functional.check_moving_counts`).
+
         Raises:
-            ValueError: the state holds a number of channels other than ``2C``.
+            TypeError: ``state`` is not a dict, or a count has the wrong type.
+            ValueError: ``state`` has no ``"moving_counts"``, the number of
+                channels is not ``2C``, or a class or value is wrong.
         """
-        counts = [
-            {int(c): (num, den) for c, (num, den) in channel.items()}
-            for channel in state["moving_counts"]
-        ]
-        if len(counts) != self.predictor.embedding_dims:
-            raise ValueError(
-                f"{self.name()}: state holds moving counts for {len(counts)} channels, "
-                f"expected {self.predictor.embedding_dims}"
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"{self.name()}: state must be a dict as saved by state_dict(), got {state!r}"
             )
+        if "moving_counts" not in state:
+            raise ValueError(f"{self.name()}: state has no 'moving_counts', got keys {list(state)}")
+        with errors_about(self, self.weights):
+            counts = F.check_moving_counts(state["moving_counts"], self.predictor.embedding_dims)
         self.moving_counts = counts
 
     def setup(self) -> None:

@@ -18,10 +18,11 @@ large raw volume. ``PreCache`` sits before ``WeightNode`` so that the moving
 class counts live in the requesting process (``train`` saves them beside
 every checkpoint).
 
-The demo: a config whose data is the old form with ``container: null`` (the
-default), or whose sample paths lie inside a ``demo_data.zarr`` container
-that does not exist yet, trains on :func:`pipelines.demo_data.make_cellmap_demo`
-written there (into the run directory for the default).
+The demo: a config whose data is the container form with ``container: null``
+(the default) trains on :func:`pipelines.demo_data.make_cellmap_demo` in
+``<run directory>/demo_data.zarr``; any ``demo_data.zarr`` container that a
+samples-form config names and that is missing is generated the same way
+(``configs/demo_2d.yaml`` names ``runs/demo/demo_data.zarr``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from funlib.geometry import Coordinate, Roi
 from gp_hotdistance import DistanceMaskNode, TargetNode, WeightNode
 from gp_hotdistance.data import Sample, sample_sources, write_volume
 from pipelines.common import make_predictor
-from pipelines.config import Config, ConfigError, SampleConfig, expand_labels, from_dict
+from pipelines.config import Config, ConfigError, SampleConfig, SamplesDataConfig, from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -87,58 +88,74 @@ class Data:
 
 
 def resolve_data(config: Config, out: Path) -> Config:
-    """``config`` with its data in the new form, generating the demo if
-    needed (see the module docs). The old form with a container is refused
-    with the new form spelled out."""
+    """``config`` with its data in the samples form: the container form with
+    ``container: null`` (the default) becomes the demo in
+    ``out/demo_data.zarr`` (nothing is written here; see
+    :func:`generate_demo_data`). The container form with a container is
+    refused with the samples form spelled out."""
     from pipelines.demo_data import make_cellmap_demo
 
-    data = config.data
-    if not data.new_form:
-        if data.container is not None:
-            raise ConfigError(
-                f"data.container {data.container!r}: the single-container data form is no "
-                "longer read. Write the data section as\n"
-                "  data:\n"
-                "    voxel_size: [8, 8, 8]        # training voxel size, world units\n"
-                "    samples:\n"
-                "      - raw: data.zarr/raw          # OME-NGFF multiscale group or funlib array\n"
-                "        labels: data.zarr/labels    # class-id dataset (with class_ids), or\n"
-                "                                    # {mito: path, er: path}, or crop/[mito,er]\n"
-                "        mask: data.zarr/mask        # optional, 1 = annotated\n"
-                "    eval: {raw: ..., labels: ...}   # optional held-out sample\n"
-                "(paths relative to the config file; see the README)"
-            )
-        path = Path(out) / DEMO_CONTAINER
-        demo = _demo_if_missing(config, path, make_cellmap_demo)
-        return config.replace(data=from_dict({"data": demo.data_section()}).data)
-    for sample in [*data.samples, *([data.eval] if data.eval is not None else [])]:
-        for path in _paths(sample, config.channels):
-            container = next((p for p in Path(path).parents if p.name == DEMO_CONTAINER), None)
-            if container is not None:
-                _demo_if_missing(config, container, make_cellmap_demo)
-    return config
-
-
-def _demo_if_missing(config: Config, path: Path, make_cellmap_demo):
-    from pipelines.demo_data import CROP_BOXES, CROPS_PATH
-
-    last = path / CROPS_PATH / list(CROP_BOXES)[-1] / config.channels[-1] / "s0"
-    if not last.exists():  # written last: its presence means a complete demo
-        logger.info("generating demo data in %s", path)
-    voxel_size = config.data.voxel_size
-    return make_cellmap_demo(
-        path,
-        voxel_size=voxel_size,
-        classes=tuple(config.channels),
-        dims=config.dims,
-        anisotropic=voxel_size is not None and len(set(voxel_size)) > 1,
-        write=not last.exists(),
+    if isinstance(config.data, SamplesDataConfig):
+        return config
+    if config.data.container is not None:
+        raise ConfigError(
+            f"data.container {config.data.container!r}: train, preview and blockwise "
+            "--config no longer read the single-container form. Write the data section as\n"
+            "  data:\n"
+            "    voxel_size: [8, 8, 8]        # training voxel size, world units\n"
+            "    samples:\n"
+            "      - raw: data.zarr/raw          # OME-NGFF multiscale group or funlib array\n"
+            "        labels: data.zarr/labels    # class-id dataset (with class_ids), or\n"
+            "                                    # {mito: path, er: path}, or crop/[mito,er]\n"
+            "        mask: data.zarr/mask        # optional, 1 = annotated\n"
+            "    eval: {raw: ..., labels: ...}   # optional held-out sample\n"
+            "(paths relative to the config file; see the README)"
+        )
+    demo = make_cellmap_demo(
+        Path(out).absolute() / DEMO_CONTAINER, write=False, **_demo_kwargs(config)
     )
+    return config.replace(data=from_dict({"data": demo.data_section()}).data)
 
 
-def _paths(sample: SampleConfig, channels: list[str]) -> list[str]:
-    labels = expand_labels(sample.labels, channels)
-    paths = [sample.raw, *(labels.values() if isinstance(labels, dict) else [labels])]
+def generate_demo_data(config: Config) -> list[Path]:
+    """Write the demo into every ``demo_data.zarr`` container that a path of
+    ``config`` (samples form) names and that is not complete yet; returns
+    the containers written."""
+    from pipelines.demo_data import CROP_BOXES, CROPS_PATH, make_cellmap_demo
+
+    containers = set()
+    for sample in _samples(config):
+        for path in _paths(sample):
+            containers.update(p for p in Path(path).parents if p.name == DEMO_CONTAINER)
+    written = []
+    for container in sorted(containers):
+        # the last class of the last crop is written last: its presence means complete
+        last = container / CROPS_PATH / list(CROP_BOXES)[-1] / config.channels[-1] / "s0"
+        if not last.exists():
+            logger.info("generating demo data in %s", container)
+            make_cellmap_demo(container, **_demo_kwargs(config))
+            written.append(container)
+    return written
+
+
+def _demo_kwargs(config: Config) -> dict:
+    voxel_size = getattr(config.data, "voxel_size", None)
+    return {
+        "voxel_size": voxel_size,
+        "classes": tuple(config.channels),
+        "dims": config.dims,
+        "anisotropic": voxel_size is not None and len(set(voxel_size)) > 1,
+    }
+
+
+def _samples(config: Config) -> list[SampleConfig]:
+    data = config.data
+    return [*data.samples, *([data.eval] if data.eval is not None else [])]
+
+
+def _paths(sample: SampleConfig) -> list[str]:
+    labels = sample.label_datasets
+    paths = [sample.raw, *(labels.values() if labels is not None else [sample.labels])]
     return paths + ([sample.mask] if sample.mask is not None else [])
 
 
@@ -148,7 +165,7 @@ def open_sample(config: Config, sample: SampleConfig, where: str) -> Sample:
     try:
         return Sample(
             sample.raw,
-            expand_labels(sample.labels, config.channels),
+            sample.label_datasets if sample.label_datasets is not None else sample.labels,
             config.channels,
             config.data.voxel_size,
             class_ids=config.data.class_ids,

@@ -8,358 +8,496 @@ optional and falls back to the defaults here (the embedded demo)::
     mask_distances: true
     data: {container: null, raw: raw, gt: gt, mask: mask,
            eval_raw: eval/raw, eval_gt: eval/gt}
-    model: {num_fmaps: 12, fmap_inc_factor: 2,
+    model: {num_fmaps: 12, fmap_inc_factor: 2, num_convs: 2, head_kernel_size: 1,
             downsample_factors: [[2, 2], [2, 2]], output_shape: [64, 64]}
     training: {iterations: 4000, batch_size: 1, learning_rate: 0.001, ...}
 
-``data.container: null`` means: generate the demo dataset into the output
-directory. Unknown keys and wrong types are refused with a ``ConfigError``
-naming the key and the value.
+``data`` takes one of two forms:
+
+- the *container form* (:class:`DataConfig`): one zarr ``container`` with
+  funlib.persistence metadata holding the datasets ``raw``, ``gt``, ``mask``,
+  ``eval_raw``, ``eval_gt``; ``container: null`` means: generate the demo
+  dataset into the output directory;
+- the *samples form* (:class:`SamplesDataConfig`) for real data::
+
+      data:
+        voxel_size: [8, 8, 8]      # training voxel size, world units
+        samples:
+          - raw: jrc_x.zarr/recon-1/em/fibsem-uint8
+            labels: jrc_x.zarr/recon-1/labels/groundtruth/crop7/[mito,er]
+          - raw: jrc_x.zarr/recon-1/em/fibsem-uint8
+            labels: {mito: jrc_x.zarr/recon-1/labels/groundtruth/crop9/mito}
+            mask: null             # optional annotated-region mask (1 = known)
+            weight: 1.0            # optional sampling weight (> 0)
+        eval: {raw: ..., labels: ...}   # optional held-out sample
+        class_ids: [1, 2]          # only with class-id labels: ``labels: path/to/ids``
+
+  ``labels`` is a bracket template (see :func:`expand_labels`, which is
+  :func:`gp_hotdistance.data.expand_label_template`), a mapping
+  from class to dataset, or a plain path to one class-id dataset.
+
+Paths (``data.container`` and every path of a sample) are absolute or
+relative to the directory of the config file; :func:`load_config` makes them
+absolute. Paths holding ``://`` (URLs) are kept as they are.
+
+Unknown keys, wrong types and out-of-range values are refused with one
+:class:`ConfigError` naming each key path and its value.
+
+Repeatability: ``training.seed`` seeds torch (network initialisation) and
+numpy's global generator, which gunpowder's random nodes (``RandomLocation``
+and the augmentations) draw from in the training process. It does not make
+a run with ``training.num_workers > 0`` repeatable: each ``PreCache`` worker
+process draws its own batches, and the order in which their batches arrive
+depends on timing. CUDA kernels may add non-determinism of their own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+
+# cellmap-data's bracket template: "crop7/[mito,er]" -> {"mito": "crop7/mito",
+# "er": "crop7/er"}; a template without exactly one [...] group is a ValueError
+from gp_hotdistance.data import expand_label_template as expand_labels
+
+#: Largest side of ``model.output_shape``, in voxels.
+MAX_OUTPUT_SIDE = 4096
+#: Most voxels in ``model.output_shape`` (256**3 = 4096**2). The first layer
+#: alone holds ``batch_size * num_fmaps * voxels`` float32 values, so a typo
+#: such as ``[2048, 2048, 2048]`` would otherwise ask for tens of GiB before
+#: failing.
+MAX_OUTPUT_VOXELS = 2**24
+
+_SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+Name = Annotated[StrictStr, Field(min_length=1)]
+# union tags name the form in error locations; _locate drops them
+_CONTAINER_FORM = "(container form)"
+_SAMPLES_FORM = "(samples form)"
+_TEMPLATE = "(template)"
+_MAPPING = "(mapping)"
+_UNION_TAGS = {_CONTAINER_FORM, _SAMPLES_FORM, _TEMPLATE, _MAPPING}
+
+_CONTAINER_KEYS = {"container", "raw", "gt", "mask", "eval_raw", "eval_gt"}
+_SAMPLES_KEYS = {"voxel_size", "samples", "eval"}
 
 
 class ConfigError(ValueError):
     """A config file or value that cannot be used."""
 
 
-@dataclass(frozen=True)
-class SampleConfig:
-    """One annotated sample: a raw volume, its labels (a bracket template
-    ``.../crop7/[mito,er]``, a ``{class: path}`` mapping, or one class-id
-    dataset path), an optional mask (1 = known) and a sampling weight."""
-
-    raw: str
-    labels: str | dict[str, str]
-    mask: str | None = None
-    weight: float = 1.0
+def _resolve(path: str | None, info: ValidationInfo) -> str | None:
+    """``path`` joined to the ``base_dir`` of the validation context (the
+    config file's directory) unless absolute or a URL."""
+    base = (info.context or {}).get("base_dir")
+    if path is None or base is None or "://" in path or Path(path).is_absolute():
+        return path
+    return str(Path(base) / path)
 
 
-@dataclass(frozen=True)
+def _labels_form(value: Any) -> str:
+    return _MAPPING if isinstance(value, Mapping) else _TEMPLATE
+
+
+Labels = Annotated[
+    Annotated[Name, Tag(_TEMPLATE)] | Annotated[dict[Name, Name], Tag(_MAPPING)],
+    Discriminator(_labels_form),
+]
+
+
+@dataclass(frozen=True, config=_SECTION)
 class DataConfig:
-    """The data. New form: ``voxel_size`` (training voxel size, world
-    units), ``samples`` and an optional held-out ``eval`` sample, paths
-    absolute or relative to the config file. Old form (no ``samples``): a
-    zarr ``container`` with ``raw``/``gt``/``mask``/``eval_raw``/``eval_gt``
-    datasets; only ``container: null`` (the generated demo) is still read.
-    ``class_ids``: one id per channel for a class-id labels dataset."""
+    """The container form of ``data``: a zarr ``container`` with
+    funlib.persistence metadata (``None``: the generated demo) and dataset
+    names inside it. ``gt`` is channels-first binary or a class-id volume
+    (``class_ids``: one id per channel, default ``1..C``)."""
 
-    container: str | None = None
-    raw: str = "raw"
-    gt: str = "gt"
-    mask: str | None = "mask"
-    eval_raw: str | None = "eval/raw"
-    eval_gt: str | None = "eval/gt"
-    class_ids: list[int] | None = None
-    voxel_size: list[int] | None = None
-    samples: list[SampleConfig] | None = None
-    eval: SampleConfig | None = None
+    container: StrictStr | None = None
+    raw: Name = "raw"
+    gt: Name = "gt"
+    mask: Name | None = "mask"
+    eval_raw: Name | None = "eval/raw"
+    eval_gt: Name | None = "eval/gt"
+    class_ids: list[NonNegativeInt] | None = None
+
+    @field_validator("container")
+    @classmethod
+    def _resolve_container(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _resolve(value, info)
+
+
+@dataclass(frozen=True, config=_SECTION)
+class SampleConfig:
+    """One sample: a ``raw`` volume, its ``labels`` (template, mapping from
+    class to dataset, or one class-id dataset) and an optional ``mask`` of
+    the annotated region (1 = known)."""
+
+    raw: Name
+    labels: Labels
+    mask: Name | None = None
+
+    @field_validator("raw", "mask")
+    @classmethod
+    def _resolve_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _resolve(value, info)
+
+    @field_validator("labels")
+    @classmethod
+    def _resolve_labels(cls, value: str | dict[str, str], info: ValidationInfo) -> Any:
+        if isinstance(value, dict):
+            return {name: _resolve(path, info) for name, path in value.items()}
+        if "[" in value or "]" in value:
+            expand_labels(value)  # a malformed template is refused here
+        return _resolve(value, info)
 
     @property
-    def new_form(self) -> bool:
-        return self.samples is not None
+    def label_datasets(self) -> dict[str, str] | None:
+        """Class -> dataset path; ``None`` when ``labels`` is one class-id
+        dataset (then ``labels`` is its path)."""
+        if isinstance(self.labels, dict):
+            return dict(self.labels)
+        if "[" in self.labels:
+            return expand_labels(self.labels)
+        return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
+class TrainingSampleConfig(SampleConfig):
+    """A training sample; ``weight`` scales how often it is drawn."""
+
+    weight: Annotated[StrictFloat, Field(gt=0)] = 1.0
+
+
+@dataclass(frozen=True, config=_SECTION)
+class SamplesDataConfig:
+    """The samples form of ``data``: the training ``voxel_size`` (world
+    units, one per axis), at least one training sample, an optional held-out
+    ``eval`` sample and, for class-id labels only, ``class_ids``."""
+
+    voxel_size: list[PositiveInt]
+    samples: Annotated[list[TrainingSampleConfig], Field(min_length=1)]
+    eval: SampleConfig | None = None
+    class_ids: list[NonNegativeInt] | None = None
+
+
+def _data_form(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return _SAMPLES_FORM if _SAMPLES_KEYS & set(value) else _CONTAINER_FORM
+    return _SAMPLES_FORM if isinstance(value, SamplesDataConfig) else _CONTAINER_FORM
+
+
+Data = Annotated[
+    Annotated[DataConfig, Tag(_CONTAINER_FORM)] | Annotated[SamplesDataConfig, Tag(_SAMPLES_FORM)],
+    Discriminator(_data_form),
+]
+
+
+@dataclass(frozen=True, config=_SECTION)
 class ModelConfig:
     """UNet backbone and head; ``output_shape`` in voxels (the input shape
-    follows from the network)."""
+    follows from the network). ``head_kernel_size`` must be odd: the
+    backbone shrinks every axis by an even number of voxels and the head by
+    ``head_kernel_size - 1``, and tiled prediction needs the same context on
+    both sides."""
 
-    num_fmaps: int = 12
-    fmap_inc_factor: int = 2
-    downsample_factors: list[list[int]] = field(default_factory=lambda: [[2, 2], [2, 2]])
-    num_convs: int = 2
-    head_kernel_size: int = 1
-    output_shape: list[int] = field(default_factory=lambda: [64, 64])
+    num_fmaps: PositiveInt = 12
+    fmap_inc_factor: PositiveInt = 2
+    downsample_factors: Annotated[list[list[PositiveInt]], Field(min_length=1)] = dataclasses.field(
+        default_factory=lambda: [[2, 2], [2, 2]]
+    )
+    num_convs: PositiveInt = 2
+    head_kernel_size: PositiveInt = 1
+    output_shape: Annotated[list[PositiveInt], Field(min_length=2, max_length=3)] = (
+        dataclasses.field(default_factory=lambda: [64, 64])
+    )
+
+    @field_validator("head_kernel_size")
+    @classmethod
+    def _odd_head(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(
+                f"must be odd, got {value}: an even head kernel shrinks "
+                f"the output by an odd number of voxels, so the model's context is not the "
+                f"same on both sides and tiled prediction is impossible"
+            )
+        return value
+
+    @field_validator("output_shape")
+    @classmethod
+    def _bounded_output(cls, value: list[int]) -> list[int]:
+        if max(value) > MAX_OUTPUT_SIDE or math.prod(value) > MAX_OUTPUT_VOXELS:
+            raise ValueError(
+                f"{value} is too large: at most {MAX_OUTPUT_SIDE} voxels per "
+                f"side and {MAX_OUTPUT_VOXELS} in total (MAX_OUTPUT_SIDE, MAX_OUTPUT_VOXELS "
+                f"in pipelines/config.py)"
+            )
+        return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class TrainingConfig:
     """Optimisation and pipeline settings. The learning rate decays along a
     half cosine from ``learning_rate`` to ``final_lr_fraction`` of it over
     ``iterations``. ``device``: ``auto`` (CUDA when present), ``cpu`` or
-    ``cuda``. ``num_workers``: PreCache processes (0: none)."""
+    ``cuda``. ``num_workers``: PreCache processes (0: none). ``seed``: see
+    the module docstring for what it makes repeatable."""
 
-    iterations: int = 4000
-    batch_size: int = 1
-    learning_rate: float = 1e-3
-    final_lr_fraction: float = 0.05
-    save_every: int = 500
-    snapshot_every: int = 500
-    profile_every: int = 500
-    num_workers: int = 1
-    cache_size: int = 8
-    seed: int = 0
-    device: str = "auto"
-    augment: bool = True
+    iterations: PositiveInt = 4000
+    batch_size: PositiveInt = 1
+    learning_rate: Annotated[StrictFloat, Field(gt=0)] = 1e-3
+    final_lr_fraction: Annotated[StrictFloat, Field(ge=0, le=1)] = 0.05
+    save_every: PositiveInt = 500
+    snapshot_every: PositiveInt = 500
+    profile_every: PositiveInt = 500
+    num_workers: NonNegativeInt = 1
+    cache_size: PositiveInt = 8
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**32)] = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    augment: StrictBool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class Config:
     """Everything a training run needs."""
 
-    channels: list[str] = field(default_factory=lambda: ["mito", "er"])
-    scale_factor: float = 40.0
-    mask_distances: bool = True
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    channels: Annotated[list[Name], Field(min_length=1)] = dataclasses.field(
+        default_factory=lambda: ["mito", "er"]
+    )
+    scale_factor: Annotated[StrictFloat, Field(gt=0)] = 40.0
+    mask_distances: StrictBool = True
+    data: Data = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _one_data_form(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            container, samples = _CONTAINER_KEYS & set(value), _SAMPLES_KEYS & set(value)
+            if container and samples:
+                raise ValueError(
+                    f"mixes the container form (keys {sorted(container)}) with the "
+                    f"samples form (keys {sorted(samples)}); use one of them"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        channels, dims = self.channels, self.dims
+        if len(set(channels)) != len(channels):
+            raise ValueError(f"channels must be unique, got {channels}")
+        for factors in self.model.downsample_factors:
+            if len(factors) != dims:
+                raise ValueError(
+                    f"model.downsample_factors entries must be {dims} positive ints (one per "
+                    f"axis of model.output_shape {self.model.output_shape}), got {factors}"
+                )
+        class_ids = self.data.class_ids
+        if class_ids is not None and (
+            len(class_ids) != len(channels) or len(set(class_ids)) != len(class_ids)
+        ):
+            raise ValueError(
+                f"data.class_ids must hold one unique id per channel {channels}, got {class_ids}"
+            )
+        if isinstance(self.data, SamplesDataConfig):
+            self._check_samples(self.data)
+        return self
+
+    def _check_samples(self, data: SamplesDataConfig) -> None:
+        if len(data.voxel_size) != self.dims:
+            raise ValueError(
+                f"data.voxel_size {data.voxel_size} must have {self.dims} entries, one per axis "
+                f"of model.output_shape {self.model.output_shape}"
+            )
+        named = [(f"data.samples[{i}]", s) for i, s in enumerate(data.samples)]
+        if data.eval is not None:
+            named.append(("data.eval", data.eval))
+        for where, sample in named:
+            classes = sample.label_datasets
+            if classes is None:
+                continue
+            if data.class_ids is not None:
+                raise ValueError(
+                    f"data.class_ids applies to class-id labels (one dataset), but {where}.labels "
+                    f"names a dataset per class; drop data.class_ids or give one dataset"
+                )
+            unknown = [name for name in classes if name not in self.channels]
+            if unknown:
+                raise ValueError(
+                    f"{where}.labels names class(es) {unknown} that are not in channels "
+                    f"{self.channels}"
+                )
 
     @property
     def dims(self) -> int:
+        """Spatial dimensions (2 or 3): the length of ``model.output_shape``."""
         return len(self.model.output_shape)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable values; :func:`from_dict` reads them back."""
         return dataclasses.asdict(self)
 
     def replace(self, **sections: Any) -> Config:
-        """A copy with whole sections or top-level values replaced."""
-        return dataclasses.replace(self, **sections)
+        """A validated copy with whole sections or top-level values replaced.
+
+        Raises:
+            ConfigError: the result is not a valid config.
+        """
+        try:
+            return dataclasses.replace(self, **sections)
+        except pydantic.ValidationError as error:
+            raise _config_error(error, "config") from None
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
+# the section class whose keys are listed for an unknown key, by the loc
+# element before it
+_KEYS_OF = {
+    (): Config,
+    ("data",): DataConfig,
+    (_CONTAINER_FORM,): DataConfig,
+    (_SAMPLES_FORM,): SamplesDataConfig,
+    ("eval",): SampleConfig,
+    ("model",): ModelConfig,
+    ("training",): TrainingConfig,
+}
 
 
-def _check_type(where: str, value: Any, annotation: str) -> Any:
-    """Check ``value`` against the (string) annotation of a config field."""
-    optional = annotation.endswith("| None")
-    base = annotation.removesuffix("| None").strip()
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{where} must not be null")
-    if base == "bool":
-        ok = isinstance(value, bool)
-    elif base == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif base == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif base == "str":
-        ok = isinstance(value, str)
-    elif base in ("list[str]", "list[int]"):
-        item = str if base == "list[str]" else int
-        ok = isinstance(value, list) and all(
-            isinstance(v, item) and not isinstance(v, bool) for v in value
-        )
-    elif base == "list[list[int]]":
-        ok = isinstance(value, list) and all(
-            isinstance(row, list) and all(isinstance(v, int) for v in row) for row in value
-        )
-    else:  # pragma: no cover - a field type this loader does not know
-        raise TypeError(f"unsupported config annotation {annotation}")
-    if not ok:
-        raise ConfigError(f"{where} must be {annotation}, got {value!r}")
-    return value
+def _locate(loc: tuple[str | int, ...]) -> str:
+    """``("data", "(samples form)", "samples", 0, "raw")`` -> ``data.samples[0].raw``."""
+    text = ""
+    for part in loc:
+        if part in _UNION_TAGS:
+            continue
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "config"
 
 
-def _build_sample(values: Any, where: str, base: Path | None) -> SampleConfig:
-    """A :class:`SampleConfig` with paths made absolute against ``base``."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping, got {values!r}")
-    known = {f.name for f in dataclasses.fields(SampleConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")
-    for key in ("raw", "labels"):
-        if key not in values:
-            raise ConfigError(f"{where}.{key} is missing")
-
-    def path(key: str, value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}.{key} must be a path, got {value!r}")
-        if base is not None and not Path(value).is_absolute():
-            return os.path.normpath(base / value)
-        return value
-
-    labels = values["labels"]
-    if isinstance(labels, dict):
-        labels = {str(c): path(f"labels.{c}", p) for c, p in labels.items()}
-        if not labels:
-            raise ConfigError(f"{where}.labels must name at least one class")
-    else:
-        labels = path("labels", labels)
-    mask = values.get("mask")
-    weight = values.get("weight", 1.0)
-    if (
-        isinstance(weight, bool)
-        or not isinstance(weight, (int, float))
-        or not (0 < weight < float("inf"))
-    ):
-        raise ConfigError(f"{where}.weight must be a finite number > 0, got {weight!r}")
-    return SampleConfig(
-        raw=path("raw", values["raw"]),
-        labels=labels,
-        mask=None if mask is None else path("mask", mask),
-        weight=float(weight),
+def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
+    parent = loc[-2:-1]
+    section = (
+        TrainingSampleConfig if parent and isinstance(parent[0], int) else _KEYS_OF.get(parent)
     )
+    return [f.name for f in dataclasses.fields(section)] if section else []
 
 
-def _build(cls: type, values: Any, where: str, base: Path | None = None) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping, got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{where}.{name}" if where != "config" else name
-        if name in _SECTIONS and cls is Config:
-            kwargs[name] = _build(_SECTIONS[name], value, key, base)
-        elif cls is DataConfig and name == "samples" and value is not None:
-            if not isinstance(value, list) or not value:
-                raise ConfigError(f"{key} must be a non-empty list of samples, got {value!r}")
-            kwargs[name] = [_build_sample(v, f"{key}[{i}]", base) for i, v in enumerate(value)]
-        elif cls is DataConfig and name == "eval":
-            kwargs[name] = None if value is None else _build_sample(value, key, base)
+def _config_error(error: pydantic.ValidationError, source: str) -> ConfigError:
+    """One readable :class:`ConfigError` listing each error's key path and value."""
+    lines = []
+    for item in error.errors(include_url=False):
+        where = _locate(item["loc"])
+        if where == "config" and item["type"] == "value_error":  # Config's cross-key checks
+            lines.append(item["ctx"]["error"])
+        elif item["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+            lines.append(f"{where}: unknown key; known: {_known_keys(item['loc'])}")
+        elif item["type"] == "value_error":  # our own checks name key and value
+            lines.append(f"{where}: {item['ctx']['error']}")
         else:
-            kwargs[name] = _check_type(key, value, str(fields[name].type))
-    return cls(**kwargs)
+            lines.append(f"{where}: {item['msg']}, got {item['input']!r}")
+    if len(lines) == 1:
+        return ConfigError(f"{source}: {lines[0]}")
+    return ConfigError(f"{source} has {len(lines)} errors:\n  " + "\n  ".join(lines))
 
 
-def validate(config: Config) -> Config:
-    """Check the values that types alone do not; return ``config``."""
-    dims = config.dims
-    if dims not in (2, 3):
-        raise ConfigError(
-            f"model.output_shape must have 2 or 3 entries, got {config.model.output_shape}"
+def from_dict(
+    values: Mapping[str, Any], base_dir: str | Path | None = None, source: str = "config"
+) -> Config:
+    """Build and validate a config from a plain mapping. Relative paths are
+    taken relative to ``base_dir`` (``None``: kept as they are).
+
+    Raises:
+        ConfigError: names each bad key path and its value (``source``
+            prefixes the message).
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source} must be a mapping of sections, got {values!r}")
+    base = None if base_dir is None else str(Path(base_dir).absolute())
+    try:
+        return pydantic.TypeAdapter(Config).validate_python(
+            dict(values), context={"base_dir": base}
         )
-    if not config.channels or len(set(config.channels)) != len(config.channels):
-        raise ConfigError(f"channels must be non-empty and unique, got {config.channels}")
-    if not config.scale_factor > 0:
-        raise ConfigError(f"scale_factor must be positive, got {config.scale_factor}")
-    for factors in config.model.downsample_factors:
-        if len(factors) != dims or any(f < 1 for f in factors):
-            raise ConfigError(
-                f"model.downsample_factors entries must be {dims} positive ints "
-                f"(one per axis of output_shape), got {factors}"
-            )
-    if any(s < 1 for s in config.model.output_shape):
-        raise ConfigError(f"model.output_shape must be positive, got {config.model.output_shape}")
-    training = config.training
-    for name in ("iterations", "batch_size", "save_every", "snapshot_every", "profile_every"):
-        if getattr(training, name) < 1:
-            raise ConfigError(f"training.{name} must be >= 1, got {getattr(training, name)}")
-    if training.num_workers < 0 or training.cache_size < 1:
-        raise ConfigError(
-            f"training.num_workers must be >= 0 and training.cache_size >= 1, got "
-            f"{training.num_workers} and {training.cache_size}"
-        )
-    if not training.learning_rate > 0:
-        raise ConfigError(f"training.learning_rate must be positive, got {training.learning_rate}")
-    if not 0 <= training.final_lr_fraction <= 1:
-        raise ConfigError(
-            f"training.final_lr_fraction must be in [0, 1], got {training.final_lr_fraction}"
-        )
-    if training.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"training.device must be auto, cpu or cuda, got {training.device!r}")
-    if config.data.class_ids is not None and len(config.data.class_ids) != len(config.channels):
-        raise ConfigError(
-            f"data.class_ids must hold one id per channel {config.channels}, "
-            f"got {config.data.class_ids}"
-        )
-    _validate_data(config)
-    return config
+    except pydantic.ValidationError as error:
+        raise _config_error(error, source) from None
 
 
-OLD_FORM_KEYS = ("container", "raw", "gt", "mask", "eval_raw", "eval_gt")
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ConfigError(f"key(s) {repeated} given more than once")
+    return dict(pairs)
 
 
-def _validate_data(config: Config) -> None:
-    data = config.data
-    new_keys = [k for k in ("voxel_size", "eval") if getattr(data, k) is not None]
-    if not data.new_form:
-        if new_keys:
-            raise ConfigError(f"data.{new_keys[0]} needs data.samples (the new data form)")
-        return
-    defaults = DataConfig()
-    old = [k for k in OLD_FORM_KEYS if getattr(data, k) != getattr(defaults, k)]
-    if old:
-        raise ConfigError(
-            f"data mixes the old single-container keys {old} with data.samples; use only "
-            "voxel_size, samples, eval and class_ids"
-        )
-    if data.voxel_size is None:
-        raise ConfigError("data.voxel_size (the training voxel size) is missing")
-    if len(data.voxel_size) != config.dims or any(v < 1 for v in data.voxel_size):
-        raise ConfigError(
-            f"data.voxel_size must be {config.dims} positive ints (one per axis of "
-            f"model.output_shape), got {data.voxel_size}"
-        )
-    from gp_hotdistance.data import expand_label_template
+def _parse_yaml(text: str) -> Any:
+    import yaml
 
-    named = [(f"data.samples[{i}]", s) for i, s in enumerate(data.samples)]
-    if data.eval is not None:
-        named.append(("data.eval", data.eval))
-    for where, sample in named:
-        labels = sample.labels
-        if isinstance(labels, str) and "[" in labels:
-            try:
-                labels = expand_label_template(labels, config.channels)
-            except ValueError as error:
-                raise ConfigError(f"{where}.labels: {error}") from error
-        if isinstance(labels, dict):
-            unknown = [c for c in labels if c not in config.channels]
-            if unknown:
-                raise ConfigError(
-                    f"{where}.labels names class(es) {unknown} not in channels {config.channels}"
-                )
-            if data.class_ids is not None:
-                raise ConfigError(
-                    f"data.class_ids is only for a single class-id labels dataset, but "
-                    f"{where}.labels is per class"
-                )
+    class Loader(yaml.SafeLoader):
+        """A safe loader that refuses a repeated key (PyYAML keeps the last)."""
 
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[str, Any]:
+        loader.flatten_mapping(node)
+        pairs = [(loader.construct_object(k), loader.construct_object(v)) for k, v in node.value]
+        return _reject_duplicates(pairs)
 
-def expand_labels(labels: str | dict[str, str], channels: list[str]) -> dict[str, str] | str:
-    """A sample's labels as ``{class: path}`` (a bracket template expanded,
-    a mapping as it is), or the path of a class-id dataset."""
-    if isinstance(labels, dict):
-        return dict(labels)
-    if "[" in labels:
-        from gp_hotdistance.data import expand_label_template
-
-        return expand_label_template(labels, channels)
-    return labels
-
-
-def from_dict(values: dict[str, Any], base: str | Path | None = None) -> Config:
-    """Build and validate a config from a plain mapping; relative data paths
-    are taken relative to ``base`` (the config file's directory)."""
-    return validate(_build(Config, values, "config", None if base is None else Path(base)))
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=Loader)
+    except yaml.YAMLError as error:
+        raise ValueError(str(error)) from error
 
 
 def load_config(path: str | Path | None) -> Config:
-    """Read a JSON (``.json``) or YAML (``.yaml``/``.yml``) config;
-    ``None`` gives the defaults."""
+    """Read a JSON (``.json``) or YAML (``.yaml``/``.yml``) config, with
+    relative paths taken from the file's directory; ``None`` gives the
+    defaults (the demo).
+
+    Raises:
+        ConfigError: the file is missing, not UTF-8 text, empty, not a
+            mapping, holds a key twice or has an invalid value.
+    """
     if path is None:
-        return validate(Config())
+        return Config()
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    if path.suffix not in (".json", ".yaml", ".yml"):
+        raise ConfigError(f"config file {path} must end in .json, .yaml or .yml")
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text)
-        elif path.suffix == ".json":
-            values = json.loads(text)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {error}") from None
+    try:
+        if path.suffix == ".json":
+            values = (
+                json.loads(text, object_pairs_hook=_reject_duplicates) if text.strip() else None
+            )
         else:
-            raise ConfigError(f"config file {path} must end in .json, .yaml or .yml")
-    except (json.JSONDecodeError, ValueError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(f"cannot parse config file {path}: {error}") from error
-    except Exception as error:  # yaml.YAMLError
-        raise ConfigError(f"cannot parse config file {path}: {error}") from error
-    return from_dict(values if values is not None else {}, base=path.resolve().parent)
+            values = _parse_yaml(text)
+    except ConfigError as error:
+        raise ConfigError(f"config file {path}: {error}") from None
+    except ValueError as error:  # json.JSONDecodeError, yaml.YAMLError
+        raise ConfigError(f"cannot parse config file {path}: {error}") from None
+    if values is None:  # an empty file, or YAML with comments only
+        raise ConfigError(f"config file {path} is empty; write {{}} for the defaults")
+    return from_dict(values, base_dir=path.parent, source=f"config file {path}")

@@ -33,6 +33,7 @@ from pipelines.batches import (
     Keys,
     batch_arrays,
     build_data_pipeline,
+    generate_demo_data,
     open_data,
     resolve_data,
     write_batch,
@@ -77,6 +78,7 @@ def preview(config: Config, out: Path, batches: int) -> list[Path]:
     random.seed(config.training.seed)  # gunpowder draws each request's seed from it
     np.random.seed(config.training.seed)
     config = resolve_data(config, out)
+    generate_demo_data(config)
     data = open_data(config)
     model = make_model(config, make_predictor(config))
     output_shape = Coordinate(config.model.output_shape)

@@ -15,15 +15,21 @@ Every ``training.snapshot_every`` iterations the batch (with the prediction)
 is written to ``snapshots/batch_<iteration>.zarr`` with the data layer's
 OME-NGFF writer, at the world offset where it was sampled.
 
+
 ``PreCache`` sits before ``WeightNode`` so that the moving class counts live
-in this process: they are saved beside every checkpoint and restored on
-resume. The target and distance-mask work still runs in the workers.
+in this process: they are saved in every checkpoint and restored on resume.
+The target and distance-mask work still runs in the workers.
+
+The output directory is a :class:`~pipelines.rundir.RunDirectory`: locked for
+the whole run, its ``config.json`` compared with the config before anything
+is written, checkpoints written atomically, resumed from the newest complete
+one, and ``summary.json`` never replaced by the evaluation of an earlier or
+the same iteration.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import random
@@ -48,21 +54,19 @@ from pipelines.batches import (
     batch_arrays,
     build_data_pipeline,
     check_fits,
+    generate_demo_data,
     open_data,
     resolve_data,
     write_batch,
 )
 from pipelines.common import (
-    CHECKPOINT_BASENAME,
-    COUNTS_PATTERN,
-    checkpoint_path,
-    latest_checkpoint,
     make_model,
     make_predictor,
     normalize_raw,
     resolve_device,
 )
 from pipelines.config import Config, ConfigError, load_config
+from pipelines.rundir import SUMMARY_NAME, Checkpoint, RunDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +92,12 @@ def build_pipeline(
         inputs={"x": keys.raw},
         outputs={0: keys.prediction},
         loss_inputs={0: keys.prediction, 1: keys.target, 2: keys.weights},
-        checkpoint_basename=str(out / CHECKPOINT_BASENAME),
-        save_every=config.training.save_every,
+        # Train neither resumes nor saves: train() restores the newest complete
+        # checkpoint after the build and saves through RunDirectory (atomic,
+        # moving counts included). No file matches this basename, and no
+        # iteration is a multiple of sys.maxsize.
+        checkpoint_basename=str(out / ".gunpowder_train"),
+        save_every=sys.maxsize,
         device=device,
     )
     pipeline += gp.PrintProfilingStats(every=config.training.profile_every)
@@ -105,33 +113,6 @@ def learning_rate(config: Config, iteration: int, total: int) -> float:
     final = base * config.training.final_lr_fraction
     progress = iteration / max(total - 1, 1)
     return final + (base - final) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def save_checkpoint(out: Path, iteration: int, train_node: gp_torch.Train) -> None:
-    """Save model and optimizer as gunpowder's Train does (it resumes from it)."""
-    torch.save(
-        {
-            "model_state_dict": train_node.model.state_dict(),
-            "optimizer_state_dict": train_node.optimizer.state_dict(),
-        },
-        checkpoint_path(out, iteration),
-    )
-
-
-def save_counts(out: Path, iteration: int, weight_node: WeightNode) -> None:
-    (out / COUNTS_PATTERN.format(iteration=iteration)).write_text(
-        json.dumps(weight_node.state_dict())
-    )
-
-
-def load_counts(out: Path, iteration: int, weight_node: WeightNode) -> None:
-    path = out / COUNTS_PATTERN.format(iteration=iteration)
-    if not path.exists():
-        raise ConfigError(
-            f"checkpoint {iteration} in {out} has no moving counts ({path.name}); "
-            f"cannot resume exactly"
-        )
-    weight_node.load_state_dict(json.loads(path.read_text()))
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -176,61 +157,111 @@ def evaluate(config: Config, data: Data, model: torch.nn.Module, device: str) ->
 
 
 def train(config: Config, out: Path, iterations: int | None = None, quiet: bool = False) -> dict:
-    """Train (resuming from the newest checkpoint in ``out``) up to
-    ``iterations`` and evaluate. Returns a summary dict."""
-    out.mkdir(parents=True, exist_ok=True)
-    total = iterations if iterations is not None else config.training.iterations
-    device = resolve_device(config.training.device)
-    torch.manual_seed(config.training.seed)
-    np.random.seed(config.training.seed)
-    random.seed(config.training.seed)  # gunpowder draws each request's seed from it
-    config = resolve_data(config, out)
-    data = open_data(config)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    """Train in run directory ``out`` (resuming from its newest complete
+    checkpoint) up to ``iterations`` and evaluate the trained model.
 
-    predictor = make_predictor(config)
-    model = make_model(config, predictor)
-    eval_context(config, data, model)  # a held-out crop that cannot work fails now
+    With nothing left to train (the newest checkpoint is at or past
+    ``iterations``), the restored model of that checkpoint is evaluated.
+    Returns the summary (``summary_written``: whether it replaced
+    ``summary.json``, see :meth:`RunDirectory.write_summary`).
+
+    Raises:
+        RunDirectoryError: ``out`` is in use, a file, or holds checkpoints
+            made with a config whose meaning differs (nothing is written).
+        ConfigError: bad data or datasets.
+    """
+    total = iterations if iterations is not None else config.training.iterations
+    with RunDirectory(out) as run:
+        config = resolve_data(config, out)
+        run.check_config(config)
+        device = resolve_device(config.training.device)
+        generate_demo_data(config)
+        data = open_data(config)
+        torch.manual_seed(config.training.seed)
+        np.random.seed(config.training.seed)
+        random.seed(config.training.seed)  # gunpowder draws each request's seed from it
+
+        predictor = make_predictor(config)
+        model = make_model(config, predictor)
+        eval_context(config, data, model)  # a held-out crop that cannot work fails now
+        run.write_config(config)
+        checkpoint = run.newest_complete()
+        start = checkpoint.iteration if checkpoint is not None else 0
+        losses: list[float] = []
+        began = time.perf_counter()
+        if start < total:
+            losses = _train_steps(config, data, model, out, device, run, checkpoint, total, quiet)
+        elif checkpoint is not None:
+            logger.info("nothing to train: at iteration %d, asked for %d", start, total)
+            model.load_state_dict(checkpoint.model_state)
+        wall = time.perf_counter() - began
+        model.eval()
+        scores = evaluate(config, data, model, device)
+        summary = {
+            "iterations": max(start, total),
+            "resumed_from": start,
+            "trained": max(total - start, 0),
+            "wall_seconds": wall,
+            "first_50_loss": float(np.mean(losses[:50])) if losses else None,
+            "last_50_loss": float(np.mean(losses[-50:])) if losses else None,
+            "dice": scores,
+            "device": device,
+        }
+        written = run.write_summary(summary)
+    return {**summary, "summary_written": written}
+
+
+def _train_steps(
+    config: Config,
+    data: Data,
+    model: torch.nn.Module,
+    out: Path,
+    device: str,
+    run: RunDirectory,
+    checkpoint: Checkpoint | None,
+    total: int,
+    quiet: bool,
+) -> list[float]:
+    """Train ``model`` from ``checkpoint`` (or from scratch) to iteration
+    ``total``, saving every ``save_every`` iterations and at ``total``.
+    Returns the losses."""
     model.train()
     keys = Keys.create(config)
     pipeline, request, weight_node = build_pipeline(config, data, model, keys, out, device)
-    start = latest_checkpoint(out)
-    if start > 0:
-        load_counts(out, start, weight_node)
-        logger.info("resuming from iteration %d", start)
-    losses: list[float] = []
-    began = time.perf_counter()
-    if start < total:
-        with gp.build(pipeline):
-            train_node = _find_train_node(pipeline)
-            bar = tqdm(range(start, total), desc="train", disable=quiet, dynamic_ncols=True)
-            for iteration in bar:
-                for group in train_node.optimizer.param_groups:
-                    group["lr"] = learning_rate(config, iteration, total)
-                batch = pipeline.request_batch(request)
-                losses.append(float(batch.loss))
-                bar.set_postfix(loss=f"{batch.loss:.4f}")
-                if batch.iteration % config.training.save_every == 0:
-                    save_counts(out, batch.iteration, weight_node)
-                if batch.iteration % config.training.snapshot_every == 0:
-                    write_snapshot(out, batch, keys, config)
-            if total % config.training.save_every != 0:
-                save_checkpoint(out, total, train_node)
-                save_counts(out, total, weight_node)
-    wall = time.perf_counter() - began
-    model.eval()
-    scores = evaluate(config, data, model, device)
-    summary = {
-        "iterations": total,
-        "resumed_from": start,
-        "wall_seconds": wall,
-        "first_50_loss": float(np.mean(losses[:50])) if losses else None,
-        "last_50_loss": float(np.mean(losses[-50:])) if losses else None,
-        "dice": scores,
-        "device": device,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    start = 0
+    if checkpoint is not None:
+        start = checkpoint.iteration
+        try:
+            weight_node.load_state_dict(checkpoint.moving_counts)
+        except ValueError as error:
+            raise ConfigError(f"{checkpoint.path}: {error}") from None
+        logger.info("resuming from iteration %d (%s)", start, checkpoint.path.name)
+    losses = []
+    with gp.build(pipeline):
+        train_node = _find_train_node(pipeline)
+        if checkpoint is not None:
+            # after the build: Train has moved the model to its device, and the
+            # optimizer state follows the parameters' device
+            train_node.model.load_state_dict(checkpoint.model_state)
+            train_node.optimizer.load_state_dict(checkpoint.optimizer_state)
+            train_node.iteration = start
+        bar = tqdm(range(start, total), desc="train", disable=quiet, dynamic_ncols=True)
+        for iteration in bar:
+            for group in train_node.optimizer.param_groups:
+                group["lr"] = learning_rate(config, iteration, total)
+            batch = pipeline.request_batch(request)
+            losses.append(float(batch.loss))
+            bar.set_postfix(loss=f"{batch.loss:.4f}")
+            if batch.iteration % config.training.snapshot_every == 0:
+                write_snapshot(out, batch, keys, config)
+            if batch.iteration % config.training.save_every == 0 or batch.iteration == total:
+                run.save(
+                    batch.iteration,
+                    train_node.model.state_dict(),
+                    train_node.optimizer.state_dict(),
+                    weight_node.state_dict(),
+                )
+    return losses
 
 
 def write_snapshot(out: Path, batch: gp.Batch, keys: Keys, config: Config) -> Path:
@@ -290,10 +321,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"device: {summary['device']}")
-    print(
-        f"iterations: {summary['iterations']} (resumed from {summary['resumed_from']}), "
-        f"wall time {summary['wall_seconds']:.1f} s"
-    )
+    if summary["trained"]:
+        print(
+            f"iterations: {summary['iterations']} (resumed from {summary['resumed_from']}), "
+            f"wall time {summary['wall_seconds']:.1f} s"
+        )
+    else:
+        asked = args.iterations if args.iterations is not None else config.training.iterations
+        print(
+            f"nothing to train: the newest checkpoint is at iteration {summary['iterations']} "
+            f"(asked for {asked}); evaluated it"
+        )
     if summary["first_50_loss"] is not None:
         print(
             f"mean loss: first 50 iterations {summary['first_50_loss']:.4f}, "
@@ -301,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     for name, score in summary["dice"].items():
         print(f"dice {name}: {score:.3f}")
+    if not summary["summary_written"]:
+        print(
+            f"kept {SUMMARY_NAME}, which already evaluates iteration {summary['iterations']} or later"
+        )
     print(f"outputs in {args.out}")
     return 0
 

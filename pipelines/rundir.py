@@ -1,0 +1,460 @@
+"""A training run directory with one identity: a lock, the config its
+checkpoints were made with, atomic checkpoints and an honest summary.
+
+::
+
+    run/
+      .lock                 held (flock) by the training using the directory
+      config.json           the config the checkpoints were made with
+      model_checkpoint_<N>  one file per saved iteration N: model, optimizer,
+                            moving counts (written to a temporary name, then renamed)
+      summary.json          the evaluation of the newest trained model
+
+Use::
+
+    with RunDirectory(out) as run:
+        run.check_config(config)   # before anything is written
+        run.write_config(config)
+        checkpoint = run.newest_complete()
+        ...
+        run.save(iteration, model.state_dict(), optimizer.state_dict(), counts)
+        run.write_summary(summary)
+
+The lock is ``fcntl.flock`` on ``.lock``: the kernel releases it when its
+process ends, however it ends. A ``.lock`` file whose lock is free was left
+by a process that died; it is taken over with a warning naming that process.
+(On NFS, flock works across hosts only where the mount supports it.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import fcntl
+import fnmatch
+import json
+import logging
+import os
+import pickle
+import re
+import socket
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pipelines.common import CHECKPOINT_BASENAME, COUNTS_PATTERN, checkpoint_path
+from pipelines.config import Config, ConfigError, from_dict
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+CONFIG_NAME = "config.json"
+SUMMARY_NAME = "summary.json"
+
+#: Config keys that may differ between the config a run directory's
+#: checkpoints were made with and the one resuming them (``fnmatch``
+#: patterns over dotted key paths): how long and how to train, how to log
+#: and load data, and where the data lie. Every other key (``channels``,
+#: ``scale_factor``, ``mask_distances``, ``data.class_ids``,
+#: ``data.voxel_size``, ``model.*``) changes what the checkpoints mean or
+#: whether they fit the network, and a difference is refused.
+RESUMABLE_KEYS = (
+    "training.*",
+    "data.container",
+    "data.raw",
+    "data.gt",
+    "data.mask",
+    "data.eval_raw",
+    "data.eval_gt",
+    "data.samples",
+    "data.eval",
+)
+
+_CHECKPOINT = re.compile(rf"^{CHECKPOINT_BASENAME}_checkpoint_(\d+)$")
+# temporary files this module writes: ".<final name>.<random>.tmp"
+_TEMPORARY = re.compile(
+    rf"^\.({CHECKPOINT_BASENAME}_checkpoint_\d+|{re.escape(CONFIG_NAME)}|"
+    rf"{re.escape(SUMMARY_NAME)})\..+\.tmp$"
+)
+# what torch.load raises for a truncated, corrupt or non-weights-only file
+_LOAD_ERRORS = (
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
+
+
+class RunDirectoryError(ConfigError):
+    """A run directory that cannot be used: in use by another process, made
+    with a different config, or not a directory."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint: states to restore and the iteration it ends."""
+
+    iteration: int
+    path: Path
+    model_state: dict[str, Any]
+    optimizer_state: dict[str, Any]
+    moving_counts: dict[str, Any]
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are values."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """The dotted keys whose values differ, split into those that change
+    the meaning of checkpoints (refused) and those that may change
+    (:data:`RESUMABLE_KEYS`). A key present in only one config (the data
+    section changed form) counts as differing."""
+    before, after = _flatten(old.to_dict()), _flatten(new.to_dict())
+    missing = object()
+    changed = sorted(
+        key
+        for key in before.keys() | after.keys()
+        if before.get(key, missing) != after.get(key, missing)
+    )
+    allowed = [k for k in changed if any(fnmatch.fnmatchcase(k, p) for p in RESUMABLE_KEYS)]
+    return [k for k in changed if k not in allowed], allowed
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RunDirectory:
+    """A locked training output directory (see the module docstring).
+
+    Args:
+        path: The directory; created (with parents) when the lock is taken.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path / LOCK_NAME
+        self.skipped: list[tuple[Path, str]] = []
+        self._lock_fd: int | None = None
+
+    # -- the lock ---------------------------------------------------------
+
+    def __enter__(self) -> RunDirectory:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Take the lock, write who holds it, and remove temporary files a
+        killed run left behind.
+
+        Raises:
+            RunDirectoryError: ``path`` is a file, or another process holds
+                the lock (the message says which, if it wrote its name).
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"run directory {self.path} is a file, not a directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunDirectoryError(f"cannot create run directory {self.path}: {error}") from None
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._read_holder(fd) or "another process (it has not said which yet)"
+                ended = self._holder_ended(fd)
+                os.close(fd)
+                raise RunDirectoryError(
+                    f"run directory {self.path} is in use by {holder}; wait for it to finish, "
+                    f"or train into another directory"
+                    + (
+                        f". That process has ended, but a child that inherited the lock (a "
+                        f"data-loading worker) still holds it: see `fuser {self.lock_path}`"
+                        if ended
+                        else ""
+                    )
+                ) from None
+            # a releasing holder unlinks .lock before closing it: if we locked
+            # that unlinked file, try again on the current one
+            try:
+                same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        stale = self._read_holder(fd)
+        if stale:
+            logger.warning(
+                "run directory %s: taking over the lock left by %s, which has ended",
+                self.path,
+                stale,
+            )
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        os.fsync(fd)
+        self._lock_fd = fd
+        for leftover in sorted(self.path.iterdir()):
+            if _TEMPORARY.match(leftover.name):
+                logger.warning(
+                    "run directory %s: removing %s (an unfinished write)", self.path, leftover.name
+                )
+                leftover.unlink()
+
+    def release(self) -> None:
+        """Remove ``.lock`` and release the lock (nothing if not held)."""
+        if self._lock_fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.lock_path.unlink()
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    @staticmethod
+    def _read_holder(fd: int) -> str:
+        """``pid P on host H since T`` from a lock file, or ``""``."""
+        text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if not text:
+            return ""
+        try:
+            holder = json.loads(text)
+            return f"pid {holder['pid']} on host {holder['host']} since {holder['started']}"
+        except (ValueError, KeyError, TypeError):
+            return repr(text)
+
+    @staticmethod
+    def _holder_ended(fd: int) -> bool:
+        """Whether the lock file names a process of this host that has ended
+        (its lock then lives on in a forked child)."""
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0))
+            if holder["host"] != socket.gethostname():
+                return False
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (ValueError, KeyError, TypeError, PermissionError):
+            return False
+        return False
+
+    def _require_lock(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError(f"run directory {self.path}: write without holding its lock")
+
+    # -- the config -------------------------------------------------------
+
+    def checkpoint_files(self) -> list[tuple[int, Path]]:
+        """``(iteration, path)`` of every ``model_checkpoint_<N>`` file,
+        newest first; other names (``model_checkpoint_30.bak``) are ignored."""
+        found = []
+        for path in self.path.iterdir():
+            match = _CHECKPOINT.match(path.name)
+            if match and path.is_file():
+                found.append((int(match.group(1)), path))
+        return sorted(found, reverse=True)
+
+    def check_config(self, config: Config) -> list[str]:
+        """Compare ``config`` with ``config.json``, the config the
+        checkpoints were made with; writes nothing. Returns the keys that
+        differ but may (:data:`RESUMABLE_KEYS`).
+
+        Raises:
+            RunDirectoryError: checkpoints exist and a key that changes their
+                meaning differs (each is named with its old and new value),
+                or checkpoints exist without a ``config.json``.
+            ConfigError: ``config.json`` is not a valid config.
+        """
+        stored = self.path / CONFIG_NAME
+        has_checkpoints = bool(self.checkpoint_files())
+        if not stored.exists():
+            if has_checkpoints:
+                raise RunDirectoryError(
+                    f"run directory {self.path} holds checkpoints but no {CONFIG_NAME}, so "
+                    f"nothing says what they were trained for; train into another directory"
+                )
+            return []
+        try:
+            old = from_dict(json.loads(stored.read_text()), source=str(stored))
+        except (ValueError, UnicodeDecodeError) as error:
+            if isinstance(error, ConfigError):
+                raise
+            raise ConfigError(f"cannot read {stored}: {error}") from None
+        refused, allowed = config_differences(old, config)
+        if refused and has_checkpoints:
+            before, after = _flatten(old.to_dict()), _flatten(config.to_dict())
+            lines = [
+                f"{k}: {before.get(k, '(absent)')!r} -> {after.get(k, '(absent)')!r}"
+                for k in refused
+            ]
+            raise RunDirectoryError(
+                f"run directory {self.path} holds checkpoints made with another config; these "
+                f"keys change what they mean:\n  " + "\n  ".join(lines) + "\n"
+                "restore them, or train into another directory"
+            )
+        if allowed:
+            logger.info("run directory %s: config changes %s", self.path, allowed)
+        return allowed
+
+    def write_config(self, config: Config) -> None:
+        """Write ``config.json`` atomically (after :meth:`check_config`)."""
+        self._write_atomic(CONFIG_NAME, json.dumps(config.to_dict(), indent=2).encode())
+
+    # -- checkpoints ------------------------------------------------------
+
+    def save(
+        self,
+        iteration: int,
+        model_state: dict[str, Any],
+        optimizer_state: dict[str, Any],
+        moving_counts: dict[str, Any],
+    ) -> Path:
+        """Write ``model_checkpoint_<iteration>`` atomically: one
+        ``torch.save`` of ``{"model_state_dict", "optimizer_state_dict",
+        "moving_counts", "iteration"}`` (a superset of what gunpowder's
+        ``Train`` and :func:`pipelines.common.load_model` read) to a
+        temporary file, fsync, rename. Returns the path."""
+        import torch
+
+        path = checkpoint_path(self.path, iteration)
+        payload = {
+            "model_state_dict": model_state,
+            "optimizer_state_dict": optimizer_state,
+            "moving_counts": moving_counts,
+            "iteration": iteration,
+        }
+        self._write_atomic(path.name, lambda file: torch.save(payload, file))
+        return path
+
+    def load(self, iteration: int, path: Path) -> Checkpoint:
+        """The checkpoint in ``path``, loaded with ``weights_only=True``.
+
+        Raises:
+            RunDirectoryError: the file is truncated, corrupt or incomplete
+                (the message names it and says why).
+        """
+        import torch
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except _LOAD_ERRORS as error:
+            size = path.stat().st_size if path.exists() else 0
+            raise RunDirectoryError(
+                f"{path} is truncated or corrupt ({size} bytes): {error}"
+            ) from None
+        if not isinstance(state, dict):
+            raise RunDirectoryError(f"{path} holds a {type(state).__name__}, not a checkpoint")
+        missing = [k for k in ("model_state_dict", "optimizer_state_dict") if k not in state]
+        if missing:
+            raise RunDirectoryError(f"{path} has no {missing}")
+        if state.get("iteration", iteration) != iteration:
+            raise RunDirectoryError(f"{path} holds iteration {state['iteration']}")
+        counts = state.get("moving_counts")
+        if counts is None:  # the two-file layout of earlier versions
+            counts_path = self.path / COUNTS_PATTERN.format(iteration=iteration)
+            try:
+                counts = json.loads(counts_path.read_text())
+            except FileNotFoundError:
+                raise RunDirectoryError(
+                    f"{path} holds no moving counts and {counts_path.name} does not exist"
+                ) from None
+            except (ValueError, UnicodeDecodeError) as error:
+                raise RunDirectoryError(f"{counts_path} is truncated or corrupt: {error}") from None
+        if not isinstance(counts, dict) or not isinstance(counts.get("moving_counts"), list):
+            raise RunDirectoryError(f"{path}: moving counts are not {{'moving_counts': [...]}}")
+        return Checkpoint(
+            iteration, path, state["model_state_dict"], state["optimizer_state_dict"], counts
+        )
+
+    def newest_complete(self) -> Checkpoint | None:
+        """The newest checkpoint that loads completely, or ``None``. Each
+        newer one that does not is skipped with a warning naming the file
+        and why; the list is kept in :attr:`skipped`."""
+        self.skipped = []
+        for iteration, path in self.checkpoint_files():
+            try:
+                return self.load(iteration, path)
+            except RunDirectoryError as error:
+                logger.warning("skipping checkpoint %s: %s", path.name, error)
+                self.skipped.append((path, str(error)))
+        return None
+
+    # -- the summary ------------------------------------------------------
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """``summary.json``, or ``None`` if absent or unreadable."""
+        path = self.path / SUMMARY_NAME
+        try:
+            summary = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError) as error:
+            logger.warning("ignoring unreadable %s: %s", path, error)
+            return None
+        return summary if isinstance(summary, dict) else None
+
+    def write_summary(self, summary: dict[str, Any]) -> bool:
+        """Write ``summary`` (holding ``"iterations"``, the iteration of the
+        evaluated model) atomically unless the stored summary evaluated the
+        same or a later iteration: a rerun that trains nothing keeps the
+        summary of the run that trained. Returns whether it was written."""
+        stored = self.read_summary()
+        old = stored.get("iterations") if stored else None
+        if isinstance(old, int) and old >= summary["iterations"]:
+            logger.info(
+                "keeping %s of iteration %d (this one is of iteration %d)",
+                SUMMARY_NAME,
+                old,
+                summary["iterations"],
+            )
+            return False
+        self._write_atomic(SUMMARY_NAME, json.dumps(summary, indent=2).encode())
+        return True
+
+    # -- writing ----------------------------------------------------------
+
+    def _write_atomic(self, name: str, content: bytes | Callable[[BinaryIO], object]) -> None:
+        """Write ``content`` (bytes, or a function writing to a binary file)
+        to a temporary file beside ``name``, fsync it, rename it to ``name``
+        and fsync the directory: a reader sees the old file or the new one."""
+        self._require_lock()
+        fd, temporary = tempfile.mkstemp(dir=self.path, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                if isinstance(content, bytes):
+                    file.write(content)
+                else:
+                    content(file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path / name)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        _fsync_directory(self.path)

@@ -1,18 +1,28 @@
-"""Speed and memory of the hot-distance kernels against the slow reference.
+"""Speed and memory of the hot-distance kernels against DaCapo's algorithm
+and against the approximate native-grid approach.
 
-Times one DaCapo-style batch (target, distance mask, balanced weights) with
+For each case, one fresh process times one batch (target, distance mask and
+class-balanced weights) three ways, all on the same inputs, best of the
+repeats (the machine is shared; ratios are what count):
 
-- ``fast``: ``HotDistancePredictor.create_target`` + ``create_weight`` on
-  funlib.persistence Arrays (``create_weight`` calls
-  ``create_distance_mask`` itself when ``mask_distances`` is on; the three
-  stages are also timed one by one);
-- ``reference``: :func:`gp_hotdistance.reference.reference_hot_distance`,
-  the DaCapo way (scipy EDT on the doubled grid, ``np.unique`` balancing);
+- ``ours``: ``HotDistancePredictor.create_target`` + ``create_weight`` on
+  funlib.persistence Arrays (``create_weight`` computes the distance mask
+  itself when ``mask_distances`` is on);
+- ``DaCapo``: :func:`tests.reference.reference_hot_distance`,
+  DaCapo's algorithm (scipy EDT on the doubled grid, ``np.unique``
+  balancing);
+- ``approx.``: what dacapo-toolbox 1.0.0 ships, per channel, on the native
+  grid with seung-lab ``edt``: the signed distance ``edt(x) - edt(x == 0)``
+  (tanh in torch), its boundary mask ``edt(x) + edt(x == 0) <
+  edt(ones, black_border=True)`` (a module of its own, so its edts are its
+  own), and weights balanced with ``torch.unique`` counts (hot channels over
+  the mask, distance channels over mask x boundary mask). Not face-exact.
 
-and prints median times, their ratio and the peak resident memory above the
-inputs, each measured in a fresh process (numba and edt allocate outside
-tracemalloc's view). Also reports the numba first-call cost (cache load and
-cold compile) in a fresh process.
+Also per case: the target of one class against one native ``edt.edt`` pass
+over that channel (the per-class goal: at most 2.5 passes), the stages of
+ours, and the peak resident memory of ours above the inputs. Class-id inputs
+(the 14-class case) are converted to channels inside every timed call.
+Finally the numba first call in a fresh process, cached and cold.
 
     PYTHONPATH=. python benchmarks/bench_kernels.py            # full sizes
     PYTHONPATH=. python benchmarks/bench_kernels.py --quick    # smaller sizes
@@ -23,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,12 +42,14 @@ from pathlib import Path
 import numpy as np
 
 CASES = {
-    # name: (classes, shape, quick shape, voxel size, scale, mask_distances, target ratio)
-    "3-D iso": (3, (132, 132, 132), (64, 64, 64), (8, 8, 8), 50.0, True, 25.0),
-    "3-D aniso": (3, (24, 196, 196), (12, 96, 96), (40, 4, 4), 50.0, True, 10.0),
-    "2-D": (3, (512, 512), (256, 256), (4, 4), 50.0, True, 10.0),
+    # name: (classes, class-id input, shape, quick shape, voxel size, scale,
+    #        goal vs DaCapo, goal vs approx.)
+    "3-D": (3, False, (132, 132, 132), (64, 64, 64), (8, 8, 8), 50.0, 25.0, 3.0),
+    "2-D": (3, False, (512, 512), (256, 256), (4, 4), 50.0, 10.0, 3.0),
+    "3-D 14 ids": (14, True, (96, 96, 96), (48, 48, 48), (8, 8, 8), 50.0, None, 3.0),
 }
-PEAK_TARGET_MB_3D = 300.0
+PEAK_GOAL_MB_3D = 300.0
+PER_CLASS_GOAL_PASSES = 2.5
 
 
 # ---------------------------------------------------------------------------
@@ -46,22 +57,77 @@ PEAK_TARGET_MB_3D = 300.0
 # ---------------------------------------------------------------------------
 
 
-def make_inputs(classes, shape, seed=0, mask_form="spatial"):
-    """Blobby objects (smoothed noise thresholded, per class, at different
-    scales and densities) and a mask with an unannotated slab and holes."""
+def make_inputs(classes, shape, class_ids=False, seed=0):
+    """Blobby objects (smoothed noise thresholded per class at different
+    scales and densities), as binary channels or, for ``class_ids``, as one
+    volume of ids ``1..classes`` (mutually exclusive, 0 background); and a
+    spatial mask with holes and an unannotated slab."""
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(seed)
-    gt = np.empty((classes,) + shape, dtype=np.uint8)
+    fields = []
     for c in range(classes):
-        noise = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 2.0 + c)
-        gt[c] = noise > np.quantile(noise, 1 - (0.1 + 0.15 * c))
+        noise = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 2.0 + c % 4)
+        fraction = 0.1 + 0.15 * c if not class_ids else 0.6 / classes
+        fields.append(noise > np.quantile(noise, 1 - fraction))
+    if class_ids:
+        gt = np.zeros(shape, dtype=np.uint16)
+        for c, field in enumerate(fields):
+            gt[field & (gt == 0)] = c + 1
+    else:
+        gt = np.stack(fields).astype(np.uint8)
     holes = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 3.0)
     mask = (holes < np.quantile(holes, 0.95)).astype(np.uint8)
     mask[..., : shape[-1] // 4] = 0  # an unannotated region
-    if mask_form == "channels":
-        mask = np.ascontiguousarray(np.broadcast_to(mask, gt.shape))
     return gt, mask
+
+
+# ---------------------------------------------------------------------------
+# the three implementations
+# ---------------------------------------------------------------------------
+
+
+def approx_batch(channels, mask, voxel_size, scale, threads):
+    """dacapo-toolbox 1.0.0's approach, per channel: ``edt`` signed distance
+    and boundary mask on the native grid, ``torch.unique`` balancing."""
+    import edt
+    import torch
+
+    aniso = tuple(float(v) for v in voxel_size)
+
+    def sdt(x):  # its SignedDistanceTransform
+        d = edt.edt(x, anisotropy=aniso, parallel=threads) - edt.edt(
+            x == 0, anisotropy=aniso, parallel=threads
+        )
+        return torch.tanh(torch.from_numpy(d) / scale)
+
+    def boundary_mask(x):  # its SDTBoundaryMask
+        inner = edt.edt(x, anisotropy=aniso, parallel=threads) + edt.edt(
+            x == 0, anisotropy=aniso, parallel=threads
+        )
+        ones = edt.edt(np.ones_like(x), anisotropy=aniso, black_border=True, parallel=threads)
+        return torch.from_numpy(inner < ones)
+
+    def balance(labels, scale_mask):
+        classes, counts = torch.unique(labels[scale_mask != 0], return_counts=True)
+        fracs = torch.clamp(counts / counts.sum(), 0.05, 0.95)
+        w = torch.zeros(2)
+        w[classes.long()] = 1.0 / (2.0 * fracs)
+        return scale_mask * w[labels.long()]
+
+    m = torch.from_numpy(mask.astype(np.float32))
+    target, weights = [], []
+    for x in channels:
+        target.append(sdt(x))
+        t = torch.from_numpy(x)
+        hot = balance(t, m)
+        dist = balance(t, m * boundary_mask(x))
+        weights.append((hot, dist))
+    return target, weights
+
+
+def as_channels(gt, classes, class_ids):
+    return np.stack([gt == i for i in range(1, classes + 1)]).astype(np.uint8) if class_ids else gt
 
 
 # ---------------------------------------------------------------------------
@@ -87,87 +153,127 @@ def _reset_peak():
         return False
 
 
-def _peak_kb(resettable):
-    if resettable:
-        return _status_kb("VmHWM")
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _best(fn, repeats):
+    """Best and all wall times of ``repeats`` calls of ``fn``."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
 def child_measure(spec):
-    """Load the inputs, warm up, then time ``spec["impl"]`` and track the
-    peak resident memory above the loaded inputs."""
+    """Time the three implementations on the loaded inputs (after a warm-up
+    on a small crop), ours' stages, one class against ``edt.edt``, and the
+    peak memory of ours above the inputs."""
     import gc
 
+    import edt
     from funlib.persistence import Array
 
     from gp_hotdistance import HotDistancePredictor
-    from gp_hotdistance import reference as R
+    from gp_hotdistance import functional as F
+    from tests import reference as R
 
     data = np.load(spec["inputs"])
     gt, mask = data["gt"], data["mask"]
     vs = tuple(spec["voxel_size"])
-    classes = gt.shape[0]
-    axes = ["z", "y", "x"][-len(vs) :]
+    classes, class_ids, scale = spec["classes"], spec["class_ids"], spec["scale"]
+    threads = F.kernel_threads()
+    dims = len(vs)
+    axes = ["z", "y", "x"][-dims:]
     p = HotDistancePredictor(
-        channels=[f"class{i}" for i in range(classes)],
-        scale_factor=spec["scale"],
-        mask_distances=spec["mask_distances"],
+        channels=[f"class{i}" for i in range(classes)], scale_factor=scale, mask_distances=True
     )
 
-    def arrays(g, m):
-        g_arr = Array(g, offset=(0,) * len(vs), voxel_size=vs, axis_names=["c^", *axes])
-        m_axes = ["c^", *axes] if m.ndim == g.ndim else axes
-        m_arr = Array(m, offset=(0,) * len(vs), voxel_size=vs, axis_names=m_axes)
-        return g_arr, m_arr
-
-    def fast(g, m):
-        g_arr, m_arr = arrays(g, m)
-        t0 = time.perf_counter()
+    def ours(g, m):
+        g_axes = axes if g.ndim == dims else ["c^", *axes]
+        g_arr = Array(g, offset=(0,) * dims, voxel_size=vs, axis_names=g_axes)
+        m_arr = Array(m, offset=(0,) * dims, voxel_size=vs, axis_names=axes)
         target = p.create_target(g_arr)
-        t1 = time.perf_counter()
-        weights, counts = p.create_weight(g_arr, target, m_arr, None)
-        t2 = time.perf_counter()
-        return {"target": t1 - t0, "weight (incl. distance mask)": t2 - t1, "total": t2 - t0}
+        return p.create_weight(g_arr, target, m_arr, None)
 
-    def fast_distance_mask(g, m):
-        g_arr, _ = arrays(g, m)
-        target = np.asarray(p.create_target(g_arr).data)
-        t0 = time.perf_counter()
-        p.create_distance_mask(target[classes:], m, vs)
-        return {"distance mask": time.perf_counter() - t0}
+    def dacapo(g, m):
+        return R.reference_hot_distance(as_channels(g, classes, class_ids), m, vs, scale, True)
 
-    def reference(g, m):
-        t0 = time.perf_counter()
-        R.reference_hot_distance(g, m, vs, spec["scale"], spec["mask_distances"], None)
-        return {"total": time.perf_counter() - t0}
+    def approx(g, m):
+        return approx_batch(as_channels(g, classes, class_ids), m, vs, scale, threads)
 
-    run = {"fast": fast, "reference": reference}[spec["impl"]]
-    # warm-up on a small crop: numba cache load, thread pool, imports
-    crop = (slice(None),) + tuple(slice(0, min(s, 8)) for s in gt.shape[1:])
-    # (contiguous, like the real inputs, so numba's compiled layouts match)
-    small_mask = mask[crop] if mask.ndim == gt.ndim else mask[crop[1:]]
-    run(np.ascontiguousarray(gt[crop]), np.ascontiguousarray(small_mask))
+    impls = {"ours": ours, "approx": approx, "dacapo": dacapo}
+    crop = tuple(slice(0, min(s, 12)) for s in mask.shape)
+    small_gt = np.ascontiguousarray(gt[crop] if class_ids else gt[(slice(None),) + crop])
+    for fn in impls.values():  # warm-up: numba cache load, thread pool, imports
+        fn(small_gt, np.ascontiguousarray(mask[crop]))
     gc.collect()
+
+    result = {"best": {}, "stages": {}}
     baseline_kb = _status_kb("VmRSS")
     resettable = _reset_peak()
-    if not resettable:
-        baseline_kb = _peak_kb(False)
-    times = [run(gt, mask) for _ in range(spec["repeats"])]
-    peak_mb = (_peak_kb(resettable) - baseline_kb) / 1024
-    if spec["impl"] == "fast":
-        for _ in range(spec["repeats"]):
-            times.append(fast_distance_mask(gt, mask))
-    stages = {}
-    for t in times:
-        for key, value in t.items():
-            stages.setdefault(key, []).append(value)
-    return {
-        "median": {k: statistics.median(v) for k, v in stages.items()},
-        "peak_mb": peak_mb,
-        "peak_method": "VmHWM reset" if resettable else "ru_maxrss",
+    ours(gt, mask)
+    peak_kb = _status_kb("VmHWM") if resettable else None
+    result["peak_mb"] = None if peak_kb is None else (peak_kb - baseline_kb) / 1024
+    for name, fn in impls.items():
+        if name == "dacapo" and spec["dacapo_repeats"] == 0:
+            continue
+        repeats = spec["dacapo_repeats"] if name == "dacapo" else spec["repeats"]
+        result["best"][name] = _best(lambda fn=fn: fn(gt, mask), repeats)
+
+    # ours by stage (functional level, channels already binary)
+    channels = as_channels(gt, classes, class_ids)
+    target = F.hot_distance_target(channels, vs, scale)
+    dmask = p.create_distance_mask(target[classes:], mask, vs)
+    stages = {
+        "to channels": lambda: as_channels(gt, classes, class_ids),
+        "target": lambda: F.hot_distance_target(channels, vs, scale),
+        "distance mask": lambda: p.create_distance_mask(target[classes:], mask, vs),
+        "weights": lambda: F.hot_distance_weights(channels, mask, dmask),
     }
+    if not class_ids:
+        del stages["to channels"]
+    result["stages"] = {k: _best(fn, spec["repeats"]) for k, fn in stages.items()}
+
+    # one class: our target against one native edt.edt pass over that channel
+    one = np.ascontiguousarray(channels[:1])
+    result["one_class"] = _best(lambda: F.hot_distance_target(one, vs, scale), spec["repeats"])
+    result["edt_pass"] = _best(
+        lambda: edt.edt(one[0], anisotropy=vs, parallel=threads), spec["repeats"]
+    )
+    result["passes"] = _kernel_passes(F, one[0], vs, spec["repeats"])
+    result["threads"] = threads
+    return result
+
+
+def _kernel_passes(F, channel, vs, repeats):
+    """Our two passes over one channel on their own (the floor of the target):
+    the slice-wise in-plane transform and the column pass along axis 0."""
+    labels = F._as_3d(channel)
+    n0, n1, n2 = labels.shape
+    weights = [float(v) ** 2 for v in vs]
+    w0, w1, w2 = (weights[0], 1.0, weights[1]) if channel.ndim == 2 else weights
+    native = np.empty(labels.shape, dtype=np.float64)
+    half = np.empty((max(n0 - 1, 0), n1, n2), dtype=np.float64)
+    out = np.empty((n0, n1 * n2), dtype=np.float32)
+    blocks = -(-(n1 * n2) // F._BLOCK)
+
+    def plane():
+        F._split(F._plane_pass, n0, labels.size, labels, w1, w2, native, half)
+
+    def column():
+        F._split(
+            F._column_pass,
+            blocks,
+            labels.size,
+            labels.reshape(n0, -1),
+            native.reshape(n0, -1),
+            half.reshape(max(n0 - 1, 0), n1 * n2),
+            w0,
+            np.float32(50.0),
+            out,
+        )
+
+    plane()
+    return {"plane": _best(plane, repeats), "column": _best(column, repeats)}
 
 
 def child_first_call(_spec):
@@ -179,11 +285,16 @@ def child_first_call(_spec):
     rng = np.random.default_rng(0)
     gt3 = (rng.random((1, 6, 7, 8)) < 0.5).astype(np.uint8)
     gt2 = (rng.random((1, 7, 8)) < 0.5).astype(np.uint8)
-    F.hot_distance_target(gt3, (8, 8, 8), 50.0)
-    F.hot_distance_target(gt2, (4, 4), 50.0)
+
+    def batch():
+        for gt, vs in ((gt3, (8, 8, 8)), (gt2, (4, 4))):
+            target = F.hot_distance_target(gt, vs, 50.0)
+            dmask = F.distance_mask(target[1:], gt[0], vs, 50.0, 0.05, 0.8)
+            F.hot_distance_weights(gt, gt[0], dmask)
+
+    batch()
     t2 = time.perf_counter()
-    F.hot_distance_target(gt3, (8, 8, 8), 50.0)
-    F.hot_distance_target(gt2, (4, 4), 50.0)
+    batch()
     t3 = time.perf_counter()
     return {"import": t1 - t0, "first": t2 - t1, "second": t3 - t2}
 
@@ -204,86 +315,112 @@ def spawn(kind, spec, env=None):
 # ---------------------------------------------------------------------------
 
 
+def _verdict(value, goal, higher_is_better=True):
+    if goal is None:
+        return "no goal"
+    ok = value >= goal if higher_is_better else value <= goal
+    return f"goal {'>=' if higher_is_better else '<='} {goal:g}: {'ok' if ok else 'MISSED'}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller volumes")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours and approx.")
     parser.add_argument(
-        "--mask",
-        choices=["spatial", "channels"],
-        default="spatial",
-        help="mask form: one (*spatial) mask shared by the classes, or (C, *spatial)",
+        "--dacapo-repeats", type=int, default=2, help="timed runs of DaCapo's (0: skip it)"
     )
+    parser.add_argument("--cases", nargs="*", default=list(CASES), help="cases to run")
     args = parser.parse_args()
-    fast_repeats = args.repeats or 5
-    ref_repeats = args.repeats or (3 if args.quick else 2)
 
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cores")
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average at start (other jobs share the cores): {load}")
-    print(f"mask form: {args.mask}; repeats: fast {fast_repeats}, reference {ref_repeats}")
-    print("fast = HotDistancePredictor.create_target + create_weight (the latter computes")
-    print("the distance mask); reference = gp_hotdistance.reference.reference_hot_distance\n")
+    print(f"best of {args.repeats} (ours, approx.) and {args.dacapo_repeats} (DaCapo) runs\n")
 
     first = spawn("first_call", {})
     with tempfile.TemporaryDirectory() as cache:
         cold = spawn("first_call", {}, env={"NUMBA_CACHE_DIR": cache})
-    print("numba first call in a fresh process (3-D + 2-D target of a tiny volume):")
+    print("numba first call in a fresh process (target, distance mask, weights; 3-D + 2-D):")
     print(
-        f"  with the on-disk cache: import {first['import']:.2f} s, first call "
-        f"{first['first']:.2f} s, second call {first['second'] * 1e3:.1f} ms"
+        f"  cached: import {first['import']:.2f} s, first call {first['first']:.2f} s, "
+        f"second call {first['second'] * 1e3:.1f} ms"
     )
     print(
-        f"  cold (empty NUMBA_CACHE_DIR, JIT compile): import {cold['import']:.2f} s, "
-        f"first call {cold['first']:.2f} s\n"
+        f"  cold (empty NUMBA_CACHE_DIR): import {cold['import']:.2f} s, first call "
+        f"{cold['first']:.2f} s\n"
     )
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (classes, shape, quick, vs, scale, mask_distances, goal) in CASES.items():
+        for name in args.cases:
+            classes, class_ids, shape, quick, vs, scale, goal_dacapo, goal_approx = CASES[name]
             shape = quick if args.quick else shape
-            gt, mask = make_inputs(classes, shape, mask_form=args.mask)
+            gt, mask = make_inputs(classes, shape, class_ids)
             path = Path(tmp) / "inputs.npz"
             np.savez(path, gt=gt, mask=mask)
-            input_mb = (gt.nbytes + mask.nbytes) / 2**20
-            del gt, mask
             spec = {
                 "inputs": str(path),
                 "voxel_size": vs,
                 "scale": scale,
-                "mask_distances": mask_distances,
+                "classes": classes,
+                "class_ids": class_ids,
+                "repeats": args.repeats,
+                "dacapo_repeats": args.dacapo_repeats,
             }
-            fast = spawn("measure", {**spec, "impl": "fast", "repeats": fast_repeats})
-            ref = spawn("measure", {**spec, "impl": "reference", "repeats": ref_repeats})
-            label = f"{name}: {classes}x{'x'.join(map(str, shape))} voxel {vs} scale {scale:g}"
-            label += f" mask_distances={'on' if mask_distances else 'off'}"
-            print(label)
-            print(f"  inputs {input_mb:.1f} MB")
-            stages = ", ".join(f"{k} {v:.3f} s" for k, v in fast["median"].items() if k != "total")
-            print(f"  fast      {fast['median']['total']:8.3f} s  ({stages})")
-            print(f"  reference {ref['median']['total']:8.3f} s")
-            ratio = ref["median"]["total"] / fast["median"]["total"]
-            ok = "ok" if ratio >= goal else "BELOW TARGET"
-            print(f"  speed-up  {ratio:8.1f}x  (target >= {goal:g}x: {ok})")
-            mem_goal = PEAK_TARGET_MB_3D if len(shape) == 3 else None
-            mem_ok = (
-                ""
-                if mem_goal is None
-                else (
-                    f"  (target <= {mem_goal:g} MB: {'ok' if fast['peak_mb'] <= mem_goal else 'ABOVE'})"
-                )
-            )
+            r = spawn("measure", spec)
+            best = r["best"]
+            form = "class ids" if class_ids else "channels"
             print(
-                f"  peak RSS above inputs: fast {fast['peak_mb']:.0f} MB{mem_ok}, "
-                f"reference {ref['peak_mb']:.0f} MB  [{fast['peak_method']}]\n"
+                f"{name}: {classes}x{'x'.join(map(str, shape))} ({form}) voxel {vs} "
+                f"scale {scale:g}, mask_distances on, {r['threads']} threads"
             )
-            rows.append((name, ratio, goal, fast["peak_mb"], mem_goal))
+            for impl in ("dacapo", "approx", "ours"):
+                if impl in best:
+                    print(f"  {impl:8s} {best[impl]:8.3f} s")
+            stages = ", ".join(f"{k} {v:.3f} s" for k, v in r["stages"].items())
+            print(f"  ours by stage: {stages}")
+            vs_dacapo = best["dacapo"] / best["ours"] if "dacapo" in best else None
+            vs_approx = best["approx"] / best["ours"]
+            if vs_dacapo is not None:
+                print(f"  ours vs DaCapo  {vs_dacapo:6.1f}x  ({_verdict(vs_dacapo, goal_dacapo)})")
+            print(f"  ours vs approx. {vs_approx:6.1f}x  ({_verdict(vs_approx, goal_approx)})")
+            passes = r["one_class"] / r["edt_pass"]
+            print(
+                f"  one class: target {r['one_class'] * 1e3:.1f} ms = {passes:.2f} native "
+                f"edt.edt passes of {r['edt_pass'] * 1e3:.1f} ms "
+                f"({_verdict(passes, PER_CLASS_GOAL_PASSES, higher_is_better=False)}); "
+                f"{r['one_class'] / np.prod(shape) * 1e9:.0f} ns per voxel"
+            )
+            kp = r["passes"]
+            print(
+                f"  its two passes: in-plane {kp['plane'] * 1e3:.1f} ms "
+                f"({kp['plane'] / r['edt_pass']:.2f} edt passes), column "
+                f"{kp['column'] * 1e3:.1f} ms ({kp['column'] / r['edt_pass']:.2f} edt passes)"
+            )
+            mem_goal = PEAK_GOAL_MB_3D if len(shape) == 3 and not class_ids else None
+            if r["peak_mb"] is None:
+                print("  peak RSS: not measurable here (/proc/self/clear_refs refused)")
+            else:
+                print(
+                    f"  peak RSS of ours above the inputs: {r['peak_mb']:.0f} MB"
+                    + ("" if mem_goal is None else f" ({_verdict(r['peak_mb'], mem_goal, False)})")
+                )
+            print()
+            rows.append(
+                (name, vs_dacapo, goal_dacapo, vs_approx, goal_approx, passes, r["peak_mb"])
+            )
 
     print("load average at end: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
-    print("summary:")
-    for name, ratio, goal, peak, mem_goal in rows:
-        mem = "" if mem_goal is None else f", peak {peak:.0f} MB (<= {mem_goal:g})"
-        print(f"  {name:10s} {ratio:6.1f}x (>= {goal:g}){mem}")
+    print("summary (ratios: other's time / ours):")
+    for name, vs_dacapo, goal_dacapo, vs_approx, goal_approx, passes, peak in rows:
+        dacapo = "   -  " if vs_dacapo is None else f"{vs_dacapo:5.1f}x"
+        goal_d = "" if goal_dacapo is None else f" (>= {goal_dacapo:g})"
+        peak_s = "" if peak is None else f", peak {peak:.0f} MB"
+        print(
+            f"  {name:11s} vs DaCapo {dacapo}{goal_d:8s} vs approx. {vs_approx:4.1f}x "
+            f"(>= {goal_approx:g}), one class = {passes:.2f} edt passes "
+            f"(<= {PER_CLASS_GOAL_PASSES:g}){peak_s}"
+        )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import numpy as np
 
 from gp_hotdistance import DistanceMaskNode, HotDistancePredictor, TargetNode, WeightNode
 from gp_hotdistance import functional as F
+from gp_hotdistance.geometry import roi_slices
 from tests.helpers import ArraySource, augmented_pipeline, blobs, make_array, random_mask
 
 CHANNELS = ["mito", "er", "nucleus"]
@@ -71,9 +72,9 @@ def chain_vs_kernels(voxel_size, output_shape, scale, repeats):
     roi = gp.Roi((context + 2) * vs, gp.Coordinate(output_shape) * vs)
     request = gp.BatchRequest({keys[k]: gp.ArraySpec(roi=roi) for k in ("target", "dm", "weights")})
     grown = p.gt_region_for_roi(gp.ArraySpec(roi=roi, voxel_size=vs)).roi
-    g_slices = ((grown - source_roi.offset) / vs).to_slices()
-    r_slices = (slice(None),) + ((roi - grown.offset) / vs).to_slices()
-    r_in_source = ((roi - source_roi.offset) / vs).to_slices()
+    g_slices = roi_slices(grown, source_roi, vs)
+    r_slices = (slice(None),) + roi_slices(roi, grown, vs)
+    r_in_source = roi_slices(roi, source_roi, vs)
 
     def kernels():
         gt_g = labels[g_slices].copy()

@@ -27,6 +27,7 @@ distance on the native grid.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import os
@@ -37,6 +38,8 @@ import edt
 import numba
 import numpy as np
 import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
 
 MovingCounts = list[dict[int, tuple[float, float]]]
 
@@ -254,291 +257,378 @@ def check_moving_counts(counts: object, channels: int, name: str = "moving_count
 # ---------------------------------------------------------------------------
 # exact signed distance to label faces
 # ---------------------------------------------------------------------------
+#
+# A channel is viewed as ``(n0, n1, n2)`` (a 2-D ``(n0, n2)`` one as
+# ``(n0, 1, n2)``). Faces normal to axis ``a`` form the family ``a``; they sit
+# half a voxel off the grid along ``a`` only. Two passes:
+#
+#   plane pass, slice by slice (cache resident): per row along axis 2, the
+#     nearest face of each family (family 2 at half offsets, families 1 and 0
+#     at native ones, read straight from the labels); then along axis 1 a
+#     lower envelope that merges family 1 (half offsets) into family 2, and
+#     one for family 0 (between slice i and i + 1) on its own.
+#   column pass along axis 0: a lower envelope merging family 0 (half
+#     offsets) into the rest, then sqrt, sign and the tanh scale, written as
+#     float32 straight into the target channel.
 
 
-# Rows along the transformed axis are gathered in blocks of this many into
-# contiguous scratch buffers, so that strided reads stay cache friendly.
-_BLOCK = 16
+# names of the kernels compiled without the on-disk cache
+_uncached: list[str] = []
 
 
-@numba.njit(cache=True)
-def _block_rows(r0, r1, post, ii, cc):  # pragma: no cover - jit
-    """Write the indices ``(i, k)`` of rows ``r0 .. r1 - 1`` of a
-    ``(pre, n, post)`` array into ``ii`` and ``cc``."""
-    for r in range(r0, r1):
-        ii[r - r0] = r // post
-        cc[r - r0] = r % post
+def _jit(**options):
+    """``numba.njit(cache=True, **options)``: compiled on first use, then
+    loaded from numba's on-disk cache. numba picks the first writable place:
+    ``NUMBA_CACHE_DIR`` if set, ``__pycache__`` beside this file, else the
+    user cache directory (``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba``),
+    so a read-only install (site-packages on a cluster, a container) still
+    caches. Where none is writable, the kernels compile at every start, and a
+    warning says so (numba itself would fail the import)."""
+
+    def decorate(func):
+        try:
+            return numba.njit(cache=True, **options)(func)
+        except RuntimeError as error:
+            if "no locator available" not in str(error):
+                raise
+            if not _uncached:
+                logger.warning(
+                    "no writable numba cache directory for %s (set NUMBA_CACHE_DIR): "
+                    "its kernels are compiled at every start",
+                    __file__,
+                )
+            _uncached.append(func.__name__)
+            return numba.njit(**options)(func)
+
+    return decorate
 
 
-@numba.njit(cache=True)
-def _scan_line(sites, half, weight, out):  # pragma: no cover - jit
-    """``out[x] = weight * (x - nearest site) ** 2`` on one row; sites at
-    ``j + 0.5`` if ``half`` else at ``j``; ``inf`` without sites."""
+# Columns are gathered in blocks of this many into contiguous scratch
+# buffers, so that strided reads stay cache friendly.
+_BLOCK = 64
+
+
+@_jit()
+def _scan_faces(row, weight, out):  # pragma: no cover - jit
+    """``out[x] = weight * (x - nearest face) ** 2`` along one row, faces at
+    ``k + 0.5`` where ``row[k] != row[k + 1]``; ``inf`` without faces."""
     n = out.shape[0]
-    m = sites.shape[0]
-    shift = 0.5 if half else 0.0
     last = -np.inf
     for x in range(n):
-        j = x - 1 if half else x
-        if 0 <= j < m and sites[j]:
-            last = j + shift
+        if x > 0 and row[x - 1] != row[x]:
+            last = x - 0.5
         out[x] = x - last
     nxt = np.inf
     for x in range(n - 1, -1, -1):
-        if x < m and sites[x]:
-            nxt = x + shift
+        if x + 1 < n and row[x] != row[x + 1]:
+            nxt = x + 0.5
         d = min(out[x], nxt - x)
         out[x] = weight * d * d
 
 
-@numba.njit(cache=True)
-def _envelope_line(
-    native, half, use_native, use_half, weight, pos, val, icept, bound, out
-):  # pragma: no cover - jit
-    """Lower envelope of parabolas (Felzenszwalb & Huttenlocher 2012) on
-    one row: costs ``native[j]`` at ``j`` and ``half[j]`` at ``j + 0.5``
-    (``inf``: no site); ``out[x] = min cost + weight * (x - position) ** 2``.
+@_jit()
+def _scan_pairs(row, other, weight, out):  # pragma: no cover - jit
+    """``out[x] = weight * (x - nearest k) ** 2`` along one row, over the
+    ``k`` where ``row[k] != other[k]``; ``inf`` if there is none."""
+    n = out.shape[0]
+    last = -np.inf
+    for x in range(n):
+        if row[x] != other[x]:
+            last = x
+        out[x] = x - last
+    nxt = np.inf
+    for x in range(n - 1, -1, -1):
+        if row[x] != other[x]:
+            nxt = x
+        d = min(out[x], nxt - x)
+        out[x] = weight * d * d
+
+
+@_jit(inline="always")
+def _push_site(q, f, weight, k, pos, val, icept, bnum, bden):  # pragma: no cover - jit
+    """Push the parabola ``f + weight * (x - q) ** 2`` onto the envelope
+    ``0 .. k`` (popping the ones it hides); return the new top index.
 
     A site at ``q`` with cost ``f`` is kept as ``pos``, ``val`` and its
     intercept ``f + weight * q**2``; two parabolas meet at
-    ``(icept_q - icept_p) / (2 * weight * (q - p))``.
+    ``(icept_q - icept_p) / (2 * weight * (q - p))``, kept as the fraction
+    ``bnum / bden`` (no division on the loop's critical path).
+    """
+    cq = f + weight * q * q
+    num = -np.inf
+    den = 1.0
+    while k >= 0:
+        num = cq - icept[k]
+        den = 2.0 * weight * (q - pos[k])
+        if num * bden[k] > bnum[k] * den:  # the intersection lies right of k's start
+            break
+        k -= 1
+    k += 1
+    pos[k] = q
+    val[k] = f
+    icept[k] = cq
+    bnum[k] = num if k > 0 else -np.inf
+    bden[k] = den if k > 0 else 1.0
+    return k
+
+
+@_jit()
+def _envelope_line(
+    native, half, use_native, use_half, weight, pos, val, icept, bnum, bden, out
+):  # pragma: no cover - jit
+    """Lower envelope of parabolas (Felzenszwalb & Huttenlocher 2012) on
+    one row: costs ``native[j]`` at ``j`` and ``half[j]`` at ``j + 0.5``
+    (``inf``: no site; each used only if its flag is set);
+    ``out[x] = min cost + weight * (x - position) ** 2``, ``inf`` without sites.
+    ``pos``, ``val``, ``icept`` hold ``2n`` and ``bnum``, ``bden`` ``2n + 1``
+    entries of scratch.
     """
     n = out.shape[0]
     k = -1
-    num = 0.0
-    den = 1.0
-    for j2 in range(2 * n - 1):
-        j = j2 // 2
-        if j2 % 2 == 0:
-            if not use_native:
+    for j in range(n):
+        if use_native and native[j] != np.inf:
+            k = _push_site(float(j), native[j], weight, k, pos, val, icept, bnum, bden)
+        if use_half and j + 1 < n and half[j] != np.inf:
+            # a half site no lower than both native neighbours at their own
+            # positions lies above them everywhere on the grid: skipped
+            at_j = half[j] + 0.25 * weight
+            if use_native and at_j >= native[j] and at_j >= native[j + 1]:
                 continue
-            fj = native[j]
-        else:
-            if not use_half:
-                continue
-            fj = half[j]
-        if fj == np.inf:
-            continue
-        q = 0.5 * j2
-        cq = fj + weight * q * q
-        while k >= 0:
-            num = cq - icept[k]
-            den = 2.0 * weight * (q - pos[k])
-            if num > bound[k] * den:  # the intersection lies right of bound[k]
-                break
-            k -= 1
-        k += 1
-        pos[k] = q
-        val[k] = fj
-        icept[k] = cq
-        bound[k] = num / den if k > 0 else -np.inf
-        bound[k + 1] = np.inf
+            k = _push_site(j + 0.5, half[j], weight, k, pos, val, icept, bnum, bden)
     if k < 0:
         for x in range(n):
             out[x] = np.inf
         return
+    bnum[k + 1] = np.inf
+    bden[k + 1] = 1.0
     t = 0
     for x in range(n):
-        while bound[t + 1] < x:
+        while bnum[t + 1] < x * bden[t + 1]:
             t += 1
         d = x - pos[t]
         out[x] = val[t] + weight * d * d
 
 
-@numba.njit(nogil=True, cache=True)
-def _nearest_site(sites, half, weight, out, first_block, stop_block):  # pragma: no cover - jit
-    """Squared distance along axis 1 of ``(pre, n, post)`` arrays to the
-    nearest True entry of ``sites`` (``(pre, m, post)``, site ``j`` at
-    ``j + 0.5`` if ``half`` else at ``j``), times ``weight``; for the rows
-    of blocks ``first_block .. stop_block - 1``."""
-    pre, m, post = sites.shape
-    n = out.shape[1]
-    rows = pre * post
-    ii = np.empty(_BLOCK, dtype=np.int64)
-    cc = np.empty(_BLOCK, dtype=np.int64)
-    line_in = np.empty((_BLOCK, max(m, 1)), dtype=np.bool_)
-    line_out = np.empty((_BLOCK, n), dtype=np.float64)
-    for block in range(first_block, stop_block):
-        r0 = block * _BLOCK
-        r1 = min(r0 + _BLOCK, rows)
-        _block_rows(r0, r1, post, ii, cc)
-        for j in range(m):
-            for b in range(r1 - r0):
-                line_in[b, j] = sites[ii[b], j, cc[b]]
-        for b in range(r1 - r0):
-            _scan_line(line_in[b, :m], half, weight, line_out[b])
-        for x in range(n):
-            for b in range(r1 - r0):
-                out[ii[b], x, cc[b]] = line_out[b, x]
+@_jit(nogil=True)
+def _plane_pass(labels, w1, w2, native, half, first, stop):  # pragma: no cover - jit
+    """Slices ``first .. stop - 1`` of ``labels`` ``(n0, n1, n2)``: writes
+    ``native[i]``, the squared in-plane distance to the faces normal to axes
+    1 and 2, and ``half[i]`` (``i < n0 - 1``), the squared in-plane distance
+    to the faces between slices ``i`` and ``i + 1`` (``inf``: none)."""
+    n0, n1, n2 = labels.shape
+    f2 = np.empty((n1, n2), dtype=np.float64)  # family 2, native along axis 1
+    f1 = np.empty((max(n1 - 1, 1), n2), dtype=np.float64)  # family 1, half along axis 1
+    f0 = np.empty((n1, n2), dtype=np.float64)  # family 0 of slice i + 0.5
+    line_native = np.empty((_BLOCK, n1), dtype=np.float64)
+    line_half = np.empty((_BLOCK, max(n1 - 1, 1)), dtype=np.float64)
+    line_out = np.empty((_BLOCK, n1), dtype=np.float64)
+    pos = np.empty(2 * n1, dtype=np.float64)
+    val = np.empty(2 * n1, dtype=np.float64)
+    icept = np.empty(2 * n1, dtype=np.float64)
+    bnum = np.empty(2 * n1 + 1, dtype=np.float64)
+    bden = np.empty(2 * n1 + 1, dtype=np.float64)
+    for i in range(first, stop):
+        between = i + 1 < n0
+        for j in range(n1):
+            _scan_faces(labels[i, j], w2, f2[j])
+            if j + 1 < n1:
+                _scan_pairs(labels[i, j], labels[i, j + 1], w2, f1[j])
+            if between:
+                _scan_pairs(labels[i, j], labels[i + 1, j], w2, f0[j])
+        if n1 == 1:  # nothing to transform along axis 1
+            native[i, 0] = f2[0]
+            if between:
+                half[i, 0] = f0[0]
+            continue
+        for k0 in range(0, n2, _BLOCK):
+            k1 = min(k0 + _BLOCK, n2)
+            for j in range(n1):
+                for b in range(k1 - k0):
+                    line_native[b, j] = f2[j, k0 + b]
+            for j in range(n1 - 1):
+                for b in range(k1 - k0):
+                    line_half[b, j] = f1[j, k0 + b]
+            for b in range(k1 - k0):
+                _envelope_line(
+                    line_native[b],
+                    line_half[b],
+                    True,
+                    True,
+                    w1,
+                    pos,
+                    val,
+                    icept,
+                    bnum,
+                    bden,
+                    line_out[b],
+                )
+            for j in range(n1):
+                for b in range(k1 - k0):
+                    native[i, j, k0 + b] = line_out[b, j]
+            if not between:
+                continue
+            for j in range(n1):
+                for b in range(k1 - k0):
+                    line_native[b, j] = f0[j, k0 + b]
+            for b in range(k1 - k0):
+                _envelope_line(
+                    line_native[b],
+                    line_half[b],
+                    True,
+                    False,
+                    w1,
+                    pos,
+                    val,
+                    icept,
+                    bnum,
+                    bden,
+                    line_out[b],
+                )
+            for j in range(n1):
+                for b in range(k1 - k0):
+                    half[i, j, k0 + b] = line_out[b, j]
 
 
-@numba.njit(nogil=True, cache=True)
-def _lower_envelope(
-    native, half, use_native, use_half, weight, out, first_block, stop_block
-):  # pragma: no cover - jit
-    """Squared-distance min-plus transform along axis 1 of ``(pre, n, post)``
-    arrays: costs ``native[i, j, k]`` at ``j`` and ``half[i, j, k]`` at
-    ``j + 0.5`` (each used only if its flag is set; ``inf``: no site);
-    ``out[i, x, k] = min cost + weight * (x - position) ** 2``, ``inf`` for a
-    row without sites; for the rows of blocks ``first_block .. stop_block - 1``."""
-    pre, n, post = out.shape
-    rows = pre * post
-    ii = np.empty(_BLOCK, dtype=np.int64)
-    cc = np.empty(_BLOCK, dtype=np.int64)
-    line_native = np.empty((_BLOCK, n), dtype=np.float64)
-    line_half = np.empty((_BLOCK, max(n - 1, 1)), dtype=np.float64)
-    line_out = np.empty((_BLOCK, n), dtype=np.float64)
-    pos = np.empty(2 * n, dtype=np.float64)
-    val = np.empty(2 * n, dtype=np.float64)
-    icept = np.empty(2 * n, dtype=np.float64)
-    bound = np.empty(2 * n + 1, dtype=np.float64)
-    for block in range(first_block, stop_block):
-        r0 = block * _BLOCK
-        r1 = min(r0 + _BLOCK, rows)
-        _block_rows(r0, r1, post, ii, cc)
-        if use_native:
-            for x in range(n):
-                for b in range(r1 - r0):
-                    line_native[b, x] = native[ii[b], x, cc[b]]
-        if use_half:
-            for j in range(n - 1):
-                for b in range(r1 - r0):
-                    line_half[b, j] = half[ii[b], j, cc[b]]
-        for b in range(r1 - r0):
+@_jit(nogil=True)
+def _column_pass(labels, native, half, w0, scale, out, first, stop):  # pragma: no cover - jit
+    """Column blocks ``first .. stop - 1`` of ``(n0, m)`` arrays: the lower
+    envelope along axis 0 of ``native`` (at ``i``) and ``half`` (at
+    ``i + 0.5``), as ``out = ±float32(sqrt(squared)) / scale`` (``-``
+    where ``labels == 0``)."""
+    n0, m = native.shape
+    line_native = np.empty((_BLOCK, n0), dtype=np.float64)
+    line_half = np.empty((_BLOCK, max(n0 - 1, 1)), dtype=np.float64)
+    line_out = np.empty((_BLOCK, n0), dtype=np.float64)
+    pos = np.empty(2 * n0, dtype=np.float64)
+    val = np.empty(2 * n0, dtype=np.float64)
+    icept = np.empty(2 * n0, dtype=np.float64)
+    bnum = np.empty(2 * n0 + 1, dtype=np.float64)
+    bden = np.empty(2 * n0 + 1, dtype=np.float64)
+    for block in range(first, stop):
+        p0 = block * _BLOCK
+        p1 = min(p0 + _BLOCK, m)
+        for i in range(n0):
+            for b in range(p1 - p0):
+                line_native[b, i] = native[i, p0 + b]
+        for i in range(n0 - 1):
+            for b in range(p1 - p0):
+                line_half[b, i] = half[i, p0 + b]
+        for b in range(p1 - p0):
             _envelope_line(
                 line_native[b],
                 line_half[b],
-                use_native,
-                use_half,
-                weight,
+                True,
+                n0 > 1,
+                w0,
                 pos,
                 val,
                 icept,
-                bound,
+                bnum,
+                bden,
                 line_out[b],
             )
-        for x in range(n):
-            for b in range(r1 - r0):
-                out[ii[b], x, cc[b]] = line_out[b, x]
+        for i in range(n0):
+            for b in range(p1 - p0):
+                d = np.float32(np.sqrt(line_out[b, i]))
+                if labels[i, p0 + b] == 0:
+                    d = -d
+                out[i, p0 + b] = d / scale
 
 
 # Arrays of fewer voxels than this are transformed on one thread: below it,
-# handing blocks to threads costs more than it saves.
+# handing work to threads costs more than it saves. Read at every call.
 PARALLEL_MIN_VOXELS = 1 << 16
 
-_executor: tuple[int, ThreadPoolExecutor] | None = None
+# Environment variable that sets the number of kernel threads.
+THREADS_ENV = "GP_HOTDISTANCE_THREADS"
+
+_executor: tuple[int, int, ThreadPoolExecutor] | None = None
 
 
-def _threads() -> int:
-    """Threads for the kernels: the cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def kernel_threads() -> int:
+    """Threads the kernels split large arrays over: ``GP_HOTDISTANCE_THREADS``
+    if set, else the cores this process may run on (its CPU affinity, so a
+    worker pinned to one core stays on one thread).
+
+    Raises:
+        ValueError: ``GP_HOTDISTANCE_THREADS`` is not a positive integer.
+    """
+    value = os.environ.get(THREADS_ENV)
+    if value is not None:
+        try:
+            threads = int(value)
+        except ValueError:
+            threads = 0
+        if threads < 1:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+        return threads
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
-def _pool() -> ThreadPoolExecutor:
-    """This process's thread pool (a forked worker makes its own)."""
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """This process's thread pool of ``threads`` workers (a forked worker,
+    or a changed thread count, makes a new one)."""
     global _executor
-    if _executor is None or _executor[0] != os.getpid():
-        _executor = (os.getpid(), ThreadPoolExecutor(max_workers=_threads()))
-    return _executor[1]
+    if _executor is None or _executor[:2] != (os.getpid(), threads):
+        _executor = (os.getpid(), threads, ThreadPoolExecutor(max_workers=threads))
+    return _executor[2]
 
 
-def _run_blocks(kernel, out: np.ndarray, *args) -> None:
-    """Run ``kernel(*args, out, first_block, stop_block)`` over all row
-    blocks of ``out`` (``(pre, n, post)``), split across threads when large
-    (the kernels release the GIL)."""
-    pre, n, post = out.shape
-    blocks = -(-(pre * post) // _BLOCK)
-    threads = min(_threads(), blocks)
-    if threads <= 1 or out.size < PARALLEL_MIN_VOXELS:
-        kernel(*args, out, 0, blocks)
+def _split(kernel, items: int, voxels: int, *args) -> None:
+    """Run ``kernel(*args, first, stop)`` over ``0 .. items - 1``, split over
+    :func:`kernel_threads` threads when ``voxels >= PARALLEL_MIN_VOXELS`` (the
+    kernels release the GIL)."""
+    threads = min(kernel_threads(), items)
+    if threads <= 1 or voxels < PARALLEL_MIN_VOXELS:
+        kernel(*args, 0, items)
         return
-    edges = np.linspace(0, blocks, threads + 1).astype(int)
+    edges = np.linspace(0, items, threads + 1).astype(int)
     futures = [
-        _pool().submit(kernel, *args, out, int(a), int(b))
+        _pool(threads).submit(kernel, *args, int(a), int(b))
         for a, b in zip(edges[:-1], edges[1:], strict=True)
     ]
     for future in futures:
         future.result()
 
 
-def _rows(array: np.ndarray, axis: int) -> np.ndarray:
-    """View a C-contiguous array as ``(pre, n, post)`` around ``axis``."""
-    shape = array.shape
-    pre = int(np.prod(shape[:axis], dtype=np.int64))
-    post = int(np.prod(shape[axis + 1 :], dtype=np.int64))
-    return array.reshape(pre, shape[axis], post)
+def _as_3d(channel: npt.NDArray) -> npt.NDArray:
+    """A contiguous ``(n0, n1, n2)`` view (2-D ``(n0, n2)`` as ``(n0, 1, n2)``)."""
+    channel = np.ascontiguousarray(channel)
+    if channel.dtype == np.bool_:
+        channel = channel.view(np.uint8)
+    return channel[:, None, :] if channel.ndim == 2 else channel
 
 
-def _native_shape(shape: tuple[int, ...], axis: int, n: int) -> tuple[int, ...]:
-    return shape[:axis] + (n,) + shape[axis + 1 :]
-
-
-def face_sites(channel: npt.NDArray) -> list[npt.NDArray[np.bool_]]:
-    """One boolean array per axis ``a``, of shape ``n_a - 1`` along ``a``:
-    True where voxels ``i`` and ``i + 1`` along ``a`` have different labels."""
-    sites = []
-    for axis in range(channel.ndim):
-        lo = [slice(None)] * channel.ndim
-        hi = [slice(None)] * channel.ndim
-        lo[axis] = slice(0, -1)
-        hi[axis] = slice(1, None)
-        sites.append(np.ascontiguousarray(channel[tuple(lo)] != channel[tuple(hi)]))
-    return sites
-
-
-def squared_face_distance(
-    channel: npt.NDArray, voxel_size: Sequence[float]
-) -> npt.NDArray[np.float64]:
-    """Squared world distance from every voxel centre to the nearest face
-    centre between differently labelled neighbours (``inf`` if none).
-
-    Exact: equals the doubled-grid EDT sampled at the voxel centres. Faces
-    normal to axis ``a`` sit on a grid shifted by half a voxel along ``a``;
-    axis by axis, their costs are carried to the native grid (merging them
-    with the native costs there) while the others stay on their own grids.
-    """
-    dims = channel.ndim
+def _scaled_signed_distance(
+    channel: npt.NDArray, voxel_size: Sequence[float], scale: float, out: npt.NDArray[np.float32]
+) -> None:
+    """Write ``signed_distance(channel) / scale`` (float32) into ``out``."""
+    labels = _as_3d(channel)
+    n0, n1, n2 = labels.shape
     weights = [float(v) ** 2 for v in voxel_size]
-    sites = face_sites(channel)
-    # first axis: binary sites, nearest-site scan
-    n = channel.shape[0]
-    native = np.empty(channel.shape, dtype=np.float64)
-    _run_blocks(_nearest_site, _rows(native, 0), _rows(sites[0], 0), True, weights[0])
-    pending: list[np.ndarray | None] = [None]
-    for other in range(1, dims):
-        out = np.empty(_native_shape(sites[other].shape, 0, n), dtype=np.float64)
-        _run_blocks(_nearest_site, _rows(out, 0), _rows(sites[other], 0), False, weights[0])
-        pending.append(out)
-    empty = np.empty((1, 0, 1), dtype=np.float64)
-    for axis in range(1, dims):
-        n = channel.shape[axis]
-        half = pending[axis]
-        pending[axis] = None
-        merged = np.empty(channel.shape, dtype=np.float64)
-        _run_blocks(
-            _lower_envelope,
-            _rows(merged, axis),
-            _rows(native, axis),
-            _rows(half, axis),
-            True,
-            n > 1,
-            weights[axis],
-        )
-        native = merged
-        for other in range(axis + 1, dims):
-            costs = pending[other]
-            out = np.empty(_native_shape(costs.shape, axis, n), dtype=np.float64)
-            _run_blocks(
-                _lower_envelope,
-                _rows(out, axis),
-                _rows(costs, axis),
-                empty,
-                True,
-                False,
-                weights[axis],
-            )
-            pending[other] = out
-    return native
+    w0, w1, w2 = (weights[0], 1.0, weights[1]) if channel.ndim == 2 else weights
+    native = np.empty(labels.shape, dtype=np.float64)
+    half = np.empty((max(n0 - 1, 0), n1, n2), dtype=np.float64)
+    _split(_plane_pass, n0, labels.size, labels, w1, w2, native, half)
+    flat = out.reshape(n0, n1 * n2)
+    blocks = -(-(n1 * n2) // _BLOCK)
+    _split(
+        _column_pass,
+        blocks,
+        labels.size,
+        labels.reshape(n0, -1),
+        native.reshape(n0, -1),
+        half.reshape(max(n0 - 1, 0), n1 * n2),
+        w0,
+        np.float32(scale),
+        flat,
+    )
+    if np.isinf(flat[0, 0]):  # no face anywhere in the channel
+        sign = 1.0 if labels.flat[0] else -1.0
+        extent = np.float32(sign * no_boundary_extent(channel.shape, voxel_size))
+        out[...] = extent / np.float32(scale)
 
 
 def signed_distance(channel: npt.NDArray, voxel_size: Sequence[float]) -> npt.NDArray[np.float32]:
@@ -546,18 +636,12 @@ def signed_distance(channel: npt.NDArray, voxel_size: Sequence[float]) -> npt.ND
 
     Positive inside (``channel != 0``), negative outside. A channel without
     any face gets ``±min(shape[a] * voxel_size[a] / 2)``: ``+`` if all
-    foreground, ``-`` if all background.
+    foreground, ``-`` if all background. Exact: equals the doubled-grid EDT
+    sampled at the voxel centres.
     """
-    squared = squared_face_distance(channel, voxel_size)
-    inside = channel != 0
-    if np.isinf(squared.flat[0]):
-        sign = 1.0 if inside.flat[0] else -1.0
-        return np.full(
-            channel.shape, sign * no_boundary_extent(channel.shape, voxel_size), dtype=np.float32
-        )
-    distance = np.sqrt(squared).astype(np.float32)
-    np.negative(distance, out=distance, where=~inside)
-    return distance
+    out = np.empty(np.shape(channel), dtype=np.float32)
+    _scaled_signed_distance(channel, voxel_size, 1.0, out)
+    return out
 
 
 def tanh_normalize(
@@ -571,13 +655,19 @@ def hot_distance_target(
     gt: npt.NDArray, voxel_size: Sequence[float], scale_factor: float
 ) -> npt.NDArray[np.float32]:
     """Target ``[hot x C, tanh(d / scale_factor) x C]`` for binary channels
-    ``gt`` of shape ``(C, *spatial)``; ``d`` in world units."""
+    ``gt`` of shape ``(C, *spatial)``; ``d`` in world units.
+
+    Equal to ``tanh_normalize(signed_distance(gt[i]), scale_factor)`` per
+    channel: the division by ``scale_factor`` happens in float32 in the last
+    pass of the transform, the tanh in place.
+    """
     voxel_size = check_voxel_size(voxel_size, gt.ndim - 1)
     channels = gt.shape[0]
     target = np.empty((2 * channels,) + gt.shape[1:], dtype=np.float32)
     target[:channels] = gt
     for i in range(channels):
-        target[channels + i] = tanh_normalize(signed_distance(gt[i], voxel_size), scale_factor)
+        _scaled_signed_distance(gt[i], voxel_size, scale_factor, target[channels + i])
+    np.tanh(target[channels:], out=target[channels:])
     return target
 
 
@@ -589,14 +679,20 @@ def hot_distance_target(
 def boundary_distance(mask: npt.NDArray, voxel_size: Sequence[float]) -> npt.NDArray[np.float64]:
     """World distance from every voxel to the nearest unknown voxel
     (``mask == 0``), the ring just outside the array counting as unknown."""
+    return np.sqrt(_boundary_distance_squared(mask, voxel_size).astype(np.float64))
+
+
+def _boundary_distance_squared(
+    mask: npt.NDArray, voxel_size: Sequence[float]
+) -> npt.NDArray[np.float32]:
+    """:func:`boundary_distance` squared, as ``edt`` returns it (float32)."""
     known = np.ascontiguousarray(mask != 0, dtype=np.uint8)
-    squared = edt.edtsq(
+    return edt.edtsq(
         known,
         anisotropy=tuple(float(v) for v in voxel_size),
         black_border=True,
-        parallel=_threads() if known.size >= PARALLEL_MIN_VOXELS else 1,
+        parallel=kernel_threads() if known.size >= PARALLEL_MIN_VOXELS else 1,
     )
-    return np.sqrt(squared.astype(np.float64))
 
 
 def distance_mask(
@@ -619,30 +715,59 @@ def distance_mask(
     voxel_size = check_voxel_size(voxel_size, tanh_distances.ndim - 1)
     shared = np.ndim(mask) == tanh_distances.ndim - 1
     mask = broadcast_mask(mask, tanh_distances.shape)
-    out = np.array(mask, copy=True)
+    out = np.empty(mask.shape, dtype=mask.dtype)
     # epsilon and threshold in the distances' dtype, as numpy would cast them
     as_dtype = tanh_distances.dtype.type
+    epsilon, threshold = as_dtype(epsilon), as_dtype(threshold)
+    # tanh(b / scale) > threshold >= min(|t| + epsilon, threshold) for every
+    # b beyond this bound (squared, with a relative margin far above rounding),
+    # so the tanh is skipped there; it is computed once for a spatial mask
+    if threshold >= 1:
+        bound_squared = math.inf
+    elif threshold <= 0:
+        bound_squared = 0.0
+    else:
+        bound_squared = (scale_factor * math.atanh(float(threshold)) * (1 + 1e-9)) ** 2
     known = None
     for i in range(tanh_distances.shape[0]):
         if known is None or not shared:
-            known = np.tanh(boundary_distance(mask[i], voxel_size) / scale_factor)
-        _mask_unknowable(
+            squared = _boundary_distance_squared(mask[i], voxel_size).reshape(-1)
+            known = np.empty(squared.shape, dtype=np.float64)
+            _split_flat(
+                _known_tanh, squared.size, squared, float(scale_factor), bound_squared, known
+            )
+        _split_flat(
+            _mask_unknowable,
+            known.size,
             np.ascontiguousarray(tanh_distances[i]).reshape(-1),
-            known.reshape(-1),
-            as_dtype(epsilon),
-            as_dtype(threshold),
+            known,
+            np.ascontiguousarray(mask[i]).reshape(-1),
+            epsilon,
+            threshold,
             out[i].reshape(-1),
         )
     return out
 
 
-@numba.njit(nogil=True, cache=True)
-def _mask_unknowable(t, known, epsilon, threshold, out):  # pragma: no cover - jit
-    """``out[v] = 0`` where ``min(|t[v]| + epsilon, threshold) >= known[v]``
-    (flat arrays; arithmetic in the dtype of ``t``)."""
-    for v in range(t.size):
-        if min(abs(t[v]) + epsilon, threshold) >= known[v]:
-            out[v] = 0
+@_jit(nogil=True)
+def _known_tanh(squared, scale, bound_squared, known, first, stop):  # pragma: no cover - jit
+    """``known[v] = tanh(sqrt(squared[v]) / scale)`` for ``first <= v < stop``
+    of flat arrays, ``inf`` beyond ``bound_squared`` (where the tanh exceeds
+    the threshold, so it is never needed)."""
+    for v in range(first, stop):
+        b2 = np.float64(squared[v])
+        known[v] = np.inf if b2 > bound_squared else np.tanh(np.sqrt(b2) / scale)
+
+
+@_jit(nogil=True)
+def _mask_unknowable(
+    t, known, mask, epsilon, threshold, out, first, stop
+):  # pragma: no cover - jit
+    """``out[v] = 0`` where ``min(|t[v]| + epsilon, threshold) >= known[v]``,
+    else ``mask[v]``, for ``first <= v < stop`` of flat arrays (the left side
+    in the dtype of ``t``)."""
+    for v in range(first, stop):
+        out[v] = 0 if min(abs(t[v]) + epsilon, threshold) >= known[v] else mask[v]
 
 
 # ---------------------------------------------------------------------------
@@ -653,6 +778,49 @@ def _mask_unknowable(t, known, epsilon, threshold, out):  # pragma: no cover - j
 def new_moving_counts(channels: int) -> MovingCounts:
     """Fresh moving counts: one ``{class: (num, den)}`` dict per channel."""
     return [{0: (0, 1), 1: (0, 1)} for _ in range(channels)]
+
+
+def _split_flat(kernel, size: int, *args) -> list:
+    """Run ``kernel(*args, first, stop)`` over ``0 .. size - 1`` in contiguous
+    chunks, one per thread when ``size >= PARALLEL_MIN_VOXELS``; return the
+    results in order."""
+    threads = min(kernel_threads(), max(size, 1))
+    if threads <= 1 or size < PARALLEL_MIN_VOXELS:
+        return [kernel(*args, 0, size)]
+    edges = np.linspace(0, size, threads + 1).astype(int)
+    futures = [
+        _pool(threads).submit(kernel, *args, int(a), int(b))
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
+    ]
+    return [future.result() for future in futures]
+
+
+def _update_counts(
+    counts: dict[int, tuple[float, float]],
+    masked_in: float,
+    known: int,
+    foreground: int,
+    clipmin: float,
+    clipmax: float,
+) -> tuple[dict[int, tuple[float, float]], float, float]:
+    """One channel's new counts and its class weights ``(w0, w1)``: every
+    class's ``den += masked_in``; present classes ``num += count``,
+    ``frac = num / den`` clipped, ``w = 1 / (2 * frac)``; absent ones 0."""
+    counts = {key: (num, den + masked_in) for key, (num, den) in counts.items()}
+    w = [0.0, 0.0]
+    for class_id, count in ((0, known - foreground), (1, foreground)):
+        if count == 0:
+            continue
+        num, den = counts[class_id]
+        counts[class_id] = (num + count, den)
+        frac = min(max((num + count) / den, clipmin), clipmax)
+        w[class_id] = 1.0 / (2.0 * frac)
+    return counts, w[0], w[1]
+
+
+def _flat(array: npt.NDArray) -> npt.NDArray:
+    """``array`` as a flat contiguous array (a view when it is contiguous)."""
+    return np.ascontiguousarray(array).reshape(-1)
 
 
 def balance_weights(
@@ -684,34 +852,34 @@ def balance_weights(
         raise ValueError(f"out must be a C-contiguous array of shape {labels.shape}")
     counts_out: MovingCounts = []
     for c in range(channels):
-        labels_c = np.ascontiguousarray(labels[c]).reshape(-1)
-        scale_c = np.ascontiguousarray(scale[c]).reshape(-1)
-        masked_in, n_known, n_fg = _masked_counts(labels_c, scale_c)
-        masked_in, n_fg = float(masked_in), int(n_fg)
-        n_bg = int(n_known) - n_fg
-        counts = {key: (num, den + masked_in) for key, (num, den) in moving_counts[c].items()}
-        w = np.zeros(2, dtype=np.float64)
-        for class_id, count in ((0, n_bg), (1, n_fg)):
-            if count == 0:
-                continue
-            num, den = counts[class_id]
-            counts[class_id] = (num + count, den)
-            frac = min(max((num + count) / den, clipmin), clipmax)
-            w[class_id] = 1.0 / (2.0 * frac)
-        _apply_class_weights(
-            labels_c, scale_c, np.float32(w[0]), np.float32(w[1]), weights[c].reshape(-1)
+        labels_c, scale_c = _flat(labels[c]), _flat(scale[c])
+        parts = _split_flat(_masked_counts, labels_c.size, labels_c, scale_c)
+        masked_in = float(sum(p[0] for p in parts))
+        known, foreground = (int(sum(p[i] for p in parts)) for i in (1, 2))
+        counts, w0, w1 = _update_counts(
+            moving_counts[c], masked_in, known, foreground, clipmin, clipmax
+        )
+        _split_flat(
+            _apply_class_weights,
+            labels_c.size,
+            labels_c,
+            scale_c,
+            np.float32(w0),
+            np.float32(w1),
+            weights[c].reshape(-1),
         )
         counts_out.append(counts)
     return weights, counts_out
 
 
-@numba.njit(nogil=True, cache=True)
-def _masked_counts(labels, scale):  # pragma: no cover - jit
-    """``(sum(scale), #(scale != 0), #(scale != 0 and labels != 0))`` of flat arrays."""
+@_jit(nogil=True)
+def _masked_counts(labels, scale, first, stop):  # pragma: no cover - jit
+    """``(sum(scale), #(scale != 0), #(scale != 0 and labels != 0))`` over
+    ``first <= v < stop`` of flat arrays."""
     total = 0.0
     known = 0
     foreground = 0
-    for v in range(labels.size):
+    for v in range(first, stop):
         s = scale[v]
         if s != 0:
             total += s
@@ -721,11 +889,51 @@ def _masked_counts(labels, scale):  # pragma: no cover - jit
     return total, known, foreground
 
 
-@numba.njit(nogil=True, cache=True)
-def _apply_class_weights(labels, scale, w0, w1, out):  # pragma: no cover - jit
-    """``out[v] = scale[v] * (w1 if labels[v] != 0 else w0)`` on flat arrays."""
-    for v in range(labels.size):
+@_jit(nogil=True)
+def _apply_class_weights(labels, scale, w0, w1, out, first, stop):  # pragma: no cover - jit
+    """``out[v] = scale[v] * (w1 if labels[v] != 0 else w0)`` for
+    ``first <= v < stop`` of flat arrays."""
+    for v in range(first, stop):
         out[v] = scale[v] * (w1 if labels[v] != 0 else w0)
+
+
+@_jit(nogil=True)
+def _masked_counts_pair(labels, mask, dmask, first, stop):  # pragma: no cover - jit
+    """:func:`_masked_counts` over ``mask`` and over ``float32(mask) *
+    dmask`` in one pass: ``(total, known, foreground)`` twice."""
+    total = 0.0
+    known = 0
+    foreground = 0
+    total_d = 0.0
+    known_d = 0
+    foreground_d = 0
+    for v in range(first, stop):
+        m = mask[v]
+        if m == 0:
+            continue
+        fg = labels[v] != 0
+        total += m
+        known += 1
+        foreground += fg
+        s = np.float32(m) * dmask[v]
+        if s != 0:
+            total_d += s
+            known_d += 1
+            foreground_d += fg
+    return total, known, foreground, total_d, known_d, foreground_d
+
+
+@_jit(nogil=True)
+def _apply_class_weights_pair(
+    labels, mask, dmask, w0, w1, wd0, wd1, out, out_d, first, stop
+):  # pragma: no cover - jit
+    """:func:`_apply_class_weights` over ``mask`` into ``out`` and over
+    ``float32(mask) * dmask`` into ``out_d`` in one pass."""
+    for v in range(first, stop):
+        m = mask[v]
+        fg = labels[v] != 0
+        out[v] = m * (w1 if fg else w0)
+        out_d[v] = (np.float32(m) * dmask[v]) * (wd1 if fg else wd0)
 
 
 def hot_distance_weights(
@@ -741,6 +949,8 @@ def hot_distance_weights(
     Hot channels are balanced over ``mask``, distance channels over
     ``mask * distance_mask`` (``distance_mask=None``: over ``mask``).
     ``moving_counts`` holds ``2C`` dicts, hot first. Returns new counts.
+    Each channel is counted in one pass and written in one more, hot and
+    distance weights together; a spatial mask is never broadcast in memory.
     """
     channels = gt.shape[0]
     mask = broadcast_mask(mask, gt.shape)
@@ -748,18 +958,46 @@ def hot_distance_weights(
         moving_counts = new_moving_counts(2 * channels)
     moving_counts = check_moving_counts(moving_counts, 2 * channels)
     weights = np.empty((2 * channels,) + gt.shape[1:], dtype=np.float32)
-    _, hot_counts = balance_weights(
-        gt, mask, moving_counts[:channels], clipmin, clipmax, out=weights[:channels]
-    )
     if distance_mask is None:
-        distance_scale = mask
-    else:
-        distance_scale = np.asarray(mask, dtype=np.float32) * broadcast_mask(
-            distance_mask, gt.shape, name="distance_mask"
+        _, hot_counts = balance_weights(
+            gt, mask, moving_counts[:channels], clipmin, clipmax, out=weights[:channels]
         )
-    _, dist_counts = balance_weights(
-        gt, distance_scale, moving_counts[channels:], clipmin, clipmax, out=weights[channels:]
-    )
+        _, dist_counts = balance_weights(
+            gt, mask, moving_counts[channels:], clipmin, clipmax, out=weights[channels:]
+        )
+        return weights, hot_counts + dist_counts
+    distance_mask = broadcast_mask(distance_mask, gt.shape, name="distance_mask")
+    hot_counts, dist_counts = [], []
+    for c in range(channels):
+        labels_c, mask_c, dmask_c = _flat(gt[c]), _flat(mask[c]), _flat(distance_mask[c])
+        parts = _split_flat(_masked_counts_pair, labels_c.size, labels_c, mask_c, dmask_c)
+        sums = [sum(p[i] for p in parts) for i in range(6)]
+        hot, w0, w1 = _update_counts(
+            moving_counts[c], float(sums[0]), int(sums[1]), int(sums[2]), clipmin, clipmax
+        )
+        dist, wd0, wd1 = _update_counts(
+            moving_counts[channels + c],
+            float(sums[3]),
+            int(sums[4]),
+            int(sums[5]),
+            clipmin,
+            clipmax,
+        )
+        _split_flat(
+            _apply_class_weights_pair,
+            labels_c.size,
+            labels_c,
+            mask_c,
+            dmask_c,
+            np.float32(w0),
+            np.float32(w1),
+            np.float32(wd0),
+            np.float32(wd1),
+            weights[c].reshape(-1),
+            weights[channels + c].reshape(-1),
+        )
+        hot_counts.append(hot)
+        dist_counts.append(dist)
     return weights, hot_counts + dist_counts
 
 
@@ -781,15 +1019,14 @@ __all__ = [
     "check_not_empty",
     "check_voxel_size",
     "distance_mask",
-    "face_sites",
     "hot_distance_target",
     "hot_distance_weights",
     "is_integer",
     "is_real",
+    "kernel_threads",
     "new_moving_counts",
     "no_boundary_extent",
     "signed_distance",
-    "squared_face_distance",
     "tanh_normalize",
     "to_channels",
 ]

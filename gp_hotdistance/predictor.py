@@ -6,16 +6,19 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import numpy.typing as npt
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import Array
 
 from gp_hotdistance import functional as F
 from gp_hotdistance.functional import MovingCounts
+
+if TYPE_CHECKING:
+    # imported where used: dask and funlib.persistence take seconds to import,
+    # and blockwise workers compute targets from numpy arrays alone
+    from funlib.persistence import Array
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,19 @@ class HotDistancePredictor(Predictor):
             return self.padding(voxel_size)
         return Coordinate((0,) * voxel_size.dims)
 
+    def snapped_context(self, voxel_size: Coordinate) -> tuple[Coordinate, Coordinate]:
+        """World context ``(negative, positive)`` that :meth:`gt_region_for_roi`
+        adds around any ROI on the grid of ``voxel_size``.
+
+        Growing an on-grid ROI by :meth:`context` ``c`` and snapping inwards
+        (``mode="shrink"``) keeps whole voxels only, so each side grows by
+        ``(c // v) * v`` per axis of voxel size ``v``: the same on both sides.
+        """
+        voxel_size = Coordinate(voxel_size)
+        context = self.context(voxel_size)
+        snapped = Coordinate((c // v) * v for c, v in zip(context, voxel_size, strict=True))
+        return snapped, snapped
+
     def padding(self, gt_voxel_size: Coordinate) -> Coordinate:
         """``Coordinate((max_distance,) * dims)``: what a training pipeline
         pads the ground truth by.
@@ -330,7 +346,7 @@ class HotDistancePredictor(Predictor):
         mask_data = None if mask is None else _read(mask, target, "mask")
         distance_mask = None
         if self.mask_distances:
-            target_data = np.asarray(target.data)
+            target_data = _read(target, target, "target")
             distance_mask = self.create_distance_mask(
                 target_data[self.classes :], mask_data, target.voxel_size
             )
@@ -361,7 +377,8 @@ def grid_voxel_size(voxel_size: Any, name: str = "voxel_size") -> Coordinate:
 
 def _read(array: Array, like: Array, name: str) -> npt.NDArray:
     """The data of ``array`` (called ``name`` in errors) inside ``like.roi``,
-    on ``like``'s voxel grid, as a numpy array.
+    on ``like``'s voxel grid, as a numpy array: a view of an unchanged
+    :class:`~gp_hotdistance.arrays.InMemoryArray`, else read through funlib.
 
     Raises:
         ValueError: another voxel size, or an ROI that does not cover
@@ -381,18 +398,26 @@ def _read(array: Array, like: Array, name: str) -> npt.NDArray:
         raise ValueError(
             f"{name} ROI {array.roi} does not cover the target ROI {roi} it is needed at"
         )
+    from gp_hotdistance.arrays import InMemoryArray
+
+    if isinstance(array, InMemoryArray) and not array.lazy_ops and array.data is array.dask_data:
+        spatial = (roi - array.offset) / array.voxel_size
+        channels = (slice(None),) * (array.ndarray.ndim - roi.dims)
+        return array.ndarray[channels + spatial.to_slices()]
     if roi == array.roi:
         return np.asarray(array.data)
     return np.asarray(array[roi])
 
 
 def _channel_array(data: npt.NDArray, like: Array) -> Array:
-    """``data`` (channels first) as an Array at ``like``'s offset and voxel
-    size. The data becomes one dask chunk under a random name: dask would
-    otherwise hash every byte to name it."""
+    """``data`` (channels first) as an
+    :class:`~gp_hotdistance.arrays.InMemoryArray` at ``like``'s offset and
+    voxel size, channel axis ``c^``."""
+    from gp_hotdistance.arrays import InMemoryArray
+
     spatial = like.axis_names[-like.voxel_size.dims :]
-    return Array(
-        da.from_array(data, chunks=data.shape, name=False),
+    return InMemoryArray(
+        data,
         offset=like.offset,
         voxel_size=like.voxel_size,
         axis_names=["c^", *spatial],

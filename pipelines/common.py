@@ -85,8 +85,14 @@ def latest_checkpoint(out: Path) -> int:
 
 def load_model(config: Config, checkpoint: str | Path) -> torch.nn.Module:
     """The config's model with the weights of ``checkpoint`` (a file holding
-    ``{"model_state_dict": ...}``), in eval mode. Loaded with
-    ``weights_only=True``: a checkpoint holding pickled objects is refused."""
+    ``{"model_state_dict": ...}``, as :meth:`pipelines.rundir.RunDirectory.save`
+    and gunpowder's ``Train`` write), in eval mode. Loaded with
+    ``weights_only=True``: a checkpoint holding pickled objects is refused.
+
+    Raises:
+        ConfigError: the file cannot be loaded, or its weights do not fit
+            the config's model.
+    """
     import pickle
 
     import torch
@@ -98,7 +104,12 @@ def load_model(config: Config, checkpoint: str | Path) -> torch.nn.Module:
         raise ConfigError(f"cannot load checkpoint {checkpoint}: {error}") from error
     if not isinstance(state, dict) or "model_state_dict" not in state:
         raise ConfigError(f"checkpoint {checkpoint} holds no model_state_dict")
-    model.load_state_dict(state["model_state_dict"])
+    try:
+        model.load_state_dict(state["model_state_dict"])
+    except RuntimeError as error:  # missing, unexpected or differently shaped weights
+        raise ConfigError(
+            f"checkpoint {checkpoint} does not fit the model of this config: {error}"
+        ) from None
     return model.eval()
 
 

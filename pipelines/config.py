@@ -43,12 +43,15 @@ absolute. Paths holding ``://`` (URLs) are kept as they are.
 Unknown keys, wrong types and out-of-range values are refused with one
 :class:`ConfigError` naming each key path and its value.
 
-Repeatability: ``training.seed`` seeds torch (network initialisation) and
-numpy's global generator, which gunpowder's random nodes (``RandomLocation``
-and the augmentations) draw from in the training process. It does not make
-a run with ``training.num_workers > 0`` repeatable: each ``PreCache`` worker
-process draws its own batches, and the order in which their batches arrive
-depends on timing. CUDA kernels may add non-determinism of their own.
+Repeatability: ``training.seed`` seeds torch (the network's initial
+weights) and, with ``training.num_workers: 0``, the random seed of every
+training request: gunpowder reseeds ``random`` and numpy's global generator
+from it in each node, so ``RandomLocation`` and the augmentations draw the
+same batch for the same iteration in every run, resumed or not (see
+``pipelines.train.seeded_request``). It does not cover ``PreCache``
+(``num_workers > 0``): gunpowder seeds those requests from the clock, each
+worker draws its own batches, and the order in which they arrive depends on
+timing. CUDA kernels may add non-determinism of their own.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ DistanceMaskNode, WeightNode; no network) and writes, per batch ``i``:
   ``weights/dist_<c>``, ``distance_mask/dist_<c>``: each an OME-NGFF 0.4
   multiscale group with level ``s0`` (also carrying funlib attributes), at
   the WORLD offset where the batch was sampled;
-- ``batch_<i>.png``: the central slice of every channel, with colour bars,
+- ``batch_<i>.png``: every channel over the output ROI (3-D: its central
+  section), with colour bars; single-valued channels say so in the title;
   titled with the sample it came from.
 
 ``training.augment: false`` shows the data as stored.
@@ -21,12 +22,14 @@ import argparse
 import dataclasses
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import gunpowder as gp
 import numpy as np
-from funlib.geometry import Coordinate
+from funlib.geometry import Coordinate, Roi
 
+from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.torch.inference import input_shape_for
 from pipelines.batches import (
     BatchArray,
@@ -42,30 +45,61 @@ from pipelines.common import make_model, make_predictor
 from pipelines.config import Config, ConfigError, load_config
 
 
+@dataclass(frozen=True)
+class Panel:
+    """One montage panel: its title and the 2-D image shown."""
+
+    title: str
+    image: np.ndarray
+
+
+def montage_panels(arrays: list[BatchArray]) -> list[Panel]:
+    """One panel per array, all showing the same world region: each array is
+    cropped to the intersection of the arrays' ROIs (the output ROI; raw is
+    larger by the network's context), and 3-D arrays show their central
+    section of it. A panel whose values are all equal says so in its title,
+    e.g. ``weights/dist_er (all 0)``."""
+    rois = [Roi(a.offset, Coordinate(a.data.shape) * a.voxel_size) for a in arrays]
+    region = rois[0]
+    for roi in rois[1:]:
+        region = region.intersect(roi)
+    panels = []
+    for array, roi in zip(arrays, rois, strict=True):
+        data = array.data[roi_slices(region, roi, array.voxel_size)]
+        image = data if data.ndim == 2 else data[data.shape[0] // 2]
+        title = array.name
+        if data.size and data.min() == data.max():
+            title += f" (all {data.flat[0]:g})"
+        panels.append(Panel(title, image))
+    return panels
+
+
 def write_montage(path: Path, arrays: list[BatchArray], title: str) -> None:
-    """Central slice (2-D: the image) of every array, with colour bars."""
+    """The panels of :func:`montage_panels`, with colour bars (none on a
+    single-valued panel)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = min(4, len(arrays))
-    rows = -(-len(arrays) // columns)
+    panels = montage_panels(arrays)
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, array in zip(axes.flat, arrays, strict=False):
-        image = array.data if array.data.ndim == 2 else array.data[array.data.shape[0] // 2]
+    for axis, panel, array in zip(axes.flat, panels, arrays, strict=False):
         signed = array.name.startswith("target/dist_")
         shown = axis.imshow(
-            image.astype(np.float32),
+            panel.image.astype(np.float32),
             cmap="RdBu_r" if signed else "gray",
             vmin=-1 if signed else None,
             vmax=1 if signed else None,
             interpolation="nearest",
         )
-        axis.set_title(array.name, fontsize=9)
-        figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+        axis.set_title(panel.title, fontsize=9)
+        if "(all " not in panel.title:
+            figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=80)

@@ -38,8 +38,8 @@ import logging
 import os
 import pickle
 import re
+import secrets
 import socket
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -419,19 +419,21 @@ class RunDirectory:
         return summary if isinstance(summary, dict) else None
 
     def write_summary(self, summary: dict[str, Any]) -> bool:
-        """Write ``summary`` (holding ``"iterations"``, the iteration of the
-        evaluated model) atomically unless the stored summary evaluated the
-        same or a later iteration: a rerun that trains nothing keeps the
-        summary of the run that trained. Returns whether it was written."""
+        """Write ``summary`` atomically unless the stored one is better
+        informed. ``summary["iterations"]`` is the iteration of the evaluated
+        model and ``summary["trained"]`` how many iterations this run trained.
+
+        The stored summary is kept when it is of a later iteration, or of the
+        same iteration while this run trained nothing (a rerun that only
+        re-evaluated). A run that trained up to the stored iteration again
+        (after skipping a broken checkpoint) replaces it: its model is the one
+        now saved. Returns whether ``summary`` was written.
+        """
         stored = self.read_summary()
         old = stored.get("iterations") if stored else None
-        if isinstance(old, int) and old >= summary["iterations"]:
-            logger.info(
-                "keeping %s of iteration %d (this one is of iteration %d)",
-                SUMMARY_NAME,
-                old,
-                summary["iterations"],
-            )
+        new = summary["iterations"]
+        if isinstance(old, int) and (old > new or (old == new and not summary["trained"])):
+            logger.info("keeping %s of iteration %d (this one: %d)", SUMMARY_NAME, old, new)
             return False
         self._write_atomic(SUMMARY_NAME, json.dumps(summary, indent=2).encode())
         return True
@@ -443,7 +445,10 @@ class RunDirectory:
         to a temporary file beside ``name``, fsync it, rename it to ``name``
         and fsync the directory: a reader sees the old file or the new one."""
         self._require_lock()
-        fd, temporary = tempfile.mkstemp(dir=self.path, prefix=f".{name}.", suffix=".tmp")
+        # not tempfile.mkstemp: its files are private (0600); these get the
+        # permissions of any file the user creates (0666 less the umask)
+        temporary = self.path / f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as file:
                 if isinstance(content, bytes):

@@ -23,8 +23,8 @@ The target and distance-mask work still runs in the workers.
 The output directory is a :class:`~pipelines.rundir.RunDirectory`: locked for
 the whole run, its ``config.json`` compared with the config before anything
 is written, checkpoints written atomically, resumed from the newest complete
-one, and ``summary.json`` never replaced by the evaluation of an earlier or
-the same iteration.
+one, and ``summary.json`` never replaced by a less informed one (see
+:meth:`~pipelines.rundir.RunDirectory.write_summary`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import math
 import random
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import gunpowder as gp
@@ -78,14 +79,15 @@ def build_pipeline(
     keys: Keys,
     out: Path,
     device: str,
-) -> tuple[gp.Pipeline, gp.BatchRequest, WeightNode]:
-    """The training pipeline, its request and its WeightNode (for the counts)."""
+) -> tuple[gp.Pipeline, gp.BatchRequest, WeightNode, gp_torch.Train]:
+    """The training pipeline, its request, its WeightNode (for the counts)
+    and its Train node (for the learning rate and the restored state)."""
     output_shape = Coordinate(config.model.output_shape)
     input_shape = Coordinate(input_shape_for(model, output_shape))
     pipeline, request, weight_node = build_data_pipeline(
         config, data, keys, input_shape, output_shape, config.training.num_workers
     )
-    pipeline += gp_torch.Train(
+    train_node = gp_torch.Train(
         model=model,
         loss=HotDistanceLoss(dims=output_shape.dims),
         optimizer=torch.optim.Adam(model.parameters(), lr=config.training.learning_rate),
@@ -100,9 +102,10 @@ def build_pipeline(
         save_every=sys.maxsize,
         device=device,
     )
+    pipeline += train_node
     pipeline += gp.PrintProfilingStats(every=config.training.profile_every)
     request[keys.prediction] = gp.ArraySpec(roi=request[keys.gt].roi)
-    return pipeline, request, weight_node
+    return pipeline, request, weight_node, train_node
 
 
 def learning_rate(config: Config, iteration: int, total: int) -> float:
@@ -113,6 +116,55 @@ def learning_rate(config: Config, iteration: int, total: int) -> float:
     final = base * config.training.final_lr_fraction
     progress = iteration / max(total - 1, 1)
     return final + (base - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+LOSS_WINDOW = 100
+"""The progress display shows the mean loss of the last this many iterations."""
+
+PLAIN_LINES = 20
+"""Without a terminal, progress is at most about this many plain lines per run."""
+
+
+class Progress:
+    """Training progress on stderr: the mean loss of the last
+    :data:`LOSS_WINDOW` iterations.
+
+    On a terminal, a tqdm bar; otherwise (a log file, a pipe) one plain line
+    every ``ceil((total - start) / PLAIN_LINES)`` iterations and at the last,
+    without the carriage returns of a bar. ``quiet`` shows nothing.
+    """
+
+    def __init__(self, start: int, total: int, quiet: bool):
+        self.losses: deque[float] = deque(maxlen=LOSS_WINDOW)
+        self.total = total
+        self.terminal = not quiet and sys.stderr.isatty()
+        self.plain = not quiet and not self.terminal
+        self.every = max(1, math.ceil((total - start) / PLAIN_LINES))
+        self.began = time.perf_counter()
+        self.bar = tqdm(
+            initial=start, total=total, desc="train", disable=not self.terminal, dynamic_ncols=True
+        )
+
+    @property
+    def mean_loss(self) -> float:
+        return sum(self.losses) / len(self.losses)
+
+    def update(self, iteration: int, loss: float) -> None:
+        """Record the loss of ``iteration`` (1-based, as Train numbers it)."""
+        self.losses.append(loss)
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"loss (mean of last {len(self.losses)}) {self.mean_loss:.4f}")
+        if self.plain and (iteration % self.every == 0 or iteration == self.total):
+            elapsed = time.perf_counter() - self.began
+            print(
+                f"iteration {iteration}/{self.total}: loss (mean of last {len(self.losses)}) "
+                f"{self.mean_loss:.4f}, {elapsed:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -227,7 +279,9 @@ def _train_steps(
     Returns the losses."""
     model.train()
     keys = Keys.create(config)
-    pipeline, request, weight_node = build_pipeline(config, data, model, keys, out, device)
+    pipeline, request, weight_node, train_node = build_pipeline(
+        config, data, model, keys, out, device
+    )
     start = 0
     if checkpoint is not None:
         start = checkpoint.iteration
@@ -238,20 +292,22 @@ def _train_steps(
         logger.info("resuming from iteration %d (%s)", start, checkpoint.path.name)
     losses = []
     with gp.build(pipeline):
-        train_node = _find_train_node(pipeline)
         if checkpoint is not None:
             # after the build: Train has moved the model to its device, and the
             # optimizer state follows the parameters' device
             train_node.model.load_state_dict(checkpoint.model_state)
             train_node.optimizer.load_state_dict(checkpoint.optimizer_state)
             train_node.iteration = start
-        bar = tqdm(range(start, total), desc="train", disable=quiet, dynamic_ncols=True)
-        for iteration in bar:
+        progress = Progress(start, total, quiet)
+        for iteration in range(start, total):
             for group in train_node.optimizer.param_groups:
                 group["lr"] = learning_rate(config, iteration, total)
-            batch = pipeline.request_batch(request)
+            if config.training.num_workers == 0:
+                batch = pipeline.request_batch(seeded_request(request, config, iteration))
+            else:
+                batch = pipeline.request_batch(request)
             losses.append(float(batch.loss))
-            bar.set_postfix(loss=f"{batch.loss:.4f}")
+            progress.update(batch.iteration, float(batch.loss))
             if batch.iteration % config.training.snapshot_every == 0:
                 write_snapshot(out, batch, keys, config)
             if batch.iteration % config.training.save_every == 0 or batch.iteration == total:
@@ -261,6 +317,7 @@ def _train_steps(
                     train_node.optimizer.state_dict(),
                     weight_node.state_dict(),
                 )
+        progress.close()
     return losses
 
 
@@ -275,15 +332,21 @@ def write_snapshot(out: Path, batch: gp.Batch, keys: Keys, config: Config) -> Pa
     return path
 
 
-def _find_train_node(pipeline: gp.Pipeline) -> gp_torch.Train:
-    """The Train node of a built pipeline (for the final checkpoint)."""
-    stack = [pipeline]
-    while stack:
-        node = stack.pop()
-        if isinstance(node.output, gp_torch.Train):
-            return node.output
-        stack.extend(node.children)
-    raise RuntimeError("pipeline has no Train node")
+def seeded_request(request: gp.BatchRequest, config: Config, iteration: int) -> gp.BatchRequest:
+    """A copy of ``request`` whose random seed depends only on
+    ``training.seed`` and ``iteration`` (0-based).
+
+    gunpowder reseeds ``random`` and numpy's global generator from the
+    request's seed in every node, and a request without one is seeded from
+    the clock; with this seed the batch of an iteration is the same in every
+    run, resumed or not. Only without ``PreCache``: its workers all copy one
+    request, so a seeded one would give the same batch over and over.
+    """
+    state = np.random.SeedSequence([config.training.seed, iteration]).generate_state(1)
+    seeded = gp.BatchRequest(random_seed=int(state[0]))
+    for key, spec in request.items():
+        seeded[key] = spec.copy()
+    return seeded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         help="output directory: checkpoints, moving counts, snapshots, demo data, summary "
         "(a run resumes from the newest checkpoint here; default: runs/demo)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress (else a bar on a terminal, plain lines when stderr is a file)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import gunpowder as gp
 import numpy as np
 import numpy.typing as npt
+from scipy.ndimage import gaussian_filter
 
 
 class ArraySource(gp.BatchProvider):
@@ -64,6 +65,15 @@ def blobs(
     return labels
 
 
+def smooth_blobs(
+    rng: np.random.Generator, shape: Sequence[int], sigma: float, fraction: float
+) -> npt.NDArray[np.uint8]:
+    """A binary uint8 volume: Gaussian-smoothed noise (``sigma`` voxels)
+    thresholded to about ``fraction`` foreground."""
+    noise = gaussian_filter(rng.standard_normal(tuple(shape)), sigma)
+    return (noise > np.quantile(noise, 1 - fraction)).astype(np.uint8)
+
+
 def random_mask(
     rng: np.random.Generator, shape: Sequence[int], p_unknown: float = 0.15
 ) -> npt.NDArray[np.uint8]:
@@ -73,11 +83,6 @@ def random_mask(
     size = [max(1, int(s * p_unknown)) for s in shape]
     mask[tuple(slice(b, b + z) for b, z in zip(begin, size, strict=True))] = 0
     return mask
-
-
-def voxel_roi(roi: gp.Roi, outer: gp.Roi, voxel_size: Sequence[int]) -> tuple[slice, ...]:
-    """Slices selecting ``roi`` in an array that covers ``outer``."""
-    return ((roi - outer.offset) / gp.Coordinate(voxel_size)).to_slices()
 
 
 def augmented_pipeline(

@@ -1,4 +1,4 @@
-"""Blockwise targets and prediction on daisy (pipelines/blockwise.py).
+"""Blockwise targets and prediction on daisy (pipelines/blockwise/).
 
 Every daisy run here uses 2 worker processes (except the serial failure
 test); one targets run is shared by the module (``targets_run``).
@@ -23,7 +23,10 @@ from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, prepare_ds
 
 from gp_hotdistance import functional as F
+from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
+from pipelines.common import load_model, normalize_raw
+from pipelines.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +53,7 @@ def data(tmp_path_factory):
 
 
 def _predictor():
-    return bw.HotDistancePredictor(["mito", "er"], scale_factor=SCALE, mask_distances=True)
+    return HotDistancePredictor(["mito", "er"], scale_factor=SCALE, mask_distances=True)
 
 
 def _targets_args(data, output):
@@ -115,7 +118,7 @@ def _crop(inner: Roi, outer: Roi, voxel_size):
 
 
 def test_targets_equal_whole_volume_where_known(data, targets_run):
-    """The exact condition (module docstring of pipelines.blockwise): per
+    """The exact condition (docs/blockwise.md): per
     channel, a blockwise distance equals the whole-volume one at voxel ``v``
     of write ROI ``B`` (read ROI ``R = grow(B, c) ∩ W``) when ``R == W`` or
     the channel has a face in ``R`` and ``|d_R(v)| <= m(v)``, ``m`` the
@@ -172,12 +175,16 @@ def test_targets_equal_whole_volume_where_known(data, targets_run):
 
 _DRIVER = """
 import dataclasses, pickle, sys, time
+from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
+from pipelines.common import load_model, normalize_raw
+from pipelines.config import load_config
 
 class Slow(bw.TargetsJob):
     def process(self, write_roi):
-        super().process(write_roi)
+        seconds = super().process(write_roi)
         time.sleep(0.5)  # outputs written, done marker not yet
+        return seconds
 
 with open(sys.argv[1], "rb") as f:
     job = pickle.load(f)
@@ -255,7 +262,7 @@ def test_refuses_mismatched_output(data, tmp_path, mismatch, kwargs):
 def test_resume_refuses_other_parameters(data, tmp_path, capsys):
     output = tmp_path / "out.zarr"
     bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
-    other = bw.HotDistancePredictor(["mito", "er"], scale_factor=80.0, mask_distances=True)
+    other = HotDistancePredictor(["mito", "er"], scale_factor=80.0, mask_distances=True)
     with pytest.raises(bw.OutputMismatchError, match=r"done/targets.*scale_factor"):
         bw.plan_targets(data / "gt", output, other, BLOCK, mask=data / "mask")
     with pytest.raises(bw.OutputMismatchError, match=r"done/targets.*block_size"):
@@ -274,14 +281,14 @@ class FailOnce(bw.TargetsJob):
         if write_roi.offset == self.volume_roi.offset and not flag.exists():
             flag.write_text("x")
             raise RuntimeError(f"injected failure at {write_roi}")
-        super().process(write_roi)
+        return super().process(write_roi)
 
 
 class FailAlways(bw.TargetsJob):
     def process(self, write_roi):
         if write_roi.offset == self.volume_roi.offset:
             raise RuntimeError(f"injected failure at {write_roi}")
-        super().process(write_roi)
+        return super().process(write_roi)
 
 
 def _as(cls, job):
@@ -367,9 +374,9 @@ def test_predict_equals_one_piece(data, run_dir, tmp_path):
     assert prediction.dtype == np.float32 and segmentation.dtype == np.uint8
     assert prediction.shape == (4, *SHAPE) and segmentation.shape == (2, *SHAPE)
 
-    model = bw.load_model(bw.load_config(run_dir / "config.json"), run_dir / "model_checkpoint_3")
+    model = load_model(load_config(run_dir / "config.json"), run_dir / "model_checkpoint_3")
     raw = open_ds(str(data / "raw"))
-    whole = predict_volume(model, bw.normalize_raw(raw[raw.roi], raw.dtype), OUTPUT_TILE)
+    whole = predict_volume(model, normalize_raw(raw[raw.roi], raw.dtype), OUTPUT_TILE)
     got = np.asarray(prediction[prediction.roi])
     np.testing.assert_allclose(got, whole, atol=1e-5, rtol=0)
     certain = np.abs(whole[:2]) > 1e-4  # logits this close to 0 may flip either way

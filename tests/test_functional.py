@@ -10,10 +10,10 @@ import zlib
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
 
 from gp_hotdistance import functional as F
-from gp_hotdistance import reference as R
+from tests import reference as R
+from tests.helpers import smooth_blobs
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -45,12 +45,6 @@ def brute_force_signed_distance(channel: np.ndarray, voxel_size) -> np.ndarray:
     distance = np.sqrt(squared).astype(np.float32).reshape(channel.shape)
     distance[~channel] *= -1
     return distance
-
-
-def blobs(rng, shape, sigma, fraction):
-    """Smoothed noise thresholded to about ``fraction`` foreground."""
-    noise = gaussian_filter(rng.standard_normal(shape), sigma)
-    return (noise > np.quantile(noise, 1 - fraction)).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------
@@ -260,13 +254,13 @@ def test_half_space(shape, voxel_size, axis, i0):
 def test_target_and_distance_mask_match_reference(shape, voxel_size, kind, scale_factor):
     rng = np.random.default_rng(zlib.crc32(repr((shape, kind, scale_factor)).encode()))
     if kind == "blobs":
-        gt = np.stack([blobs(rng, shape, 2.0, f) for f in (0.1, 0.4, 0.7)])
+        gt = np.stack([smooth_blobs(rng, shape, 2.0, f) for f in (0.1, 0.4, 0.7)])
     else:
         gt = (rng.random((3,) + shape) < 0.5).astype(np.uint8)
     target = F.hot_distance_target(gt, voxel_size, scale_factor)
     expected = R.reference_target(gt, voxel_size, scale_factor)
     np.testing.assert_array_equal(target, expected)
-    mask = blobs(rng, shape, 3.0, 0.8)
+    mask = smooth_blobs(rng, shape, 3.0, 0.8)
     np.testing.assert_array_equal(
         F.distance_mask(target[3:], mask, voxel_size, scale_factor, 0.05, 0.8),
         R.reference_distance_mask(expected[3:], mask, voxel_size, scale_factor),
@@ -278,8 +272,8 @@ def test_hot_distance_weights_match_reference():
     shape, vs = (20, 24), (4, 4)
     counts = ref_counts = None
     for _ in range(3):
-        gt = np.stack([blobs(rng, shape, 2.0, f) for f in (0.2, 0.6)])
-        mask = np.stack([blobs(rng, shape, 3.0, 0.9), np.ones(shape, np.uint8)])
+        gt = np.stack([smooth_blobs(rng, shape, 2.0, f) for f in (0.2, 0.6)])
+        mask = np.stack([smooth_blobs(rng, shape, 3.0, 0.9), np.ones(shape, np.uint8)])
         t = F.hot_distance_target(gt, vs, 10.0)
         dm = F.distance_mask(t[2:], mask, vs, 10.0, 0.05, 0.8)
         w, counts = F.hot_distance_weights(gt, mask, dm, counts)

@@ -18,7 +18,8 @@ from funlib.persistence import Array
 
 from gp_hotdistance import DistanceMaskNode, HotDistancePredictor, TargetNode, WeightNode
 from gp_hotdistance import functional as F
-from tests.helpers import ArraySource, blobs, make_array, random_mask, voxel_roi
+from gp_hotdistance.geometry import roi_slices
+from tests.helpers import ArraySource, blobs, make_array, random_mask
 
 # voxel size, source offset and shape, scale factor (= context), and a request
 # inside the advertised ROI, as (begin, shape) in voxels from the source start
@@ -113,7 +114,7 @@ def grown(p: HotDistancePredictor, roi: gp.Roi, dims: str) -> gp.Roi:
 
 def crop(data: np.ndarray, roi: gp.Roi, outer: gp.Roi, dims: str) -> np.ndarray:
     """``roi`` of ``data`` (covering ``outer``), keeping leading channels."""
-    slices = voxel_roi(roi, outer, CASES[dims]["voxel_size"])
+    slices = roi_slices(roi, outer, CASES[dims]["voxel_size"])
     return data[(...,) + slices]
 
 
@@ -172,6 +173,7 @@ def test_target_node_spec(dims, mask_distances):
     pipeline = sources(dims, gt=make_gt(dims, seed=2)) + TargetNode(p, GT, TARGET)
     vs = gp.Coordinate(CASES[dims]["voxel_size"])
     context = gp.Coordinate(CASES[dims]["context"]) * vs if mask_distances else vs * 0
+    assert p.snapped_context(vs) == (context, context)
     with gp.build(pipeline):
         spec = pipeline.spec[TARGET]
         # the ROIs whose grown GT region fits in the source
@@ -377,15 +379,15 @@ def test_chain_values(dims, mask_distances):
     assert (batch[WEIGHTS].data[:, mask_roi == 0] == 0).all()
 
     if not mask_distances:
-        # DaCapo's create_weight (its intended behaviour) on the same arrays
+        # this project's HotDistancePredictor.create_weight (not DaCapo's) on the same arrays
         vs = CASES[dims]["voxel_size"]
         offset = roi.offset
-        dacapo_weights, _ = p.create_weight(
+        array_weights, _ = p.create_weight(
             Array(crop(gt, roi, source_roi(dims), dims), offset=offset, voxel_size=vs),
             Array(target, offset=offset, voxel_size=vs),
             Array(mask_roi, offset=offset, voxel_size=vs),
         )
-        np.testing.assert_array_equal(batch[WEIGHTS].data, np.asarray(dacapo_weights.data))
+        np.testing.assert_array_equal(batch[WEIGHTS].data, np.asarray(array_weights.data))
 
 
 @pytest.mark.parametrize("dims", DIMS)

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
+import gunpowder as gp
 import numpy as np
 import pytest
 import torch
+import zarr
+from funlib.geometry import Coordinate
 from funlib.persistence import open_ds
 
 from gp_hotdistance import HotDistancePredictor
-from gp_hotdistance.torch import UNet
+from gp_hotdistance.torch import HotDistanceLoss, UNet
 from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_volume
 from pipelines import common
 from pipelines import preview as preview_module
 from pipelines import train as train_module
-from pipelines.batches import open_data
+from pipelines.batches import BatchArray, build_data_pipeline, open_data
 from pipelines.config import ConfigError, from_dict, load_config
 from pipelines.demo_data import make_cellmap_demo
+
+BATCH_SEED = 0  # random seed of the batch in test_loss_falls_when_fitting_one_batch
+LOSS_STEPS = 100  # Adam steps on that batch: its loss falls to below half (measured)
 
 
 def tiny_config(data_section, dims=2, **training):
@@ -181,7 +190,7 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
     model = common.make_model(config, predictor)
     keys = train_module.Keys.create(config)
     data = open_data(config)
-    _, _, weight_node = train_module.build_pipeline(config, data, model, keys, out, "cpu")
+    _, _, weight_node, _ = train_module.build_pipeline(config, data, model, keys, out, "cpu")
     weight_node.load_state_dict(counts)
     assert json.loads(json.dumps(weight_node.state_dict())) == counts
 
@@ -205,19 +214,88 @@ def test_resume_skips_a_checkpoint_without_counts(demo_2d, tmp_path):
     assert summary["resumed_from"] == 0 and summary["iterations"] == 3
 
 
-def test_train_3d_anisotropic(tmp_path):
+def test_train_3d_anisotropic_batches_and_snapshots(tmp_path):
+    """Batch shapes, finite losses, the snapshot's target is ``process`` of
+    its gt, and snapshot numbers equal checkpoint numbers, across a resume."""
     demo = make_cellmap_demo(
-        tmp_path / "demo_data.zarr", anisotropic=True, dims=3, raw_shape=(36, 64, 64)
+        tmp_path / "demo_data.zarr", anisotropic=True, dims=3, raw_shape=(36, 128, 128)
     )
-    values = tiny_config(demo.data_section(), dims=3).to_dict()
+    section = demo.data_section()
+    values = tiny_config(section, dims=3, iterations=4, save_every=2, snapshot_every=2).to_dict()
     values["model"]["downsample_factors"] = [[1, 2, 2]]
     values["model"]["output_shape"] = [4, 8, 8]
     values["scale_factor"] = 40.0
-    values["training"]["augment"] = False
-    summary = train_module.train(from_dict(values), tmp_path / "run", quiet=True)
-    assert summary["iterations"] == 2
-    assert (tmp_path / "run" / "model_checkpoint_2").exists()
-    assert set(summary["dice"]) == {"mito", "er"}
+    values["mask_distances"] = False  # target at R = process(gt at R): no context
+    # without PreCache each iteration's batch follows from (seed, iteration);
+    # with this seed batch 6 holds both gt values
+    values["training"]["seed"] = 1
+    config = from_dict(values)
+    out = tmp_path / "run"
+    summary = train_module.train(config, out, quiet=True)
+    assert summary["iterations"] == 4
+    assert np.isfinite(summary["first_50_loss"]) and np.isfinite(summary["last_50_loss"])
+    resumed = train_module.train(config, out, iterations=6, quiet=True)
+    assert resumed["resumed_from"] == 4
+    snapshots = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snapshots == ["batch_2.zarr", "batch_4.zarr", "batch_6.zarr"]
+    checkpoints = sorted(p.name for p in out.glob("model_checkpoint_*"))
+    assert checkpoints == ["model_checkpoint_2", "model_checkpoint_4", "model_checkpoint_6"]
+
+    predictor = common.make_predictor(config)
+    model = common.make_model(config, predictor)
+    input_shape = tuple(input_shape_for(model, (4, 8, 8)))
+    snapshot = zarr.open_group(str(out / "snapshots" / "batch_6.zarr"), mode="r")
+    assert snapshot["raw/s0"].shape == input_shape  # first sample of the batch
+    channels = [f"hot_{c}" for c in config.channels] + [f"dist_{c}" for c in config.channels]
+    for name in ("target", "weights", "prediction"):
+        for channel in channels:
+            assert snapshot[f"{name}/{channel}/s0"].shape == (4, 8, 8), (name, channel)
+    assert tuple(snapshot["target/hot_mito/s0"].attrs["voxel_size"]) == (40, 4, 4)
+    gt = np.stack([snapshot[f"gt/{c}/s0"][:] for c in config.channels])
+    assert gt.any() and not gt.all()
+    target = np.stack([snapshot[f"target/{c}/s0"][:] for c in channels])
+    np.testing.assert_array_equal(target, predictor.process(gt, (40, 4, 4)))
+
+
+def test_loss_falls_when_fitting_one_batch(demo_2d):
+    """The targets and weights of a real batch are learnable: Adam on that
+    one batch lowers the loss (a target misaligned with raw, or zero
+    weights, would not)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    config = tiny_config(demo_2d.data_section())
+    predictor = common.make_predictor(config)
+    model = common.make_model(config, predictor)
+    keys = train_module.Keys.create(config)
+    output_shape = Coordinate(config.model.output_shape)
+    pipeline, request, _ = build_data_pipeline(
+        config,
+        open_data(config),
+        keys,
+        Coordinate(input_shape_for(model, output_shape)),
+        output_shape,
+        0,
+    )
+    seeded = gp.BatchRequest(random_seed=BATCH_SEED)  # the same batch in any test order
+    for key, spec in request.items():
+        seeded[key] = spec.copy()
+    with gp.build(pipeline):
+        batch = pipeline.request_batch(seeded)
+    raw, target, weights = (
+        torch.from_numpy(batch[k].data) for k in (keys.raw, keys.target, keys.weights)
+    )
+    assert target.shape == weights.shape == (1, 4, *output_shape)
+    loss_fn = HotDistanceLoss(dims=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(LOSS_STEPS):
+        optimizer.zero_grad()
+        loss = loss_fn(model(raw), target, weights)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert np.all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
 
 
 def test_missing_dataset_is_a_config_error(tmp_path):
@@ -340,3 +418,49 @@ def test_context_must_be_symmetric():
     output_shape = model.output_shape(model.backbone.valid_input_shape((20, 20)))
     with pytest.raises(ValueError, match=r"needs an even shrink"):
         context_for(model, output_shape)
+
+
+def test_progress_without_a_terminal_is_plain_lines(demo_2d, tmp_path):
+    """With stderr redirected to a file, training writes no carriage-return
+    frames, only a bounded number of plain progress lines."""
+    config = tiny_config(demo_2d.data_section(), iterations=45, save_every=45, snapshot_every=45)
+    (tmp_path / "c.json").write_text(json.dumps(config.to_dict()))
+    root = Path(__file__).resolve().parents[1]
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        done = subprocess.run(
+            [sys.executable, "-m", "pipelines.train", "--config", str(tmp_path / "c.json")]
+            + ["--out", str(tmp_path / "run")],
+            cwd=root,
+            stderr=stderr,
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    text = (tmp_path / "stderr.txt").read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text
+    progress = [line for line in text.splitlines() if line.startswith("iteration ")]
+    # every ceil(45 / PLAIN_LINES) = 3 iterations: 15 lines, the last at 45
+    assert len(progress) == 15, text
+    assert progress[-1].startswith("iteration 45/45: loss (mean of last 45) ")
+    assert len(text.splitlines()) <= train_module.PLAIN_LINES + 5, text
+
+
+def test_montage_panels_show_one_region_and_name_constant_panels():
+    """Raw (larger by the context) is cropped to the output ROI, 3-D arrays
+    show their central section, and a constant panel says so."""
+    vs = Coordinate(2, 4, 4)
+    raw = np.arange(4 * 6 * 6, dtype=np.float32).reshape(4, 6, 6)
+    target = np.linspace(-1, 1, 2 * 2 * 2, dtype=np.float32).reshape(2, 2, 2)
+    arrays = [
+        BatchArray("raw", raw, Coordinate(0, 0, 0), vs),
+        BatchArray("target/dist_a", target, Coordinate(2, 8, 4), vs),
+        BatchArray("weights/dist_a", np.zeros((2, 2, 2)), Coordinate(2, 8, 4), vs),
+    ]
+    panels = preview_module.montage_panels(arrays)
+    assert [p.title for p in panels] == ["raw", "target/dist_a", "weights/dist_a (all 0)"]
+    # region: z 2..6 -> voxels 1..3 (section at index 1 of 2 -> z voxel 2),
+    # y 8..16 -> voxels 2..4, x 4..12 -> voxels 1..3
+    np.testing.assert_array_equal(panels[0].image, raw[2, 2:4, 1:3])
+    np.testing.assert_array_equal(panels[1].image, target[1])
+    assert panels[2].image.shape == (2, 2)

@@ -10,25 +10,19 @@ import numpy as np
 import pytest
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
-from scipy.ndimage import gaussian_filter
 
 from gp_hotdistance import HotDistancePredictor
-from gp_hotdistance import reference as R
+from tests import reference as R
+from tests.helpers import smooth_blobs
 
 AXES = {2: ["y", "x"], 3: ["z", "y", "x"]}
-
-
-def blobs(rng, shape, sigma, fraction):
-    """Smoothed noise thresholded to about ``fraction`` foreground."""
-    noise = gaussian_filter(rng.standard_normal(shape), sigma)
-    return (noise > np.quantile(noise, 1 - fraction)).astype(np.uint8)
 
 
 def make_gt(rng, shape, classes, kind):
     """``classes`` binary channels: blobby objects or pure noise; with three
     or more classes channel 1 is all background and channel 2 all foreground."""
     if kind == "blobs":
-        gt = np.stack([blobs(rng, shape, 1.5, 0.1 + 0.2 * c) for c in range(classes)])
+        gt = np.stack([smooth_blobs(rng, shape, 1.5, 0.1 + 0.2 * c) for c in range(classes)])
     else:
         gt = (rng.random((classes,) + shape) < 0.4).astype(np.uint8)
     if classes >= 3:
@@ -41,10 +35,10 @@ def make_mask(rng, shape, classes, kind):
     """A mask with holes and an unannotated slab, spatial or per channel."""
     if kind == "none":
         return None
-    mask = blobs(rng, shape, 2.0, 0.85)
+    mask = smooth_blobs(rng, shape, 2.0, 0.85)
     mask[(slice(None),) * (len(shape) - 1) + (slice(0, 2),)] = 0  # unannotated edge
     if kind == "per_channel":
-        mask = np.stack([mask] + [blobs(rng, shape, 2.0, 0.9) for _ in range(classes - 1)])
+        mask = np.stack([mask] + [smooth_blobs(rng, shape, 2.0, 0.9) for _ in range(classes - 1)])
     return mask
 
 
@@ -211,7 +205,7 @@ def test_default_class_ids():
 @pytest.mark.parametrize("mask_distances", [True, False])
 def test_create_weight_does_not_mutate_counts(mask_distances):
     rng = np.random.default_rng(2)
-    gt = np.stack([blobs(rng, (16, 16), 2.0, 0.3)])
+    gt = np.stack([smooth_blobs(rng, (16, 16), 2.0, 0.3)])
     p = HotDistancePredictor(channels=["a"], scale_factor=10.0, mask_distances=mask_distances)
     gt_array = channel_array(gt, (0, 0), (4, 4))
     target = p.create_target(gt_array)

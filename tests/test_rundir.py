@@ -189,6 +189,11 @@ def test_save_writes_one_file_that_loads_back(tmp_path):
     assert all(
         torch.equal(a, b) for a, b in zip(loaded.parameters(), model.parameters(), strict=True)
     )
+    other = small_config(**{"model.num_fmaps": 3})
+    with pytest.raises(
+        ConfigError, match=r"model_checkpoint_7 does not fit the model of this conf"
+    ):
+        common.load_model(other, path)
 
 
 def test_gunpowder_train_resumes_from_the_one_file_format(tmp_path):
@@ -265,14 +270,14 @@ def test_a_write_interrupted_in_process_leaves_the_old_file(tmp_path, monkeypatc
 
 
 def test_temporaries_of_a_killed_write_are_removed_on_acquire(tmp_path, caplog):
-    leftovers = [".model_checkpoint_20.abc123.tmp", ".summary.json.x.tmp", ".config.json.y.tmp"]
+    leftovers = [".model_checkpoint_20.123-ab12.tmp", ".summary.json.x.tmp", ".config.json.y.tmp"]
     kept = ["model_checkpoint_20.bak", ".other.tmp", "notes.txt"]
     for name in leftovers + kept:
         (tmp_path / name).write_bytes(b"partial")
     with caplog.at_level(logging.WARNING), RunDirectory(tmp_path) as run:
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + [".lock"])
         assert run.newest_complete() is None
-    assert "removing .model_checkpoint_20.abc123.tmp (an unfinished write)" in caplog.text
+    assert "removing .model_checkpoint_20.123-ab12.tmp (an unfinished write)" in caplog.text
 
 
 def test_checkpoints_of_the_two_file_layout_still_load(tmp_path):
@@ -376,18 +381,36 @@ def test_check_config_with_a_broken_stored_config(tmp_path, content, message):
 # -- the summary ---------------------------------------------------------------
 
 
-def test_a_summary_is_never_replaced_by_one_of_an_earlier_or_the_same_iteration(tmp_path):
+def test_a_summary_is_only_replaced_by_a_better_informed_one(tmp_path):
+    first = {"iterations": 250, "trained": 250, "dice": {"mito": 0.858}}
     with RunDirectory(tmp_path) as run:
         assert run.read_summary() is None
-        assert run.write_summary({"iterations": 250, "dice": {"mito": 0.858}})
-        assert not run.write_summary({"iterations": 250, "dice": {"mito": 0.0}})
-        assert not run.write_summary({"iterations": 100, "dice": {"mito": 0.5}})
-        assert run.read_summary() == {"iterations": 250, "dice": {"mito": 0.858}}
-        assert run.write_summary({"iterations": 300, "dice": {"mito": 0.9}})
+        assert run.write_summary(first)
+        # a rerun that only re-evaluated, or a summary of an earlier iteration
+        assert not run.write_summary({"iterations": 250, "trained": 0, "dice": {"mito": 0.0}})
+        assert not run.write_summary({"iterations": 100, "trained": 100, "dice": {"mito": 0.5}})
+        assert run.read_summary() == first
+        # retrained up to 250 again (from 200, after a broken checkpoint 250)
+        again = {"iterations": 250, "trained": 50, "dice": {"mito": 0.85}}
+        assert run.write_summary(again)
+        assert run.read_summary() == again
+        assert run.write_summary({"iterations": 300, "trained": 0, "dice": {"mito": 0.9}})
         assert run.read_summary()["dice"] == {"mito": 0.9}
         (tmp_path / SUMMARY_NAME).write_text('{"iterations": 3')  # truncated by hand
-        assert run.write_summary({"iterations": 1, "dice": {}})
-        assert run.read_summary() == {"iterations": 1, "dice": {}}
+        assert run.write_summary({"iterations": 1, "trained": 0, "dice": {}})
+        assert run.read_summary() == {"iterations": 1, "trained": 0, "dice": {}}
+
+
+def test_written_files_get_the_permissions_of_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        with RunDirectory(tmp_path) as run:
+            run.write_summary({"iterations": 1, "trained": 1})
+            run.write_config(small_config())
+    finally:
+        os.umask(previous)
+    assert (tmp_path / SUMMARY_NAME).stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / CONFIG_NAME).stat().st_mode & 0o777 == 0o644
 
 
 # -- training in a run directory -------------------------------------------------
@@ -479,6 +502,7 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_previous(demo, tmp_path,
     assert "skipping checkpoint model_checkpoint_2" in caplog.text
     assert "is truncated or corrupt (100 bytes)" in caplog.text
     assert summary["resumed_from"] == 1 and summary["iterations"] == 2
+    assert summary["summary_written"]  # it evaluates the checkpoint 2 now saved
     with RunDirectory(out) as run:
         assert run.newest_complete().iteration == 2 and run.skipped == []
     assert (out / "model_checkpoint_2.bak").read_bytes() == b"kept by the user"
@@ -519,3 +543,23 @@ def test_a_rerun_with_nothing_to_train_evaluates_the_restored_model(
     assert len(evaluated) == 4
     for state in evaluated:
         assert all(torch.equal(state[k], saved[k]) for k in saved)
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(demo, tmp_path):
+    """With ``num_workers: 0`` the batch of each iteration depends only on
+    ``training.seed`` and the iteration, so resuming after a kill (here:
+    checkpoint 4 removed) reproduces the weights of the uninterrupted run."""
+    from pipelines import train as train_module
+
+    config = tiny_training_config(demo.data_section(), iterations=4, save_every=2)
+    straight = train_module.train(config, tmp_path / "a", quiet=True)
+    again = train_module.train(config, tmp_path / "b", quiet=True)
+    assert again["first_50_loss"] == straight["first_50_loss"]
+    expected = torch.load(tmp_path / "a" / "model_checkpoint_4", weights_only=True)
+    (tmp_path / "b" / "model_checkpoint_4").unlink()
+    resumed = train_module.train(config, tmp_path / "b", quiet=True)
+    assert resumed["resumed_from"] == 2
+    result = torch.load(tmp_path / "b" / "model_checkpoint_4", weights_only=True)
+    assert result["moving_counts"] == expected["moving_counts"]
+    for name, value in expected["model_state_dict"].items():
+        assert torch.equal(result["model_state_dict"][name], value), name

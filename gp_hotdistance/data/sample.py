@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 from funlib.geometry import Coordinate, Roi
 
+from ..geometry import roi_slices
 from .ome import Volume, open_volume
 from .resample import downsample_all, downsample_labels, mean_pool, upsample_nearest
 
@@ -170,7 +171,7 @@ class Sample:
             inside = roi.intersect(labelled)
             if inside.empty:
                 continue
-            index = ((inside - roi.offset) / self.voxel_size).to_slices()
+            index = roi_slices(inside, roi, self.voxel_size)
             class_id = None if self.class_ids is None else self.class_ids[channel]
             gt[(i, *index)] = _read_resampled(
                 self.labels[channel], inside, self.voxel_size, downsample_labels, class_id, windows
@@ -180,7 +181,7 @@ class Sample:
                 continue
             known = inside.intersect(self.mask.roi.snap_to_grid(self.voxel_size, mode="shrink"))
             if not known.empty:
-                index = ((known - roi.offset) / self.voxel_size).to_slices()
+                index = roi_slices(known, roi, self.voxel_size)
                 mask[(i, *index)] = _read_resampled(
                     self.mask, known, self.voxel_size, downsample_all, None, windows
                 )
@@ -237,7 +238,7 @@ def _read_resampled(
     else:
         binary = data == np.asarray(class_id, dtype=data.dtype)
     binary = down(upsample_nearest(binary, up), factors)
-    crop = ((roi - window.offset) / voxel_size).to_slices()
+    crop = roi_slices(roi, window, voxel_size)
     return binary[crop].astype(np.uint8)
 
 

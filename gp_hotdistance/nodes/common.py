@@ -29,6 +29,8 @@ from typing import Any
 import gunpowder as gp
 from funlib.geometry import Coordinate, Roi
 
+from gp_hotdistance.predictor import HotDistancePredictor
+
 
 class ContextFilter(gp.BatchFilter):
     """A :class:`gunpowder.BatchFilter` whose outputs need input context.
@@ -133,15 +135,6 @@ def check_same_voxel_size(
     return first
 
 
-def context(predictor: Any, voxel_size: Coordinate) -> tuple[Coordinate, Coordinate]:
-    """World context ``(negative, positive)`` that ``predictor.gt_region_for_roi``
-    adds around an ROI on the voxel grid (so already snapped to the grid)."""
-    voxel_size = Coordinate(voxel_size)
-    probe = Roi((0,) * voxel_size.dims, voxel_size * 4)
-    grown = predictor.gt_region_for_roi(gp.ArraySpec(roi=probe, voxel_size=voxel_size)).roi
-    return probe.begin - grown.begin, grown.end - probe.end
-
-
 def shrink(roi: Roi, negative: Coordinate, positive: Coordinate, voxel_size: Coordinate) -> Roi:
     """The on-grid ROIs ``R`` whose ``R.grow(negative, positive)`` fits in
     ``roi``: ``roi`` shrunk by the context, snapped inwards to the grid."""
@@ -163,7 +156,7 @@ def check_aligned(node: gp.BatchFilter, key: Any, roi: Roi | None, voxel_size: C
 
 def grown_request(
     node: gp.BatchFilter,
-    predictor: Any,
+    predictor: HotDistancePredictor,
     key: Any,
     request_spec: gp.ArraySpec,
     voxel_size: Coordinate,
@@ -190,11 +183,6 @@ def grown_request(
             f"{input_key} only at {input_roi}"
         )
     return grown
-
-
-def crop_slices(roi: Roi, outer: Roi, voxel_size: Coordinate) -> tuple[slice, ...]:
-    """Voxel slices of ``roi`` inside an array covering ``outer``."""
-    return ((roi - outer.offset) / Coordinate(voxel_size)).to_slices()
 
 
 @contextmanager

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 import gunpowder as gp
 import numpy as np
 
+from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.nodes.common import (
     ContextFilter,
     check_same_voxel_size,
-    context,
-    crop_slices,
     errors_about,
     grown_request,
     shrink,
     upstream_spec,
 )
-
-logger = logging.getLogger(__name__)
+from gp_hotdistance.predictor import HotDistancePredictor
 
 
 class DistanceMaskNode(ContextFilter):
@@ -56,7 +51,7 @@ class DistanceMaskNode(ContextFilter):
 
     def __init__(
         self,
-        predictor: Any,
+        predictor: HotDistancePredictor,
         target: gp.ArrayKey,
         mask: gp.ArrayKey | None,
         distance_mask: gp.ArrayKey,
@@ -76,7 +71,7 @@ class DistanceMaskNode(ContextFilter):
         if mask_spec is None:
             spec.dtype = np.uint8
         else:
-            negative, positive = context(self.predictor, voxel_size)
+            negative, positive = self.predictor.snapped_context(voxel_size)
             spec.roi = spec.roi.intersect(shrink(mask_spec.roi, negative, positive, voxel_size))
             spec.dtype = mask_spec.dtype
             inputs[self.mask] = mask_spec.roi
@@ -102,8 +97,6 @@ class DistanceMaskNode(ContextFilter):
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
         outputs = gp.Batch()
-        if self.distance_mask not in request:
-            return outputs
         classes = self.predictor.classes
         target = batch.arrays[self.target]
         voxel_size = target.spec.voxel_size
@@ -127,7 +120,7 @@ class DistanceMaskNode(ContextFilter):
             mask = mask_array.data
             key = self.mask
         # tanh distances over the grown ROI; only R's values reach the output
-        crop = (slice(None),) + crop_slices(roi, grown_roi, voxel_size)
+        crop = (slice(None),) + roi_slices(roi, grown_roi, voxel_size)
         distances = np.zeros((classes, *(grown_roi.shape / voxel_size)), dtype=np.float32)
         distances[crop] = target.data[classes:]
         with errors_about(self, key):

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 import gunpowder as gp
 import numpy as np
 
+from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.nodes.common import (
     ContextFilter,
-    context,
-    crop_slices,
     errors_about,
     grown_request,
     shrink,
     upstream_spec,
 )
-
-logger = logging.getLogger(__name__)
+from gp_hotdistance.predictor import HotDistancePredictor
 
 
 class TargetNode(ContextFilter):
@@ -43,14 +38,14 @@ class TargetNode(ContextFilter):
             ``predictor.output_array_type``.
     """
 
-    def __init__(self, predictor: Any, gt: gp.ArrayKey, target: gp.ArrayKey):
+    def __init__(self, predictor: HotDistancePredictor, gt: gp.ArrayKey, target: gp.ArrayKey):
         self.predictor = predictor
         self.gt = gt
         self.target = target
 
     def setup(self) -> None:
         gt_spec = upstream_spec(self, self.gt, "gt")
-        negative, positive = context(self.predictor, gt_spec.voxel_size)
+        negative, positive = self.predictor.snapped_context(gt_spec.voxel_size)
         spec = gt_spec.copy()
         spec.roi = shrink(gt_spec.roi, negative, positive, gt_spec.voxel_size)
         spec.dtype = np.float32
@@ -72,14 +67,12 @@ class TargetNode(ContextFilter):
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
         outputs = gp.Batch()
-        if self.target not in request:
-            return outputs
         gt = batch.arrays[self.gt]
         voxel_size = gt.spec.voxel_size
         with errors_about(self, self.gt):
             target = self.predictor.process(gt.data, voxel_size)
         roi = request[self.target].roi
-        crop = (slice(None),) + crop_slices(roi, gt.spec.roi, voxel_size)
+        crop = (slice(None),) + roi_slices(roi, gt.spec.roi, voxel_size)
         spec = self.spec[self.target].copy()
         spec.roi = roi
         outputs.arrays[self.target] = gp.Array(target[crop], spec)

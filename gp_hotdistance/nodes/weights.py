@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,8 +16,7 @@ from gp_hotdistance.nodes.common import (
     errors_about,
     upstream_spec,
 )
-
-logger = logging.getLogger(__name__)
+from gp_hotdistance.predictor import HotDistancePredictor
 
 
 class WeightNode(ContextFilter):
@@ -61,7 +59,7 @@ class WeightNode(ContextFilter):
 
     def __init__(
         self,
-        predictor: Any,
+        predictor: HotDistancePredictor,
         gt: gp.ArrayKey,
         target: gp.ArrayKey,
         weights: gp.ArrayKey,
@@ -149,8 +147,6 @@ class WeightNode(ContextFilter):
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
         outputs = gp.Batch()
-        if self.weights not in request:
-            return outputs
         gt = batch.arrays[self.gt]
         dims = gt.spec.voxel_size.dims
         with errors_about(self, self.gt):

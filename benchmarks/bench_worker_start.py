@@ -1,0 +1,79 @@
+"""Worker start-up: seconds from spawning a worker process to its first
+small targets block done (interpreter start, imports, job unpickling, the
+block's read, compute and write, its done marker).
+
+    PYTHONPATH=. python benchmarks/bench_worker_start.py [--repeats 5]
+
+The worker is what daisy runs: a fresh ``python`` that unpickles the job
+and calls ``job(block)``. It also lists which of torch, gunpowder, dask and
+funlib.persistence the worker imported. Numba's on-disk cache is warmed
+by one block in this process first, as any earlier run on the machine does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import daisy
+from funlib.geometry import Roi
+
+from gp_hotdistance.predictor import HotDistancePredictor
+from pipelines import blockwise as bw
+from pipelines.demo_data import make_demo_data
+
+WORKER = """
+import pickle, sys, time
+import daisy
+from funlib.geometry import Roi
+job = pickle.load(open(sys.argv[1], "rb"))
+write = Roi(job.volume_roi.offset, job.block_size)
+job(daisy.Block(job.volume_roi, write, write))
+print(time.time() - float(sys.argv[2]))
+print(" ".join(m for m in ("torch", "gunpowder", "dask", "funlib.persistence") if m in sys.modules))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_worker_start_") as work:
+        work = Path(work)
+        data = work / "data.zarr"
+        make_demo_data(data, shape=(32, 64, 64), voxel_size=(8, 8, 8), offset=(0, 0, 0), seed=0)
+        predictor = HotDistancePredictor(["mito", "er"], 40.0, mask_distances=True)
+        job = bw.plan_targets(data / "gt", work / "out.zarr", predictor, (16, 32, 32))
+        write = Roi(job.volume_roi.offset, job.block_size)
+        job(daisy.Block(job.volume_roi, write, write))  # warm numba's on-disk cache
+        (work / "job.pickle").write_bytes(pickle.dumps(job))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        seconds, imported = [], ""
+        for _ in range(args.repeats):
+            result = subprocess.run(
+                [sys.executable, "-c", WORKER, str(work / "job.pickle"), repr(time.time())],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            )
+            lines = result.stdout.splitlines()
+            seconds.append(float(lines[0]))
+            imported = lines[1] if len(lines) > 1 else ""
+        print(
+            f"spawn to first block done: median {statistics.median(seconds):.2f} s, "
+            f"min {min(seconds):.2f} s over {args.repeats} workers; "
+            f"imported: {imported or 'none of torch, gunpowder, dask, funlib.persistence'}; "
+            f"load average {os.getloadavg()[0]:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

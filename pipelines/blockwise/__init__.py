@@ -1,0 +1,48 @@
+"""Hot-distance targets and prediction for whole zarr volumes, block by block on daisy.
+
+Two commands (``python -m pipelines.blockwise --help``)::
+
+    python -m pipelines.blockwise targets --input data.zarr --gt gt --mask mask \\
+        --output out.zarr --block-shape 32 64 64 --workers 2 [--config run/config.json]
+    python -m pipelines.blockwise predict --run runs/demo --input data.zarr --raw eval/raw \\
+        --output out.zarr --block-shape 32 128 128 --workers 2
+
+Block shapes are in voxels, contexts in world units. Modules: ``plan``
+(check inputs, prepare outputs, build the job), ``outputs`` (output
+datasets and done markers), ``jobs`` (one block's work), ``run`` (the daisy
+runner), ``worker`` (workers started by ``--worker-command``), ``cli``. Geometry, the exactness condition of blockwise targets,
+resuming and cluster workers are described in ``docs/blockwise.md``.
+"""
+
+from pipelines.blockwise.jobs import BlockJob, PredictJob, TargetsJob
+from pipelines.blockwise.outputs import DoneMarkers, OutputMismatchError, OutputSpec
+from pipelines.blockwise.run import BlockwiseError, Report, run_job
+
+__all__ = [
+    "BlockJob",
+    "BlockwiseError",
+    "DoneMarkers",
+    "OutputMismatchError",
+    "OutputSpec",
+    "PredictJob",
+    "Report",
+    "TargetsJob",
+    "main",
+    "plan_predict",
+    "plan_targets",
+    "run_job",
+]
+
+
+def __getattr__(name: str):
+    """``plan_*`` and ``main`` import the predictor and config layers; load
+    them on first use so a worker process does not pay for them."""
+    if name in ("plan_targets", "plan_predict", "targets_context"):
+        from pipelines.blockwise import plan
+
+        return getattr(plan, name)
+    if name == "main":
+        from pipelines.blockwise.cli import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

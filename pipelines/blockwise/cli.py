@@ -1,0 +1,218 @@
+"""Command line of ``python -m pipelines.blockwise``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gp_hotdistance.predictor import HotDistancePredictor
+from pipelines.blockwise.jobs import BlockJob
+from pipelines.blockwise.plan import check_workers, plan_predict, plan_targets
+from pipelines.blockwise.run import BlockwiseError, run_job
+from pipelines.blockwise.worker import check_template
+from pipelines.common import make_predictor, resolve_device
+from pipelines.config import Config, ConfigError, from_dict, load_config
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="input zarr container")
+    parser.add_argument("--output", required=True, help="output zarr container (created if absent)")
+    parser.add_argument(
+        "--block-shape",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="write block shape in VOXELS, one value per spatial axis",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="daisy worker processes (default 1)")
+    parser.add_argument(
+        "--threads-per-worker",
+        type=int,
+        help="CPU threads per worker (numba / torch); default: cores // workers",
+    )
+    parser.add_argument(
+        "--max-retries", type=int, default=2, help="retries of a failed block (default 2)"
+    )
+    parser.add_argument(
+        "--block-timeout",
+        type=float,
+        default=600.0,
+        help="seconds before a stuck block's worker is killed and the block retried (default 600)",
+    )
+    parser.add_argument(
+        "--worker-command",
+        metavar="TEMPLATE",
+        help="start each worker with this shell command instead of as a local process, e.g. "
+        "'bsub -K -n 2 -o {log} {command}', 'srun --gres=gpu:1 {command}', "
+        "'ssh HOST {command}'; {command} is the worker (required), {log} a per-worker log "
+        "path, {worker} the worker number. Workers connect back to this process over TCP "
+        "(README: Running on a cluster)",
+    )
+    parser.add_argument(
+        "--worker-restarts",
+        type=int,
+        help="how often workers that exit with an error are restarted before the run is "
+        "abandoned (default: daisy's)",
+    )
+    parser.add_argument(
+        "--scheduler-host",
+        help="address the workers connect to (default: detected; also DAISY_HOST)",
+    )
+    parser.add_argument("--log-dir", help="daisy worker logs (default: <output>.logs)")
+    parser.add_argument("--no-progress", action="store_true", help="no daisy progress bar/summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.blockwise",
+        description=(
+            "Blockwise hot-distance targets and prediction for whole zarr volumes on daisy "
+            "(resumable: rerun the same command to finish a killed run)."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    targets = commands.add_parser(
+        "targets",
+        help="targets [hot x C, tanh(d/scale) x C] and distance masks",
+        description=(
+            "Write the float32 target (2C channels) and the distance mask (C channels, the "
+            "mask's dtype) of --gt into --output. Each block reads its write ROI grown by "
+            "--context; the target is exact wherever |d| <= context (see module docs)."
+        ),
+    )
+    _add_run_options(targets)
+    targets.add_argument(
+        "--gt", default=None, help="gt dataset in --input (default: config data.gt)"
+    )
+    targets.add_argument(
+        "--mask",
+        default=None,
+        help="mask dataset in --input (default: no mask, every voxel annotated)",
+    )
+    targets.add_argument("--config", help="JSON/YAML config (channels, scale_factor, class_ids)")
+    targets.add_argument("--channels", nargs="+", help="channel names (override the config)")
+    targets.add_argument("--scale-factor", type=float, help="tanh scale, world units (override)")
+    targets.add_argument("--class-ids", type=int, nargs="+", help="class id of each channel")
+    targets.add_argument(
+        "--context",
+        type=float,
+        nargs="+",
+        help="WORLD units of context per side (one value for all axes or one per axis); "
+        "default: scale_factor, rounded up to whole voxels",
+    )
+    targets.add_argument("--target", default="target", help="output dataset (default target)")
+    targets.add_argument(
+        "--distance-mask", default="distance_mask", help="output dataset (default distance_mask)"
+    )
+
+    predict = commands.add_parser(
+        "predict",
+        help="prediction (2C float32) and segmentation (C uint8) with a trained checkpoint",
+        description=(
+            "Predict --raw with a checkpoint of a training run (pipelines.train --out RUN). "
+            "Blocks must be multiples of the model's output tile; the result equals "
+            "prediction of the volume in one piece."
+        ),
+    )
+    _add_run_options(predict)
+    predict.add_argument("--run", required=True, help="training output directory (config.json)")
+    predict.add_argument("--iteration", type=int, help="checkpoint iteration (default: newest)")
+    predict.add_argument(
+        "--raw", default=None, help="raw dataset in --input (default: config data.raw)"
+    )
+    predict.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    predict.add_argument("--prediction", default="prediction", help="output dataset")
+    predict.add_argument("--segmentation", default="segmentation", help="output dataset")
+    return parser
+
+
+def _targets_predictor(args: argparse.Namespace) -> tuple[HotDistancePredictor, Config]:
+    config = load_config(args.config)
+    if args.channels is not None:
+        config = config.replace(channels=list(args.channels))
+    if args.scale_factor is not None:
+        config = config.replace(scale_factor=float(args.scale_factor))
+    if args.class_ids is not None:
+        config = config.replace(
+            data=dataclasses.replace(config.data, class_ids=list(args.class_ids))
+        )
+    config = from_dict(config.to_dict())
+    return make_predictor(config), config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    container = Path(args.input)
+    try:
+        check_workers(args.workers)
+        if args.worker_command is not None:
+            check_template(args.worker_command)
+        if args.command == "targets":
+            predictor, config = _targets_predictor(args)
+            gt = args.gt or config.data.gt
+            mask = args.mask
+            if args.block_shape is None:
+                raise ConfigError("--block-shape is required for targets")
+            job: BlockJob = plan_targets(
+                container / gt,
+                args.output,
+                predictor,
+                args.block_shape,
+                mask=None if mask is None else container / mask,
+                context=args.context,
+                target_dataset=args.target,
+                distance_mask_dataset=args.distance_mask,
+                num_workers=args.workers,
+                threads=args.threads_per_worker,
+            )
+        else:
+            if args.worker_command is None:
+                resolve_device(args.device)  # launched workers resolve it on their nodes
+            raw = args.raw or load_config(Path(args.run) / "config.json").data.raw
+            job = plan_predict(
+                args.run,
+                container / raw,
+                args.output,
+                args.block_shape,
+                iteration=args.iteration,
+                prediction_dataset=args.prediction,
+                segmentation_dataset=args.segmentation,
+                device=args.device,
+                num_workers=args.workers,
+                threads=args.threads_per_worker,
+            )
+        report = run_job(
+            job,
+            num_workers=args.workers,
+            max_retries=args.max_retries,
+            timeout=args.block_timeout,
+            progress=not args.no_progress,
+            log_dir=args.log_dir,
+            worker_command=args.worker_command,
+            max_worker_restarts=args.worker_restarts,
+            scheduler_host=args.scheduler_host,
+        )
+    except (ConfigError, ValueError, BlockwiseError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if not isinstance(error, BlockwiseError) else 1
+    if report.skipped == report.blocks:
+        print(
+            f"{report.task_id}: nothing to do: all {report.blocks} blocks were already done "
+            f"in {args.output} (outputs unchanged)"
+        )
+        return 0
+    print(
+        f"{report.task_id}: {report.blocks} blocks ({report.skipped} already done), "
+        f"{report.voxels} voxels in {report.seconds:.1f} s = {report.voxels_per_second:.3g} voxels/s"
+        f"{'; some blocks were retried (see logs)' if report.retried_error else ''}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""Block jobs: one block's work, pickled into daisy's worker processes.
+
+A job reads and writes its zarr datasets with zarr alone (no
+funlib.persistence, dask, gunpowder or torch on the targets path), so a
+worker starts in about a second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import daisy
+import numpy as np
+import numpy.typing as npt
+import zarr
+from funlib.geometry import Coordinate, Roi
+
+from pipelines.blockwise.outputs import DoneMarkers, signature_value
+
+if TYPE_CHECKING:
+    from gp_hotdistance.predictor import HotDistancePredictor
+
+logger = logging.getLogger(__name__)
+
+
+class BlockReadError(RuntimeError):
+    """A block's input that cannot be read (e.g. a corrupt chunk file)."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A zarr array ``path`` of shape ``(*channels, *spatial)`` whose first
+    spatial voxel lies at the world ``offset``."""
+
+    path: str
+    offset: Coordinate
+    voxel_size: Coordinate
+
+    def _slices(self, roi: Roi, shape: Sequence[int]) -> tuple[slice, ...]:
+        # the shared ROI-to-slices helper of gp_hotdistance is to replace this
+        # and crop_slices once it exists
+        begin = (roi.begin - self.offset) / self.voxel_size
+        end = (roi.end - self.offset) / self.voxel_size
+        channels = len(shape) - self.voxel_size.dims
+        return (slice(None),) * channels + tuple(
+            slice(b, e) for b, e in zip(begin, end, strict=True)
+        )
+
+    def read(self, array: zarr.Array, roi: Roi) -> npt.NDArray:
+        """The data inside ``roi`` (which must lie inside the array).
+
+        Raises:
+            BlockReadError: a chunk cannot be decoded; names its file.
+        """
+        slices = self._slices(roi, array.shape)
+        try:
+            return array[slices]
+        except Exception as error:
+            raise BlockReadError(
+                f"cannot read {self.path} in {roi}: {self._bad_chunk(array, slices)}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    def read_padded(self, array: zarr.Array, roi: Roi) -> npt.NDArray:
+        """The data inside ``roi``, zeros where ``roi`` leaves the array."""
+        spatial = Coordinate(array.shape[-self.voxel_size.dims :])
+        inside = roi.intersect(Roi(self.offset, spatial * self.voxel_size))
+        channels = tuple(array.shape[: len(array.shape) - self.voxel_size.dims])
+        out = np.zeros(channels + tuple(roi.shape / self.voxel_size), dtype=array.dtype)
+        if not inside.empty:
+            begin = (inside.begin - roi.begin) / self.voxel_size
+            where = (slice(None),) * len(channels) + tuple(
+                slice(b, b + s) for b, s in zip(begin, inside.shape / self.voxel_size, strict=True)
+            )
+            out[where] = self.read(array, inside)
+        return out
+
+    def write(self, array: zarr.Array, roi: Roi, data: npt.NDArray) -> None:
+        array[self._slices(roi, array.shape)] = data
+
+    def _bad_chunk(self, array: zarr.Array, slices: tuple[slice, ...]) -> str:
+        """The file of the first chunk in ``slices`` that fails to decode."""
+        ranges = [
+            range(
+                (s.start or 0) // c,
+                -(-(n if s.stop is None else s.stop) // c),
+            )
+            for s, c, n in zip(slices, array.chunks, array.shape, strict=True)
+        ]
+        separator = getattr(array, "_dimension_separator", None) or "."
+        for index in itertools.product(*ranges):
+            chunk = tuple(
+                slice(i * c, (i + 1) * c) for i, c in zip(index, array.chunks, strict=True)
+            )
+            try:
+                array[chunk]
+            except Exception:
+                return f"chunk file {Path(self.path) / separator.join(map(str, index))}"
+        return "a chunk could not be read"
+
+
+@dataclass
+class BlockJob:
+    """Geometry and bookkeeping shared by the blockwise jobs.
+
+    ``volume_roi``, ``block_size`` and ``context`` are world units;
+    ``job(block)`` processes a block and then marks it done.
+    """
+
+    task_id: str
+    output: str
+    volume_roi: Roi
+    voxel_size: Coordinate
+    block_size: Coordinate
+    context: Coordinate
+    done_dataset: str
+    threads: int
+
+    def __post_init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+    @property
+    def markers(self) -> DoneMarkers:
+        grid = tuple(
+            -(-s // b) for s, b in zip(self.volume_roi.shape, self.block_size, strict=True)
+        )
+        return DoneMarkers(
+            str(Path(self.output) / self.done_dataset),
+            self.volume_roi.offset,
+            self.block_size,
+            grid,
+        )
+
+    def output_dataset(self, name: str) -> Dataset:
+        """Output dataset ``name`` in the output container (over ``volume_roi``)."""
+        return Dataset(str(Path(self.output) / name), self.volume_roi.offset, self.voxel_size)
+
+    def task(
+        self,
+        num_workers: int,
+        max_retries: int,
+        timeout: float | None,
+        process_function: Any = None,
+        max_worker_restarts: int | None = None,
+    ) -> daisy.Task:
+        """The daisy task: write ROIs tile ``volume_roi``, read ROIs add
+        ``context``. ``process_function`` defaults to this job (run per block
+        by daisy's own workers); a worker launcher replaces it."""
+        total = self.volume_roi.grow(self.context, self.context)
+        read = Roi(-self.context, self.block_size + self.context * 2)
+        write = Roi((0,) * self.block_size.dims, self.block_size)
+        restarts = (
+            {} if max_worker_restarts is None else {"max_worker_restarts": max_worker_restarts}
+        )
+        with warnings.catch_warnings():
+            # daisy warns that check functions are slower than its own done
+            # markers; ours reads one byte per block and lives with the outputs
+            warnings.filterwarnings("ignore", message=r"Task\(check_function", category=UserWarning)
+            return daisy.Task(
+                self.task_id,
+                total_roi=total,
+                read_roi=read,
+                write_roi=write,
+                process_function=self if process_function is None else process_function,
+                check_function=self.check,
+                read_write_conflict=False,
+                fit="shrink",
+                max_workers=num_workers,
+                max_retries=max_retries,
+                timeout=timeout,
+                done_marker_path=False,
+                **restarts,
+            )
+
+    def check(self, block: daisy.Block) -> bool:
+        return self.markers.is_done(block.write_roi)
+
+    def __call__(self, block: daisy.Block) -> None:
+        started = time.perf_counter()
+        self._set_threads()
+        seconds = self.process(block.write_roi.intersect(self.volume_roi))
+        self.markers.mark(block.write_roi)
+        logger.info(
+            "block %s %s done in %.2f s (%s)",
+            block.block_id,
+            block.write_roi,
+            time.perf_counter() - started,
+            ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()),
+        )
+
+    def process(self, write_roi: Roi) -> dict[str, float]:  # pragma: no cover - abstract
+        """Compute and write the outputs inside ``write_roi``; returns the
+        seconds spent reading, computing and writing."""
+        raise NotImplementedError
+
+    def signature(self) -> dict[str, Any]:
+        """Everything the outputs depend on, stored with the done markers."""
+        return signature_value(
+            {
+                "task": self.task_id,
+                "volume_roi": [list(self.volume_roi.offset), list(self.volume_roi.shape)],
+                "voxel_size": list(self.voxel_size),
+                "block_size": list(self.block_size),
+                "context": list(self.context),
+            }
+        )
+
+    def _set_threads(self) -> None:
+        if self.threads < 1 or self._cache.get("threads_set"):
+            return
+        import numba
+
+        numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(self.threads)
+        self._cache["threads_set"] = True
+
+    def _open(self, dataset: Dataset, mode: str = "r") -> zarr.Array:
+        if dataset.path not in self._cache:
+            self._cache[dataset.path] = zarr.open_array(dataset.path, mode=mode)
+        return self._cache[dataset.path]
+
+
+@dataclass
+class TargetsJob(BlockJob):
+    """Targets ``[hot x C, tanh(d / scale_factor) x C]`` (float32) and the
+    distance mask (``C`` channels, the mask's dtype) of one block."""
+
+    gt: Dataset | None = None
+    mask: Dataset | None = None
+    target_dataset: str = "target"
+    distance_mask_dataset: str = "distance_mask"
+    predictor: HotDistancePredictor | None = None
+
+    def process(self, write_roi: Roi) -> dict[str, float]:
+        predictor, gt = self.predictor, self.gt
+        if predictor is None or gt is None:
+            raise ValueError("a TargetsJob needs a predictor and a gt dataset")
+        started = time.perf_counter()
+        read_roi = write_roi.grow(self.context, self.context).intersect(self.volume_roi)
+        labels = gt.read(self._open(gt), read_roi)
+        mask = None if self.mask is None else self.mask.read(self._open(self.mask), read_roi)
+        read = time.perf_counter()
+        target = predictor.process(labels, self.voxel_size)
+        distance_mask = predictor.create_distance_mask(
+            target[predictor.classes :], mask, self.voxel_size
+        )
+        computed = time.perf_counter()
+        crop = crop_slices(write_roi, read_roi, self.voxel_size)
+        for name, data in (
+            (self.target_dataset, target),
+            (self.distance_mask_dataset, distance_mask),
+        ):
+            dataset = self.output_dataset(name)
+            dataset.write(self._open(dataset, "r+"), write_roi, data[crop])
+        written = time.perf_counter()
+        return {"read": read - started, "compute": computed - read, "write": written - computed}
+
+    def signature(self) -> dict[str, Any]:
+        predictor, gt = self.predictor, self.gt
+        if predictor is None or gt is None:
+            raise ValueError("a TargetsJob needs a predictor and a gt dataset")
+        return {
+            **super().signature(),
+            **signature_value(
+                {
+                    "gt": str(Path(gt.path).resolve()),
+                    "mask": None if self.mask is None else str(Path(self.mask.path).resolve()),
+                    "outputs": [self.target_dataset, self.distance_mask_dataset],
+                    "channels": predictor.channels,
+                    "class_ids": predictor.class_ids,
+                    "scale_factor": predictor.scale_factor,
+                    "epsilon": predictor.epsilon,
+                    "threshold": predictor.threshold,
+                }
+            ),
+        }
+
+
+@dataclass
+class PredictJob(BlockJob):
+    """Raw prediction (``2C`` float32 channels) and segmentation (``C``
+    uint8 channels, ``sigmoid(hot) > 0.5``) of one block."""
+
+    raw: Dataset | None = None
+    checkpoint: str = ""
+    config: dict[str, Any] | None = None
+    output_shape: tuple[int, ...] = ()
+    device: str = "cpu"  # auto, cpu or cuda: resolved on the worker
+    prediction_dataset: str = "prediction"
+    segmentation_dataset: str = "segmentation"
+
+    def model(self) -> Any:
+        """The model of ``config`` with the checkpoint's weights (cached per worker)."""
+        if "model" not in self._cache:
+            from pipelines.common import load_model, resolve_device
+            from pipelines.config import from_dict
+
+            self._cache["model"] = load_model(from_dict(self.config or {}), self.checkpoint)
+            self._cache["device"] = resolve_device(self.device)
+        return self._cache["model"]
+
+    def process(self, write_roi: Roi) -> dict[str, float]:
+        from gp_hotdistance.torch.inference import predict_padded
+        from gp_hotdistance.torch.postprocess import segment
+        from pipelines.common import normalize_raw
+
+        if self.raw is None:
+            raise ValueError("a PredictJob needs a raw dataset")
+        model = self.model()
+        self._set_torch_threads()
+        started = time.perf_counter()
+        raw_array = self._open(self.raw)
+        read_roi = write_roi.grow(self.context, self.context)
+        padded = normalize_raw(self.raw.read_padded(raw_array, read_roi), raw_array.dtype)
+        read = time.perf_counter()
+        prediction = predict_padded(model, padded, self.output_shape, self._cache["device"])
+        segmentation = segment(prediction).astype(np.uint8)
+        computed = time.perf_counter()
+        for name, data in (
+            (self.prediction_dataset, prediction),
+            (self.segmentation_dataset, segmentation),
+        ):
+            dataset = self.output_dataset(name)
+            dataset.write(self._open(dataset, "r+"), write_roi, data)
+        written = time.perf_counter()
+        return {"read": read - started, "compute": computed - read, "write": written - computed}
+
+    def _set_torch_threads(self) -> None:
+        if self.threads > 0 and not self._cache.get("torch_threads"):
+            import torch
+
+            torch.set_num_threads(self.threads)
+            self._cache["torch_threads"] = True
+
+    def signature(self) -> dict[str, Any]:
+        if self.raw is None:
+            raise ValueError("a PredictJob needs a raw dataset")
+        return {
+            **super().signature(),
+            **signature_value(
+                {
+                    "raw": str(Path(self.raw.path).resolve()),
+                    "outputs": [self.prediction_dataset, self.segmentation_dataset],
+                    "checkpoint": str(Path(self.checkpoint).resolve()),
+                    "checkpoint_mtime": os.path.getmtime(self.checkpoint),
+                    "config": self.config,
+                    "output_shape": list(self.output_shape),
+                }
+            ),
+        }
+
+
+def crop_slices(inner: Roi, outer: Roi, voxel_size: Coordinate) -> tuple[slice, ...]:
+    """Channels-first slices of ``inner`` within an array covering ``outer``."""
+    begin = (inner.offset - outer.offset) / voxel_size
+    shape = inner.shape / voxel_size
+    return (slice(None),) + tuple(slice(b, b + s) for b, s in zip(begin, shape, strict=True))

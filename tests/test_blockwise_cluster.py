@@ -1,0 +1,294 @@
+"""Blockwise workers started by a command template (``--worker-command``),
+fast worker start, and the blockwise error messages (issues 10 and 11).
+
+Volumes are tiny (8 x 32 x 48 voxels, 2 x 1 x 2 blocks) so the daisy runs
+take seconds; the launched workers are plain local processes started
+through ``/bin/sh``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from funlib.persistence import open_ds, prepare_ds
+
+from gp_hotdistance.predictor import HotDistancePredictor
+from pipelines import blockwise as bw
+from pipelines.blockwise.outputs import chunk_shape_for
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (8, 32, 48)
+BLOCK = (4, 32, 32)  # 2 x 1 x 2 blocks, the last ones shrink
+VOXEL_SIZE = (16, 8, 8)
+SCALE = 40.0
+
+
+@pytest.fixture(autouse=True)
+def _cwd_and_path(tmp_path, monkeypatch):
+    """Run in tmp_path (daisy logs) with the repository importable by the
+    launched workers (they unpickle jobs defined in this module)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from pipelines.demo_data import make_demo_data
+
+    path = tmp_path_factory.mktemp("data") / "data.zarr"
+    make_demo_data(path, shape=SHAPE, voxel_size=VOXEL_SIZE, offset=(0, 0, 0), seed=5)
+    return path
+
+
+def _predictor():
+    return HotDistancePredictor(["mito", "er"], scale_factor=SCALE, mask_distances=True)
+
+
+def _args(data, output, *extra):
+    return [
+        "targets",
+        "--input", str(data),
+        "--gt", "gt",
+        "--mask", "mask",
+        "--output", str(output),
+        "--channels", "mito", "er",
+        "--scale-factor", str(SCALE),
+        "--block-shape", *map(str, BLOCK),
+        "--no-progress",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """The same targets computed in this process (daisy's serial mode)."""
+    output = tmp_path_factory.mktemp("reference") / "out.zarr"
+    job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    bw.run_job(job, progress=False, multiprocessing=False)
+    return output
+
+
+def _chunk_files(output: Path) -> dict[str, bytes]:
+    """Every chunk file of the two outputs, by relative path."""
+    return {
+        str(p.relative_to(output)): p.read_bytes()
+        for name in ("target", "distance_mask")
+        for p in sorted((output / name).rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_command_template_output_is_byte_identical(data, reference, tmp_path, capsys):
+    output = tmp_path / "out.zarr"
+    assert bw.main(_args(data, output, "--workers", "2", "--worker-command", "{command}")) == 0
+    files = _chunk_files(output)
+    assert len(files) == 2 * 2 * 1 * 2  # two outputs, one chunk per block
+    assert files == _chunk_files(reference)
+    assert "4 blocks (0 already done)" in capsys.readouterr().out
+    # a second run has nothing to do and says so
+    assert bw.main(_args(data, output, "--workers", "2", "--worker-command", "{command}")) == 0
+    assert "nothing to do: all 4 blocks were already done" in capsys.readouterr().out
+    assert _chunk_files(output) == files
+
+
+class SlowFirstBlock(bw.TargetsJob):
+    """The first block any worker starts (flag file beside the output)
+    writes ``pid`` and sleeps before computing, so it can be killed mid-block."""
+
+    def process(self, write_roi):
+        flag = Path(self.output).parent / "pid"
+        if not flag.exists():
+            flag.write_text(str(os.getpid()))
+            time.sleep(30)
+        return super().process(write_roi)
+
+
+def test_killed_worker_block_is_retried(data, reference, tmp_path):
+    output = tmp_path / "out.zarr"
+    job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    slow = SlowFirstBlock(**{k: v for k, v in vars(job).items() if not k.startswith("_")})
+    killed = []
+
+    def kill_when_started():
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the pid is written; the block is in progress
+        pid = int((tmp_path / "pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_when_started)
+    killer.start()
+    report = bw.run_job(slow, num_workers=2, progress=False, worker_command="sh -c '{command}'")
+    killer.join()
+    assert killed and report.completed == report.blocks == 4
+    assert job.markers.done().all()  # no block lost
+    assert _chunk_files(output) == _chunk_files(reference)
+
+
+def test_failing_template_is_a_clear_error(data, tmp_path, capsys):
+    output = tmp_path / "out.zarr"
+    started = time.monotonic()
+    code = bw.main(
+        _args(data, output, "--worker-command", "false {command}", "--worker-restarts", "1")
+    )
+    assert code == 1 and time.monotonic() - started < 60
+    err = capsys.readouterr().err
+    assert "the worker command 'false {command}' kept exiting with errors" in err
+    assert "max_worker_restarts" not in err.split("error: ", 1)[1]
+
+
+def test_template_must_hold_command(data, tmp_path, capsys):
+    assert bw.main(_args(data, tmp_path / "out.zarr", "--worker-command", "srun {cmd}")) == 2
+    assert "must contain {command}" in capsys.readouterr().err
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_worker_start_imports_neither_torch_nor_gunpowder(data, tmp_path):
+    """A targets worker unpickles its job and processes a block (as the
+    launched worker does) without importing torch or gunpowder."""
+    output = tmp_path / "out.zarr"
+    job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    (tmp_path / "job.pickle").write_bytes(__import__("pickle").dumps(job))
+    script = (
+        "import pickle, sys\n"
+        "from funlib.geometry import Roi\n"
+        "job = pickle.load(open(sys.argv[1], 'rb'))\n"
+        "job.process(Roi((0, 0, 0), job.block_size))\n"
+        "print(sorted(m for m in ('torch', 'gunpowder', 'dask', 'funlib.persistence')"
+        " if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "job.pickle")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]", result.stderr
+    import_gp = subprocess.run(
+        [sys.executable, "-c", "import sys, gp_hotdistance; print('gunpowder' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert import_gp.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------
+# issue 10: outputs tied to their names, chunk shapes, clear errors
+# ---------------------------------------------------------------------------
+
+
+def test_rerun_with_other_dataset_names_is_refused(data, tmp_path, capsys):
+    output = tmp_path / "out.zarr"
+    bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    with pytest.raises(bw.OutputMismatchError, match=r"done/targets.*outputs"):
+        bw.plan_targets(
+            data / "gt", output, _predictor(), BLOCK, mask=data / "mask", target_dataset="target2"
+        )
+    assert not (output / "target2").exists()
+    assert bw.main(_args(data, output, "--target", "target2")) == 2
+    assert "outputs" in capsys.readouterr().err
+
+
+def test_chunk_shapes():
+    assert chunk_shape_for((128, 96, 50)) == (64, 48, 50)
+    assert chunk_shape_for((1, 7, 64)) == (1, 7, 64)
+    assert chunk_shape_for((80, 112, 65 * 4)) == (40, 56, 52)
+    with pytest.raises(ValueError, match=r"axis 1 \(67 voxels\).*e\.g\. 64 or 80"):
+        chunk_shape_for((16, 67, 32))
+
+
+def test_prime_block_shape_is_refused_before_writing(data, tmp_path):
+    with pytest.raises(ValueError, match="multiple of 16"):
+        bw.plan_targets(data / "gt", tmp_path / "out.zarr", _predictor(), (4, 32, 47 + 20))
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_context_single_value(data, tmp_path):
+    job = bw.plan_targets(data / "gt", tmp_path / "out.zarr", _predictor(), BLOCK, context=[16.0])
+    assert tuple(job.context) == (16, 16, 16)  # 16 world units: 1 voxel in z, 2 in y, x
+    job = bw.plan_targets(
+        data / "gt", tmp_path / "out2.zarr", _predictor(), BLOCK, context=[17.0, 8.0, 1.0]
+    )
+    assert tuple(job.context) == (32, 8, 8)  # rounded up to whole voxels
+
+
+def test_no_mask_means_no_mask(data, tmp_path):
+    """Without --mask the default config's ``mask`` dataset is not used."""
+    output = tmp_path / "out.zarr"
+    args = [a for a in _args(data, output) if a not in ("--mask", "mask")]
+    assert bw.main(args) == 0
+    signature = zarr.open_array(str(output / "done" / "targets"), mode="r").attrs["signature"]
+    assert signature["mask"] is None
+    assert open_ds(str(output / "distance_mask")).dtype == np.uint8  # no mask: all annotated
+
+
+@pytest.mark.parametrize(
+    "case, extra, message",
+    [
+        ("workers 0", ["--workers", "0"], "--workers must be at least 1, got 0"),
+        ("missing gt", ["--gt", "nothing"], "gt dataset {data}/nothing does not exist"),
+        ("missing mask", ["--mask", "nope"], "mask dataset {data}/nope does not exist"),
+    ],
+)
+def test_clear_errors_before_writing(data, tmp_path, capsys, case, extra, message):
+    output = tmp_path / "out.zarr"
+    assert bw.main(_args(data, output) + extra) == 2, case
+    assert message.format(data=data) in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_empty_input_is_refused(tmp_path, capsys):
+    container = tmp_path / "empty.zarr"
+    prepare_ds(str(container / "gt"), shape=(0, 8, 8), voxel_size=VOXEL_SIZE, dtype=np.uint8)
+    output = tmp_path / "out.zarr"
+    args = ["targets", "--input", str(container), "--gt", "gt", "--output", str(output)]
+    assert bw.main([*args, "--block-shape", "4", "8", "8", "--no-progress"]) == 2
+    assert f"gt dataset {container}/gt is empty (shape (0, 8, 8))" in capsys.readouterr().err
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_output_that_is_a_file_is_refused(data, tmp_path, capsys):
+    output = tmp_path / "out.zarr"
+    output.write_text("results")
+    assert bw.main(_args(data, output)) == 2
+    assert f"output {output} is a file" in capsys.readouterr().err
+    assert output.read_text() == "results"
+
+
+def test_corrupt_input_chunk_names_the_file(data, tmp_path):
+    import shutil
+
+    container = tmp_path / "data.zarr"
+    shutil.copytree(data, container)
+    chunk = sorted(
+        p for p in (container / "gt").rglob("*") if p.is_file() and not p.name.startswith(".")
+    )[0]
+    chunk.write_bytes(b"not a chunk")
+    output = tmp_path / "out.zarr"
+    job = bw.plan_targets(container / "gt", output, _predictor(), BLOCK)
+    with pytest.raises(bw.BlockwiseError, match=rf"(?s)chunk file {chunk}"):
+        bw.run_job(job, max_retries=0, progress=False, multiprocessing=False)
+
+
+def test_checkpoint_with_pickled_object_is_refused(tmp_path):
+    import torch
+
+    from pipelines.common import load_model
+    from pipelines.config import ConfigError, from_dict
+
+    config = from_dict({"model": {"num_fmaps": 2, "downsample_factors": [[2, 2]]}})
+    torch.save({"model_state_dict": {}, "note": Path("a pickled object")}, tmp_path / "ckpt")
+    with pytest.raises(ConfigError, match=rf"cannot load checkpoint {tmp_path / 'ckpt'}"):
+        load_model(config, tmp_path / "ckpt")

@@ -1,0 +1,198 @@
+"""The fast paths of gp_hotdistance.functional against slow or serial
+versions: threads vs one thread, arrays above the threading threshold vs the
+doubled-grid reference, the distance-mask shortcut, the thread-count setting,
+predictor outputs read back as views, and the numba cache of a read-only
+install."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from funlib.geometry import Coordinate
+from funlib.persistence import Array
+
+from gp_hotdistance import HotDistancePredictor
+from gp_hotdistance import functional as F
+from gp_hotdistance.arrays import InMemoryArray
+from gp_hotdistance.predictor import _read
+from tests import reference as R
+from tests.helpers import smooth_blobs
+
+PACKAGE = Path(F.__file__).resolve().parent
+
+
+def batch(gt, mask, voxel_size, scale=20.0):
+    """Target, distance mask and weights of one batch, all through functional."""
+    target = F.hot_distance_target(gt, voxel_size, scale)
+    dmask = F.distance_mask(target[gt.shape[0] :], mask, voxel_size, scale, 0.05, 0.8)
+    weights, counts = F.hot_distance_weights(gt, mask, dmask)
+    return target, dmask, weights, counts
+
+
+@pytest.mark.parametrize(
+    "shape, voxel_size",
+    [((37, 29), (4, 4)), ((5, 23, 19), (40, 4, 4)), ((9, 1, 17), (8, 8, 8)), ((1, 13), (1, 3))],
+)
+def test_threaded_equals_serial(monkeypatch, shape, voxel_size):
+    rng = np.random.default_rng(zlib.crc32(repr(shape).encode()))
+    gt = np.stack([smooth_blobs(rng, shape, 1.5, f) for f in (0.2, 0.5)])
+    mask = smooth_blobs(rng, shape, 2.0, 0.8)
+    monkeypatch.setattr(F, "PARALLEL_MIN_VOXELS", 0)  # thread even these tiny arrays
+    results = {}
+    for threads in ("1", "2", "3"):  # 3: uneven splits, more threads than some axes
+        monkeypatch.setenv(F.THREADS_ENV, threads)
+        results[threads] = batch(gt, mask, voxel_size)
+    for threads in ("2", "3"):
+        for got, expected in zip(results[threads][:3], results["1"][:3], strict=True):
+            np.testing.assert_array_equal(got, expected, err_msg=f"{threads} threads")
+        assert results[threads][3] == results["1"][3]
+    # and the serial result is the reference's
+    np.testing.assert_array_equal(results["1"][0], R.reference_target(gt, voxel_size, 20.0))
+
+
+def test_above_threading_threshold_matches_reference():
+    rng = np.random.default_rng(5)
+    shape, voxel_size = (20, 60, 62), (40, 4, 4)
+    assert np.prod(shape) >= F.PARALLEL_MIN_VOXELS, "must take the threaded path"
+    gt = smooth_blobs(rng, shape, 2.0, 0.3)[None]
+    mask = smooth_blobs(rng, shape, 3.0, 0.9)
+    target, dmask, weights, counts = batch(gt, mask, voxel_size)
+    expected = R.reference_target(gt, voxel_size, 20.0)
+    np.testing.assert_array_equal(target, expected)
+    np.testing.assert_array_equal(
+        dmask, R.reference_distance_mask(expected[1:], mask, voxel_size, 20.0)
+    )
+    ref_weights, ref_counts = R.reference_weights(gt, mask, dmask, None)
+    np.testing.assert_array_equal(weights, ref_weights)
+    assert counts == ref_counts
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.8, 1.0])
+def test_distance_mask_shortcut_matches_reference(threshold):
+    # distances near tanh^-1(threshold) * scale are where the kernel starts
+    # skipping the tanh; a small scale puts many voxels around that bound
+    rng = np.random.default_rng(int(threshold * 10))
+    shape, voxel_size, scale = (40, 44), (1, 2), 6.0
+    gt = np.stack([smooth_blobs(rng, shape, 2.0, f) for f in (0.3, 0.6)])
+    mask = np.stack([smooth_blobs(rng, shape, 2.5, 0.85), smooth_blobs(rng, shape, 1.5, 0.7)])
+    t = F.hot_distance_target(gt, voxel_size, scale)[2:]
+    got = F.distance_mask(t, mask, voxel_size, scale, 0.05, threshold)
+    expected = R.reference_distance_mask(t, mask, voxel_size, scale, 0.05, threshold)
+    np.testing.assert_array_equal(got, expected)
+    assert 0 < (got != mask).sum() or threshold == 0.0, "the mask must remove something"
+
+
+def test_weights_with_fractional_masks_match_reference():
+    rng = np.random.default_rng(8)
+    shape = (30, 31)
+    gt = np.stack([smooth_blobs(rng, shape, 2.0, f) for f in (0.1, 0.5, 0.9)])
+    mask = (rng.uniform(0.2, 1.0, shape) * smooth_blobs(rng, shape, 3.0, 0.8)).astype(np.float32)
+    dmask = np.stack([smooth_blobs(rng, shape, 2.0, 0.7) for _ in range(3)]) * mask
+    counts = ref_counts = None
+    for _ in range(2):  # twice: moving counts carried over
+        weights, counts = F.hot_distance_weights(gt, mask, dmask, counts)
+        ref_weights, ref_counts = R.reference_weights(gt, mask, dmask, ref_counts)
+        np.testing.assert_allclose(weights, ref_weights, rtol=1e-6, atol=0)
+        for got, exp in zip(counts, ref_counts, strict=True):
+            for key in (0, 1):
+                np.testing.assert_allclose(got[key], exp[key], rtol=1e-12)
+
+
+def test_kernel_threads_setting(monkeypatch):
+    monkeypatch.delenv(F.THREADS_ENV, raising=False)
+    assert F.kernel_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv(F.THREADS_ENV, "3")
+    assert F.kernel_threads() == 3
+    for bad in ("0", "-1", "two", ""):
+        monkeypatch.setenv(F.THREADS_ENV, bad)
+        with pytest.raises(ValueError, match=rf"GP_HOTDISTANCE_THREADS .* got '{bad}'"):
+            F.kernel_threads()
+
+
+def test_predictor_output_read_back_as_view():
+    p = HotDistancePredictor(channels=["a"], scale_factor=10.0, mask_distances=True)
+    gt = np.zeros((1, 6, 8), dtype=np.uint8)
+    gt[0, 2:, 3:] = 1
+    gt_array = Array(gt, offset=(-8, 4), voxel_size=(4, 2), axis_names=["c^", "y", "x"])
+    target = p.create_target(gt_array)
+    assert isinstance(target, InMemoryArray)
+    assert target.roi == gt_array.roi and target.axis_names == ["c^", "y", "x"]
+
+    def at(roi):  # an Array covering roi, which _read reads ``target`` at
+        shape = roi.shape / Coordinate(4, 2)
+        return Array(np.zeros(shape, np.uint8), offset=roi.offset, voxel_size=(4, 2))
+
+    whole = _read(target, target, "target")
+    assert np.shares_memory(whole, target.ndarray)
+    np.testing.assert_array_equal(whole, np.asarray(target.data))
+    sub = target.roi.grow((-4, -2), (0, -4))
+    np.testing.assert_array_equal(_read(target, at(sub), "target"), np.asarray(target[sub]))
+    # a lazy op changes the data: read through funlib, not the stale buffer
+    target.lazy_op(lambda data: data * 2)
+    np.testing.assert_array_equal(_read(target, at(target.roi), "target"), 2 * whole)
+
+
+# loads functional.py on its own: the cache works per file, and importing the
+# whole package (gunpowder, torch) would cost seconds per run
+SCRIPT = """
+import importlib.util, json, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("functional", sys.argv[1])
+F = sys.modules["functional"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(F)
+out = np.empty(4, dtype=np.float32)
+labels = np.array([0, 1, 0, 1], dtype=np.uint8)
+F._apply_class_weights(labels, np.ones(4, np.float32), np.float32(1), np.float32(2), out, 0, 4)
+hits = sum(F._apply_class_weights.stats.cache_hits.values())
+print(json.dumps({"file": F.__file__, "hits": hits, "uncached": F._uncached, "out": out.tolist()}))
+"""
+
+
+def test_numba_cache_of_read_only_install(tmp_path):
+    # the package copied where numba cannot write beside it: __pycache__ is a
+    # file (which stops root too), the directory read-only
+    site = tmp_path / "site"
+    shutil.copytree(PACKAGE, site / "gp_hotdistance", ignore=shutil.ignore_patterns("__pycache__"))
+    (site / "gp_hotdistance" / "__pycache__").write_text("")
+    (site / "gp_hotdistance").chmod(0o555)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
+    env["HOME"] = str(home)
+
+    def run():
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(site / "gp_hotdistance" / "functional.py")],
+            env=env,
+            cwd=tmp_path,  # not the checkout, whose package would be imported first
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["file"] == str(site / "gp_hotdistance" / "functional.py")
+        assert result["out"] == [1.0, 2.0, 1.0, 2.0]
+        return result, done.stderr
+
+    try:
+        first, _ = run()  # compiles, caches in the user cache directory
+        assert first["hits"] == 0 and first["uncached"] == []
+        assert list((home / ".cache" / "numba").rglob("*_apply_class_weights*.nbi"))
+        second, _ = run()  # loads it
+        assert second["hits"] == 1
+        shutil.rmtree(home / ".cache")
+        (home / ".cache").write_text("")  # no writable cache anywhere
+        third, stderr = run()
+        assert "_apply_class_weights" in third["uncached"]
+        assert "no writable numba cache directory" in stderr
+    finally:
+        (site / "gp_hotdistance").chmod(0o755)

@@ -71,7 +71,7 @@ def throughput(config, workers: int, batches: int, warmup: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="runs/bench_data/demo_data.zarr")
-    parser.add_argument("--raw-shape", type=int, nargs=3, default=(160, 160, 160))
+    parser.add_argument("--raw-shape", type=int, nargs=3, default=(192, 192, 192))
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])

@@ -89,7 +89,7 @@ UNANNOTATED_FRACTION = (0.25, 0.4)  # extent of the unannotated box per axis
 # The CellMap-style layout (make_cellmap_demo).
 RAW_PATH = "recon-1/em/fibsem-uint8"
 CROPS_PATH = "recon-1/labels/groundtruth"
-DEFAULT_RAW_SHAPE = {(3, False): (48, 192, 192), (3, True): (24, 192, 192), (2, False): (768, 768)}
+DEFAULT_RAW_SHAPE = {(3, False): (48, 192, 192), (3, True): (64, 192, 192), (2, False): (768, 768)}
 DEFAULT_LABEL_FACTORS = {(3, False): (2, 2, 2), (3, True): (1, 2, 2), (2, False): (2, 2)}
 # Crop boxes as fractions of the raw shape, (begin, size) per in-plane axis
 # (y, x); a 3-D z axis takes the y fractions. crop2 lacks the last class.
@@ -452,7 +452,7 @@ def make_cellmap_demo(
         path: the container, e.g. ``runs/demo/demo_data.zarr``.
         raw_shape: raw shape in voxels of ``voxel_size``. Default
             ``(768, 768)`` in 2-D, ``(48, 192, 192)`` in 3-D,
-            ``(24, 192, 192)`` if ``anisotropic``.
+            ``(64, 192, 192)`` if ``anisotropic``.
         voxel_size: raw ``s0`` voxel size (the training voxel size). Default
             ``(8, 8)``, ``(8, 8, 8)``, or ``(40, 4, 4)`` if ``anisotropic``.
         label_factors: how much finer the labels are, per axis (integers

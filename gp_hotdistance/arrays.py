@@ -4,6 +4,7 @@ targets from numpy arrays alone)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import dask.array as da
@@ -16,15 +17,25 @@ class InMemoryArray(Array):
     keeps a reference to it, so that the predictor reads it back as a view.
 
     Plain ``Array(ndarray)`` hashes every byte to name its dask array, and
-    reading a dask-backed ``Array`` (``np.asarray``, ``array[roi]``) computes
-    a full copy; both cost as much as the kernels. The dask array here is one
-    chunk under a random name. Used for the predictor's outputs; anything
-    else (zarr, dask, lazy ops) is read through funlib as usual.
+    ``dask.array.from_array`` copies a numpy array; reading a dask-backed
+    ``Array`` (``np.asarray``, ``array[roi]``) computes another copy; each
+    costs about as much as the kernels. The dask array here is one chunk,
+    the numpy array itself (not a copy), under a random name. Used for the
+    predictor's outputs; anything else (zarr, dask, lazy ops) is read
+    through funlib as usual.
     """
 
     def __init__(self, data: npt.NDArray, **metadata: Any):
         self.ndarray = data
-        super().__init__(da.from_array(data, chunks=data.shape, name=False), **metadata)
+        name = f"in-memory-{uuid.uuid4().hex}"
+        dask_data = da.Array(
+            {(name,) + (0,) * data.ndim: data},
+            name,
+            chunks=tuple((size,) for size in data.shape),
+            dtype=data.dtype,
+            meta=data[(slice(0, 0),) * data.ndim],
+        )
+        super().__init__(dask_data, **metadata)
         self.thaw()
         self.dask_data = self.data
         self.freeze()

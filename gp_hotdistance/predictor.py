@@ -284,7 +284,7 @@ class HotDistancePredictor(Predictor):
     def create_target(self, gt: Array) -> Array:
         """The target Array (``2C`` channels, axis ``c^`` first) at ``gt``'s
         offset and voxel size."""
-        data = self.process(np.asarray(gt.data), gt.voxel_size)
+        data = self.process(_read(gt, gt, "gt"), gt.voxel_size)
         return _channel_array(data, gt)
 
     def create_distance_mask(
@@ -398,15 +398,35 @@ def _read(array: Array, like: Array, name: str) -> npt.NDArray:
         raise ValueError(
             f"{name} ROI {array.roi} does not cover the target ROI {roi} it is needed at"
         )
-    from gp_hotdistance.arrays import InMemoryArray
-
-    if isinstance(array, InMemoryArray) and not array.lazy_ops and array.data is array.dask_data:
+    source = _numpy_source(array)
+    if source is not None:
         spatial = (roi - array.offset) / array.voxel_size
-        channels = (slice(None),) * (array.ndarray.ndim - roi.dims)
-        return array.ndarray[channels + spatial.to_slices()]
+        channels = (slice(None),) * (source.ndim - roi.dims)
+        return source[channels + spatial.to_slices()]
     if roi == array.roi:
         return np.asarray(array.data)
     return np.asarray(array[roi])
+
+
+def _numpy_source(array: Array) -> npt.NDArray | None:
+    """The numpy array that ``array``'s data is, unchanged (no lazy ops), or
+    ``None``: an :class:`~gp_hotdistance.arrays.InMemoryArray`'s array, or the
+    numpy array a funlib ``Array`` was made from (its ``_source_data``), which
+    is then read without a dask compute."""
+    from gp_hotdistance.arrays import InMemoryArray
+
+    if array.lazy_ops:
+        return None
+    if isinstance(array, InMemoryArray):
+        return array.ndarray if array.data is array.dask_data else None
+    source = getattr(array, "_source_data", None)
+    if (
+        isinstance(source, np.ndarray)
+        and source.shape == array.data.shape
+        and source.dtype == array.data.dtype
+    ):
+        return source
+    return None
 
 
 def _channel_array(data: npt.NDArray, like: Array) -> Array:

@@ -7,7 +7,6 @@ from each other.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,13 +73,6 @@ def normalize_raw(data: npt.ArrayLike, dtype: npt.DTypeLike) -> npt.NDArray[np.f
 def checkpoint_path(out: Path, iteration: int) -> Path:
     """Where the checkpoint of ``iteration`` lives in run directory ``out``."""
     return Path(out) / f"{CHECKPOINT_BASENAME}_checkpoint_{iteration}"
-
-
-def latest_checkpoint(out: Path) -> int:
-    """Iteration of the newest checkpoint in ``out`` (0 if none)."""
-    pattern = re.compile(rf"{CHECKPOINT_BASENAME}_checkpoint_(\d+)$")
-    found = [int(m.group(1)) for p in Path(out).glob("*") if (m := pattern.match(p.name))]
-    return max(found, default=0)
 
 
 def load_model(config: Config, checkpoint: str | Path) -> torch.nn.Module:

@@ -23,6 +23,7 @@ from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, prepare_ds
 
 from gp_hotdistance import functional as F
+from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
 from pipelines.common import load_model, normalize_raw
@@ -110,11 +111,14 @@ def _blocks(volume: Roi, block_size: Coordinate):
         yield Roi(volume.offset + block_size * Coordinate(index), block_size).intersect(volume)
 
 
-def _crop(inner: Roi, outer: Roi, voxel_size):
-    begin = (inner.offset - outer.offset) / Coordinate(voxel_size)
-    return tuple(
-        slice(b, b + s) for b, s in zip(begin, inner.shape / Coordinate(voxel_size), strict=True)
-    )
+def test_whole_voxel_context_rounds_up_unlike_snapped_context():
+    """Blockwise needs context >= max_distance; gt_region_for_roi keeps whole
+    voxels inside max_distance. max_distance = SCALE = 40 (epsilon default)."""
+    predictor = _predictor()
+    vs = Coordinate(VOXEL_SIZE)
+    assert predictor.max_distance == pytest.approx(40.0)
+    assert bw.whole_voxel_context(predictor, vs) == Coordinate(48, 40, 40)
+    assert predictor.snapped_context(vs) == (Coordinate(32, 40, 40), Coordinate(32, 40, 40))
 
 
 def test_targets_equal_whole_volume_where_known(data, targets_run):
@@ -131,19 +135,20 @@ def test_targets_equal_whole_volume_where_known(data, targets_run):
     mask = _read(data / "mask")
     whole = predictor.process(gt, vs)
     whole_dm = predictor.create_distance_mask(whole[2:], mask, vs)
-    block_target = _read(targets_run / "target")
-    block_dm = _read(targets_run / "distance_mask")
+    block_target = _read(targets_run / "target" / "s0")
+    block_dm = _read(targets_run / "distance_mask" / "s0")
     assert block_target.shape == whole.shape and block_target.dtype == np.float32
     assert block_dm.shape == whole_dm.shape and block_dm.dtype == mask.dtype
     np.testing.assert_array_equal(block_target[:2], whole[:2])
 
     context = Coordinate(48, 40, 40)  # SCALE rounded up to whole voxels per axis
+    assert bw.whole_voxel_context(predictor, vs) == context
     block_size = Coordinate(BLOCK) * vs
     known_total = 0
     for write in _blocks(volume, block_size):
         read = write.grow(context, context).intersect(volume)
-        in_read, in_write = _crop(read, volume, vs), _crop(write, volume, vs)
-        crop = _crop(write, read, vs)
+        in_read, in_write = roi_slices(read, volume, vs), roi_slices(write, volume, vs)
+        crop = roi_slices(write, read, vs)
         m, e = _open_sides(read, volume, vs, write)
         for c in range(2):
             labels = gt[c][in_read]
@@ -225,7 +230,7 @@ def test_kill_and_resume_gives_identical_output(data, targets_run, tmp_path):
     assert report.completed == report.blocks == 18
     assert job.markers.done().all()  # no block missing
     for name in ("target", "distance_mask"):
-        np.testing.assert_array_equal(_read(output / name), _read(targets_run / name))
+        np.testing.assert_array_equal(_read(output / name / "s0"), _read(targets_run / name / "s0"))
 
 
 @pytest.mark.parametrize(
@@ -236,23 +241,50 @@ def test_kill_and_resume_gives_identical_output(data, targets_run, tmp_path):
         ("voxel size", {"voxel_size": (8, 8, 8), "offset": (-64, 32, -16)}),
         ("dtype", {"dtype": np.float64}),
         ("offset", {"offset": (0, 0, 0)}),
+        ("channel names", {"names": ["hot_er", "hot_mito", "dist_er", "dist_mito"]}),
+        ("not an OME-NGFF output group", {"layout": "array"}),
     ],
 )
 def test_refuses_mismatched_output(data, tmp_path, mismatch, kwargs):
+    from gp_hotdistance.data import prepare_volume
+
     output = tmp_path / "out.zarr"
     spec = {
         "shape": (4, *SHAPE),
         "offset": OFFSET,
         "voxel_size": VOXEL_SIZE,
-        "axis_names": ["c^", "z", "y", "x"],
         "dtype": np.float32,
+        "names": ["hot_mito", "hot_er", "dist_mito", "dist_er"],
+        "layout": "ome",
         **kwargs,
     }
-    existing = prepare_ds(str(output / "target"), mode="w", **spec)
-    existing[existing.roi] = np.full(existing.shape, 7, dtype=existing.dtype)
+    if spec["layout"] == "ome":
+        existing = prepare_volume(
+            output,
+            "target",
+            spec["shape"],
+            spec["dtype"],
+            spec["voxel_size"],
+            spec["offset"],
+            channel_axis=True,
+        )
+        existing.attrs["channel_names"] = spec["names"]
+        kept_path = output / "target" / "s0"
+    else:  # the layout of older runs: a plain funlib array output/target
+        existing = prepare_ds(
+            str(output / "target"),
+            shape=spec["shape"],
+            offset=spec["offset"],
+            voxel_size=spec["voxel_size"],
+            axis_names=["c^", "z", "y", "x"],
+            dtype=spec["dtype"],
+            mode="w",
+        )._source_data
+        kept_path = output / "target"
+    existing[...] = 7
     with pytest.raises(bw.OutputMismatchError, match=rf"target.*{mismatch}"):
         bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
-    kept = _read(output / "target")
+    kept = _read(kept_path)
     assert kept.shape == spec["shape"] and (kept == 7).all()  # never overwritten
     assert not (output / "distance_mask").exists() and not (output / "done").exists()
     # the command line reports it and fails
@@ -303,7 +335,9 @@ def test_failed_block_is_retried_and_reported(data, targets_run, tmp_path, caplo
     assert report.retried_error is not None and "injected failure" in report.retried_error
     assert "retried" in caplog.text
     assert job.markers.done().all()
-    np.testing.assert_array_equal(_read(output / "target"), _read(targets_run / "target"))
+    np.testing.assert_array_equal(
+        _read(output / "target" / "s0"), _read(targets_run / "target" / "s0")
+    )
 
 
 def test_permanent_failure_raises_with_missing_block(data, tmp_path):
@@ -331,6 +365,7 @@ def run_dir(tmp_path_factory):
 
     from pipelines.common import make_model, make_predictor
     from pipelines.config import from_dict
+    from pipelines.rundir import RunDirectory
 
     config = from_dict(
         {
@@ -348,8 +383,22 @@ def run_dir(tmp_path_factory):
     model = make_model(config, make_predictor(config))
     run = tmp_path_factory.mktemp("run")
     (run / "config.json").write_text(json.dumps(config.to_dict()))
-    torch.save({"model_state_dict": model.state_dict()}, run / "model_checkpoint_3")
+    counts = {"moving_counts": [{"0": [0, 1], "1": [0, 1]}] * 4}  # as WeightNode saves them
+    with RunDirectory(run) as directory:
+        directory.save(3, model.state_dict(), {}, counts)
     return run
+
+
+def test_predict_skips_a_truncated_newest_checkpoint(data, run_dir, tmp_path):
+    """A training killed while saving leaves a truncated newest checkpoint:
+    predict uses the newest complete one and says which it skipped."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "model_checkpoint_9").write_bytes((run / "model_checkpoint_3").read_bytes()[:100])
+    job = bw.plan_predict(run, data / "raw", tmp_path / "out.zarr", BLOCK)
+    assert job.checkpoint == str(run / "model_checkpoint_3")
 
 
 def test_predict_equals_one_piece(data, run_dir, tmp_path):
@@ -367,8 +416,8 @@ def test_predict_equals_one_piece(data, run_dir, tmp_path):
         "--no-progress",
     ]  # fmt: skip
     assert bw.main(args) == 0
-    prediction = open_ds(str(output / "prediction"))
-    segmentation = open_ds(str(output / "segmentation"))
+    prediction = open_ds(str(output / "prediction" / "s0"))
+    segmentation = open_ds(str(output / "segmentation" / "s0"))
     assert prediction.axis_names == ["c^", "z", "y", "x"]
     assert prediction.roi == open_ds(str(data / "raw")).roi
     assert prediction.dtype == np.float32 and segmentation.dtype == np.uint8
@@ -399,3 +448,73 @@ def test_help_documents_units(capsys):
         assert exit_info.value.code == 0
         text = capsys.readouterr().out
         assert "VOXELS" in text and "--workers" in text and "--output" in text
+
+
+def _ome_level(path):
+    """Axes, level-0 transforms and data as the ome-zarr package reads them."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    node = next(iter(Reader(parse_url(str(path)))()))
+    return node.metadata["axes"], node.metadata["coordinateTransformations"][0], node.data[0]
+
+
+def test_outputs_are_ome_ngff_groups(data, targets_run):
+    """Every output reads back with zarr (root and each group), funlib
+    (``name/s0``), blockwise's own input reader and ome-zarr, at the gt's
+    voxel size and offset, with named channels."""
+    from pipelines.blockwise.plan import open_input
+
+    for group in ("", "target", "distance_mask", "done"):
+        assert isinstance(zarr.open_group(str(targets_run / group), mode="r"), zarr.Group)
+    channels = {
+        "target": ["hot_mito", "hot_er", "dist_mito", "dist_er"],
+        "distance_mask": ["mito", "er"],
+    }
+    for name, names in channels.items():
+        array = open_ds(str(targets_run / name / "s0"))
+        assert array.voxel_size == Coordinate(VOXEL_SIZE)
+        assert array.offset == Coordinate(OFFSET)
+        assert array.shape == (len(names), *SHAPE)
+        assert zarr.open_group(str(targets_run / name), mode="r").attrs["channel_names"] == names
+        assert (
+            zarr.open_array(str(targets_run / name / "s0"), mode="r").attrs["channel_names"]
+            == names
+        )
+        reread = open_input(targets_run / name / "s0", name)
+        assert (reread.voxel_size, reread.offset) == (Coordinate(VOXEL_SIZE), Coordinate(OFFSET))
+        axes, transforms, level = _ome_level(targets_run / name)
+        assert [a["type"] for a in axes] == ["channel", "space", "space", "space"]
+        assert transforms == [
+            {"type": "scale", "scale": [1, *VOXEL_SIZE]},
+            {"type": "translation", "translation": [0, *OFFSET]},
+        ]
+        np.testing.assert_array_equal(np.asarray(level), _read(targets_run / name / "s0"))
+
+
+def test_multiscale_and_metadata_free_inputs(data, targets_run, tmp_path):
+    """gt and mask given as OME-NGFF multiscale groups give the same targets;
+    an array without voxel-size metadata is refused, naming it."""
+    from gp_hotdistance.data import write_volume
+
+    inputs = tmp_path / "ome.zarr"
+    for name in ("gt", "mask"):
+        array = open_ds(str(data / name))
+        values = np.asarray(array[array.roi])
+        if values.ndim == 4:  # channel-first gt: the class-id form
+            values = (values * np.arange(1, values.shape[0] + 1)[:, None, None, None]).max(0)
+        write_volume(inputs, name, values, VOXEL_SIZE, OFFSET)
+    predictor = HotDistancePredictor(
+        ["mito", "er"], scale_factor=SCALE, mask_distances=True, class_ids=[1, 2]
+    )
+    output = tmp_path / "out.zarr"
+    job = bw.plan_targets(inputs / "gt", output, predictor, BLOCK, mask=inputs / "mask")
+    assert job.gt.path == str(inputs / "gt" / "s0")
+    bw.run_job(job, num_workers=1, progress=False, multiprocessing=False)
+    for name in ("target", "distance_mask"):
+        np.testing.assert_array_equal(_read(output / name / "s0"), _read(targets_run / name / "s0"))
+
+    bare = zarr.open_array(str(tmp_path / "bare.zarr"), mode="w", shape=(8, 8, 8), dtype="u1")
+    bare[...] = 1
+    with pytest.raises(ValueError, match=r"gt dataset .*bare.zarr .*no voxel-size metadata"):
+        bw.plan_targets(tmp_path / "bare.zarr", tmp_path / "o.zarr", predictor, (8, 8, 8))

@@ -231,7 +231,7 @@ def test_no_mask_means_no_mask(data, tmp_path):
     assert bw.main(args) == 0
     signature = zarr.open_array(str(output / "done" / "targets"), mode="r").attrs["signature"]
     assert signature["mask"] is None
-    assert open_ds(str(output / "distance_mask")).dtype == np.uint8  # no mask: all annotated
+    assert open_ds(str(output / "distance_mask" / "s0")).dtype == np.uint8  # no mask: all annotated
 
 
 @pytest.mark.parametrize(
@@ -292,3 +292,21 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
     torch.save({"model_state_dict": {}, "note": Path("a pickled object")}, tmp_path / "ckpt")
     with pytest.raises(ConfigError, match=rf"cannot load checkpoint {tmp_path / 'ckpt'}"):
         load_model(config, tmp_path / "ckpt")
+
+
+def test_worker_sets_kernel_threads(data, tmp_path, monkeypatch):
+    """A job limits its worker's kernels through GP_HOTDISTANCE_THREADS
+    (read by functional.kernel_threads at every call) and numba."""
+    import numba
+
+    from gp_hotdistance.functional import THREADS_ENV, kernel_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    before = numba.get_num_threads()
+    job = bw.plan_targets(data / "gt", tmp_path / "out.zarr", _predictor(), BLOCK, threads=1)
+    try:
+        job._set_threads()
+        assert os.environ[THREADS_ENV] == "1" and kernel_threads() == 1
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(before)

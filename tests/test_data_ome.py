@@ -202,10 +202,15 @@ def test_errors(tmp_path):
         open_volume(tmp_path / "g.zarr")
     with pytest.raises(ValueError, match=r"img: no multiscale level .* \(6, 6, 6\).*\(4, 4, 4\)"):
         open_volume(_pyramid(tmp_path), (6, 6, 6))
+    # a 2-D config on 3-D data, as a group and as a plain array
+    with pytest.raises(ValueError, match=r"img has 3 spatial dimensions .* \(8, 8\) has 2"):
+        open_volume(tmp_path / "c.zarr/img", (8, 8))
     array = zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=(4, 4), dtype=np.uint8)
     array.attrs["voxel_size"] = [3, 4]
     with pytest.raises(ValueError, match=r"a.zarr: voxel size \(3, 4\) .* \(8, 8\)"):
         open_volume(tmp_path / "a.zarr", (8, 8))
+    with pytest.raises(ValueError, match=r"a.zarr has 2 spatial dimensions .* has 3: a 3-D"):
+        open_volume(tmp_path / "a.zarr", (8, 8, 8))
     volume = open_volume(tmp_path / "a.zarr")
     with pytest.raises(ValueError, match=r"a.zarr: ROI .* is not inside the dataset's ROI"):
         volume.read(Roi((0, 0), (15, 8)))

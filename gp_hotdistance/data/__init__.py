@@ -1,21 +1,41 @@
 """Data as users keep it: OME-NGFF / funlib zarr volumes, annotated crops
 read at the training voxel size, and gunpowder sources over them.
 
-Importing this package does not import torch.
+The public names are loaded on first use: importing this package (or
+``gp_hotdistance.data.ome``) imports neither gunpowder nor torch; the
+gunpowder nodes load gunpowder when they are first used.
 """
 
-from .nodes import RandomLabelledLocation  # noqa: F401
-from .nodes import SampleSource  # noqa: F401
-from .nodes import sample_sources  # noqa: F401
-from .ome import OffGridWarning  # noqa: F401
-from .ome import Volume  # noqa: F401
-from .ome import open_volume  # noqa: F401
-from .ome import prepare_volume  # noqa: F401
-from .ome import write_volume  # noqa: F401
-from .resample import downsample_all  # noqa: F401
-from .resample import downsample_labels  # noqa: F401
-from .resample import mean_pool  # noqa: F401
-from .resample import upsample_nearest  # noqa: F401
-from .sample import Sample  # noqa: F401
-from .sample import expand_label_template  # noqa: F401
-from .sample import union_cells  # noqa: F401
+_EXPORTS = {
+    "RandomLabelledLocation": "gp_hotdistance.data.nodes",
+    "SampleSource": "gp_hotdistance.data.nodes",
+    "sample_sources": "gp_hotdistance.data.nodes",
+    "OffGridWarning": "gp_hotdistance.data.ome",
+    "Volume": "gp_hotdistance.data.ome",
+    "open_volume": "gp_hotdistance.data.ome",
+    "prepare_volume": "gp_hotdistance.data.ome",
+    "write_volume": "gp_hotdistance.data.ome",
+    "downsample_all": "gp_hotdistance.data.resample",
+    "downsample_labels": "gp_hotdistance.data.resample",
+    "mean_pool": "gp_hotdistance.data.resample",
+    "upsample_nearest": "gp_hotdistance.data.resample",
+    "Sample": "gp_hotdistance.data.sample",
+    "expand_label_template": "gp_hotdistance.data.sample",
+    "union_cells": "gp_hotdistance.data.sample",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -120,7 +120,8 @@ def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None
     Raises:
         FileNotFoundError: nothing at ``path``.
         ValueError: no voxel-size metadata, non-spatial axes, non-integer
-            voxel sizes, or no level at an integer ratio to ``voxel_size``.
+            voxel sizes, dimensions other than ``voxel_size``'s, or no level
+            at an integer ratio to ``voxel_size``.
     """
     name = str(path)
     node = _open_node(name)
@@ -129,6 +130,8 @@ def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None
         if "multiscales" not in node.attrs:
             raise ValueError(f"{name} is a zarr group without OME-NGFF 'multiscales' metadata")
         levels = _levels(name, node.attrs.asdict())
+        if target is not None:
+            _check_dims(name, levels[0][1], target)
         level = levels[0] if target is None else _choose_level(name, levels, target)
         level_path, scale, translation = level
         if level_path not in node:
@@ -138,9 +141,20 @@ def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None
     else:
         array = node
         scale, translation = _array_transform(name, array)
+        if target is not None:
+            _check_dims(name, scale, target)
     _check_spatial_array(name, array, scale)
     offset = _place(name, scale, translation, target)
     return Volume(path=name, array=array, voxel_size=scale, offset=offset)
+
+
+def _check_dims(name: str, voxel_size: Sequence[int], target: Coordinate) -> None:
+    if len(voxel_size) != target.dims:
+        raise ValueError(
+            f"{name} has {len(voxel_size)} spatial dimensions (voxel size "
+            f"{tuple(voxel_size)}), but the training voxel size {tuple(target)} has "
+            f"{target.dims}: a {target.dims}-D config cannot read {len(voxel_size)}-D data"
+        )
 
 
 def _open_node(name: str) -> zarr.Array | zarr.Group:

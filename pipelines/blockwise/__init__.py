@@ -6,8 +6,13 @@ Two commands (``python -m pipelines.blockwise --help``)::
         --output out.zarr --block-shape 32 64 64 --workers 2 [--config run/config.json]
     python -m pipelines.blockwise predict --run runs/demo --input data.zarr --raw eval/raw \\
         --output out.zarr --block-shape 32 128 128 --workers 2
+    python -m pipelines.blockwise targets --config c.yaml --sample 0 \\
+        --output out.zarr --block-shape 32 32 32
 
-Block shapes are in voxels, contexts in world units. Modules: ``plan``
+Inputs are OME-NGFF multiscale groups or funlib arrays (``--sample N``: the
+config's ``data.samples[N]`` through ``gp_hotdistance.data.Sample``); every
+output is an OME-NGFF group ``name/`` with the array ``name/s0``.
+Block shapes are in voxels, contexts and ROIs in world units. Modules: ``plan``
 (check inputs, prepare outputs, build the job), ``outputs`` (output
 datasets and done markers), ``jobs`` (one block's work), ``run`` (the daisy
 runner), ``worker`` (workers started by ``--worker-command``), ``cli``. Geometry, the exactness condition of blockwise targets,
@@ -31,13 +36,14 @@ __all__ = [
     "plan_predict",
     "plan_targets",
     "run_job",
+    "whole_voxel_context",
 ]
 
 
 def __getattr__(name: str):
     """``plan_*`` and ``main`` import the predictor and config layers; load
     them on first use so a worker process does not pay for them."""
-    if name in ("plan_targets", "plan_predict", "targets_context"):
+    if name in ("plan_targets", "plan_predict", "whole_voxel_context"):
         from pipelines.blockwise import plan
 
         return getattr(plan, name)

@@ -8,6 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from funlib.geometry import Roi
 
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines.blockwise.jobs import BlockJob
@@ -17,9 +20,30 @@ from pipelines.blockwise.worker import check_template
 from pipelines.common import make_predictor, resolve_device
 from pipelines.config import Config, ConfigError, from_dict, load_config
 
+if TYPE_CHECKING:
+    from gp_hotdistance.data import Sample
+
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="input zarr container")
+    parser.add_argument("--input", help="input zarr container (required unless --sample)")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="instead of --input: sample N of the config's data.samples (its raw and labels "
+        "read through gp_hotdistance.data.Sample at data.voxel_size)",
+    )
+    parser.add_argument(
+        "--roi-offset",
+        type=int,
+        nargs="+",
+        metavar="W",
+        help="with --sample: WORLD offset of the region to process (default: the sample's "
+        "labelled ROI)",
+    )
+    parser.add_argument(
+        "--roi-shape", type=int, nargs="+", metavar="W", help="with --sample: WORLD shape"
+    )
     parser.add_argument("--output", required=True, help="output zarr container (created if absent)")
     parser.add_argument(
         "--block-shape",
@@ -93,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="mask dataset in --input (default: no mask, every voxel annotated)",
     )
-    targets.add_argument("--config", help="JSON/YAML config (channels, scale_factor, class_ids)")
+    targets.add_argument(
+        "--config", help="JSON/YAML config (channels, scale_factor, class_ids, data.samples)"
+    )
     targets.add_argument("--channels", nargs="+", help="channel names (override the config)")
     targets.add_argument("--scale-factor", type=float, help="tanh scale, world units (override)")
     targets.add_argument("--class-ids", type=int, nargs="+", help="class id of each channel")
@@ -120,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(predict)
     predict.add_argument("--run", required=True, help="training output directory (config.json)")
+    predict.add_argument(
+        "--config",
+        help="with --sample: config whose data.samples to use (default: the run's config.json); "
+        "raw is read at the run's data.voxel_size",
+    )
     predict.add_argument("--iteration", type=int, help="checkpoint iteration (default: newest)")
     predict.add_argument(
         "--raw", default=None, help="raw dataset in --input (default: config data.raw)"
@@ -144,26 +175,86 @@ def _targets_predictor(args: argparse.Namespace) -> tuple[HotDistancePredictor, 
     return make_predictor(config), config
 
 
+def config_sample(config: Config, index: int, run_config: Config) -> Sample:
+    """Sample ``index`` of ``config.data.samples``, read at the training voxel
+    size ``run_config.data.voxel_size`` with ``config.channels``.
+
+    Raises:
+        ConfigError: the config has no samples form or no sample ``index``.
+    """
+    from gp_hotdistance.data import Sample
+
+    samples = getattr(config.data, "samples", None)
+    voxel_size = getattr(run_config.data, "voxel_size", None)
+    if samples is None or voxel_size is None:
+        raise ConfigError(
+            "--sample needs a config whose data section lists samples (data.samples, "
+            "data.voxel_size); this config uses dataset names in a container (--input)"
+        )
+    if not 0 <= index < len(samples):
+        raise ConfigError(
+            f"--sample {index}: the config has {len(samples)} sample(s), 0..{len(samples) - 1}"
+        )
+    entry = samples[index]
+    labels = entry.label_datasets
+    try:
+        return Sample(
+            entry.raw,
+            entry.labels if labels is None else labels,
+            config.channels,
+            voxel_size,
+            class_ids=config.data.class_ids if labels is None else None,
+            mask=entry.mask,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(f"data.samples[{index}]: {error}") from error
+
+
+def _roi(args: argparse.Namespace) -> Roi | None:
+    """The world ROI of ``--roi-offset``/``--roi-shape`` (both or neither)."""
+    if args.roi_offset is None and args.roi_shape is None:
+        return None
+    if args.sample is None:
+        raise ConfigError("--roi-offset/--roi-shape select a region of a --sample")
+    if args.roi_offset is None or args.roi_shape is None:
+        raise ConfigError("give both --roi-offset and --roi-shape")
+    if len(args.roi_offset) != len(args.roi_shape):
+        raise ConfigError(
+            f"--roi-offset {args.roi_offset} and --roi-shape {args.roi_shape} differ in length"
+        )
+    return Roi(args.roi_offset, args.roi_shape)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    container = Path(args.input)
     try:
+        if (args.input is None) == (args.sample is None):
+            raise ConfigError("give either --input (with dataset names) or --sample N")
+        container = Path(args.input or ".")
         check_workers(args.workers)
         if args.worker_command is not None:
             check_template(args.worker_command)
+        roi = _roi(args)
         if args.command == "targets":
             predictor, config = _targets_predictor(args)
-            gt = args.gt or config.data.gt
-            mask = args.mask
             if args.block_shape is None:
                 raise ConfigError("--block-shape is required for targets")
+            if args.sample is not None:
+                if args.gt or args.mask:
+                    raise ConfigError("--sample reads the sample's labels: give no --gt/--mask")
+                gt: Path | Sample = config_sample(config, args.sample, config)
+                mask = None
+            else:
+                gt = container / (args.gt or config.data.gt)
+                mask = None if args.mask is None else container / args.mask
             job: BlockJob = plan_targets(
-                container / gt,
+                gt,
                 args.output,
                 predictor,
                 args.block_shape,
-                mask=None if mask is None else container / mask,
+                mask=mask,
+                roi=roi,
                 context=args.context,
                 target_dataset=args.target,
                 distance_mask_dataset=args.distance_mask,
@@ -173,10 +264,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if args.worker_command is None:
                 resolve_device(args.device)  # launched workers resolve it on their nodes
-            raw = args.raw or load_config(Path(args.run) / "config.json").data.raw
+            run_config = load_config(Path(args.run) / "config.json")
+            if args.sample is not None:
+                if args.raw:
+                    raise ConfigError("--sample reads the sample's raw: give no --raw")
+                source = run_config if args.config is None else load_config(args.config)
+                raw: Path | Sample = config_sample(source, args.sample, run_config)
+            else:
+                raw = container / (args.raw or run_config.data.raw)
             job = plan_predict(
                 args.run,
-                container / raw,
+                raw,
                 args.output,
                 args.block_shape,
                 iteration=args.iteration,
@@ -185,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 device=args.device,
                 num_workers=args.workers,
                 threads=args.threads_per_worker,
+                roi=roi,
             )
         report = run_job(
             job,

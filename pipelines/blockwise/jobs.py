@@ -24,9 +24,11 @@ import numpy.typing as npt
 import zarr
 from funlib.geometry import Coordinate, Roi
 
-from pipelines.blockwise.outputs import DoneMarkers, signature_value
+from gp_hotdistance.geometry import roi_slices
+from pipelines.blockwise.outputs import DoneMarkers, array_path, signature_value
 
 if TYPE_CHECKING:
+    from gp_hotdistance.data.sample import Sample
     from gp_hotdistance.predictor import HotDistancePredictor
 
 logger = logging.getLogger(__name__)
@@ -46,14 +48,10 @@ class Dataset:
     voxel_size: Coordinate
 
     def _slices(self, roi: Roi, shape: Sequence[int]) -> tuple[slice, ...]:
-        # the shared ROI-to-slices helper of gp_hotdistance is to replace this
-        # and crop_slices once it exists
-        begin = (roi.begin - self.offset) / self.voxel_size
-        end = (roi.end - self.offset) / self.voxel_size
+        spatial = Coordinate(shape[len(shape) - self.voxel_size.dims :])
+        outer = Roi(self.offset, spatial * self.voxel_size)
         channels = len(shape) - self.voxel_size.dims
-        return (slice(None),) * channels + tuple(
-            slice(b, e) for b, e in zip(begin, end, strict=True)
-        )
+        return (slice(None),) * channels + relative_slices(roi, outer, self.voxel_size)
 
     def read(self, array: zarr.Array, roi: Roi) -> npt.NDArray:
         """The data inside ``roi`` (which must lie inside the array).
@@ -77,10 +75,7 @@ class Dataset:
         channels = tuple(array.shape[: len(array.shape) - self.voxel_size.dims])
         out = np.zeros(channels + tuple(roi.shape / self.voxel_size), dtype=array.dtype)
         if not inside.empty:
-            begin = (inside.begin - roi.begin) / self.voxel_size
-            where = (slice(None),) * len(channels) + tuple(
-                slice(b, b + s) for b, s in zip(begin, inside.shape / self.voxel_size, strict=True)
-            )
+            where = (slice(None),) * len(channels) + relative_slices(inside, roi, self.voxel_size)
             out[where] = self.read(array, inside)
         return out
 
@@ -146,8 +141,8 @@ class BlockJob:
         )
 
     def output_dataset(self, name: str) -> Dataset:
-        """Output dataset ``name`` in the output container (over ``volume_roi``)."""
-        return Dataset(str(Path(self.output) / name), self.volume_roi.offset, self.voxel_size)
+        """Output ``name``'s level array ``name/s0`` (over ``volume_roi``)."""
+        return Dataset(str(array_path(self.output, name)), self.volume_roi.offset, self.voxel_size)
 
     def task(
         self,
@@ -220,10 +215,16 @@ class BlockJob:
         )
 
     def _set_threads(self) -> None:
+        """Limit this worker's kernels (``GP_HOTDISTANCE_THREADS``, read by
+        :func:`gp_hotdistance.functional.kernel_threads` at every call),
+        numba and an imported torch to ``threads``; 0 leaves them alone."""
         if self.threads < 1 or self._cache.get("threads_set"):
             return
         import numba
 
+        from gp_hotdistance.functional import THREADS_ENV
+
+        os.environ[THREADS_ENV] = str(self.threads)
         numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(self.threads)
@@ -245,22 +246,26 @@ class TargetsJob(BlockJob):
     target_dataset: str = "target"
     distance_mask_dataset: str = "distance_mask"
     predictor: HotDistancePredictor | None = None
+    sample: Sample | None = None  # instead of gt and mask: Sample.read_labels
 
     def process(self, write_roi: Roi) -> dict[str, float]:
-        predictor, gt = self.predictor, self.gt
-        if predictor is None or gt is None:
-            raise ValueError("a TargetsJob needs a predictor and a gt dataset")
+        predictor, gt, sample = self.predictor, self.gt, self.sample
+        if predictor is None or (gt is None) == (sample is None):
+            raise ValueError("a TargetsJob needs a predictor and either a gt dataset or a sample")
         started = time.perf_counter()
         read_roi = write_roi.grow(self.context, self.context).intersect(self.volume_roi)
-        labels = gt.read(self._open(gt), read_roi)
-        mask = None if self.mask is None else self.mask.read(self._open(self.mask), read_roi)
+        if sample is not None:
+            labels, mask = sample.read_labels(read_roi)
+        else:
+            labels = gt.read(self._open(gt), read_roi)
+            mask = None if self.mask is None else self.mask.read(self._open(self.mask), read_roi)
         read = time.perf_counter()
         target = predictor.process(labels, self.voxel_size)
         distance_mask = predictor.create_distance_mask(
             target[predictor.classes :], mask, self.voxel_size
         )
         computed = time.perf_counter()
-        crop = crop_slices(write_roi, read_roi, self.voxel_size)
+        crop = (slice(None), *relative_slices(write_roi, read_roi, self.voxel_size))
         for name, data in (
             (self.target_dataset, target),
             (self.distance_mask_dataset, distance_mask),
@@ -271,14 +276,15 @@ class TargetsJob(BlockJob):
         return {"read": read - started, "compute": computed - read, "write": written - computed}
 
     def signature(self) -> dict[str, Any]:
-        predictor, gt = self.predictor, self.gt
-        if predictor is None or gt is None:
-            raise ValueError("a TargetsJob needs a predictor and a gt dataset")
+        predictor, gt, sample = self.predictor, self.gt, self.sample
+        if predictor is None or (gt is None) == (sample is None):
+            raise ValueError("a TargetsJob needs a predictor and either a gt dataset or a sample")
         return {
             **super().signature(),
             **signature_value(
                 {
-                    "gt": str(Path(gt.path).resolve()),
+                    "gt": str(Path(gt.path).resolve()) if gt is not None else None,
+                    "sample": None if sample is None else sample_signature(sample),
                     "mask": None if self.mask is None else str(Path(self.mask.path).resolve()),
                     "outputs": [self.target_dataset, self.distance_mask_dataset],
                     "channels": predictor.channels,
@@ -303,6 +309,7 @@ class PredictJob(BlockJob):
     device: str = "cpu"  # auto, cpu or cuda: resolved on the worker
     prediction_dataset: str = "prediction"
     segmentation_dataset: str = "segmentation"
+    sample: Sample | None = None  # instead of raw: Sample.read_raw
 
     def model(self) -> Any:
         """The model of ``config`` with the checkpoint's weights (cached per worker)."""
@@ -319,14 +326,17 @@ class PredictJob(BlockJob):
         from gp_hotdistance.torch.postprocess import segment
         from pipelines.common import normalize_raw
 
-        if self.raw is None:
-            raise ValueError("a PredictJob needs a raw dataset")
+        if (self.raw is None) == (self.sample is None):
+            raise ValueError("a PredictJob needs either a raw dataset or a sample")
         model = self.model()
         self._set_torch_threads()
         started = time.perf_counter()
-        raw_array = self._open(self.raw)
         read_roi = write_roi.grow(self.context, self.context)
-        padded = normalize_raw(self.raw.read_padded(raw_array, read_roi), raw_array.dtype)
+        if self.sample is not None:
+            padded = sample_raw_padded(self.sample, read_roi)
+        else:
+            raw_array = self._open(self.raw)
+            padded = normalize_raw(self.raw.read_padded(raw_array, read_roi), raw_array.dtype)
         read = time.perf_counter()
         prediction = predict_padded(model, padded, self.output_shape, self._cache["device"])
         segmentation = segment(prediction).astype(np.uint8)
@@ -348,13 +358,14 @@ class PredictJob(BlockJob):
             self._cache["torch_threads"] = True
 
     def signature(self) -> dict[str, Any]:
-        if self.raw is None:
-            raise ValueError("a PredictJob needs a raw dataset")
+        if (self.raw is None) == (self.sample is None):
+            raise ValueError("a PredictJob needs either a raw dataset or a sample")
         return {
             **super().signature(),
             **signature_value(
                 {
-                    "raw": str(Path(self.raw.path).resolve()),
+                    "raw": None if self.raw is None else str(Path(self.raw.path).resolve()),
+                    "sample": None if self.sample is None else sample_signature(self.sample),
                     "outputs": [self.prediction_dataset, self.segmentation_dataset],
                     "checkpoint": str(Path(self.checkpoint).resolve()),
                     "checkpoint_mtime": os.path.getmtime(self.checkpoint),
@@ -365,8 +376,37 @@ class PredictJob(BlockJob):
         }
 
 
-def crop_slices(inner: Roi, outer: Roi, voxel_size: Coordinate) -> tuple[slice, ...]:
-    """Channels-first slices of ``inner`` within an array covering ``outer``."""
-    begin = (inner.offset - outer.offset) / voxel_size
-    shape = inner.shape / voxel_size
-    return (slice(None),) + tuple(slice(b, b + s) for b, s in zip(begin, shape, strict=True))
+def relative_slices(inner: Roi, outer: Roi, voxel_size: Coordinate) -> tuple[slice, ...]:
+    """Spatial slices of ``inner`` in an array covering ``outer``.
+
+    :func:`~gp_hotdistance.geometry.roi_slices` relative to ``outer``'s
+    offset: an input whose offset is not a multiple of its voxel size (a
+    funlib array may have any integer offset) puts every ROI of the job on
+    that shifted grid, not on the absolute one.
+    """
+    return roi_slices(inner - outer.offset, outer - outer.offset, voxel_size)
+
+
+def sample_signature(sample: Sample) -> dict[str, Any]:
+    """The datasets a sample reads (resolved paths), for the done markers."""
+    return {
+        "raw": str(Path(sample.raw.path).resolve()),
+        "labels": {c: str(Path(v.path).resolve()) for c, v in sample.labels.items()},
+        "mask": None if sample.mask is None else str(Path(sample.mask.path).resolve()),
+        "class_ids": sample.class_ids,
+        "voxel_size": list(sample.voxel_size),
+    }
+
+
+def sample_raw_padded(sample: Sample, roi: Roi) -> npt.NDArray[np.float32]:
+    """Normalised raw of ``roi`` at the sample's voxel size (see
+    ``pipelines.common.normalize_raw``), zeros outside its raw ROI."""
+    from pipelines.common import normalize_raw
+
+    voxel_size = sample.voxel_size
+    out = np.zeros(tuple(roi.shape / voxel_size), dtype=np.float32)
+    inside = roi.intersect(sample.raw_roi)
+    if not inside.empty:
+        raw = sample.read_raw(inside)
+        out[relative_slices(inside, roi, voxel_size)] = normalize_raw(raw, sample.raw.dtype)
+    return out

@@ -25,21 +25,33 @@ class OutputMismatchError(ValueError):
     """An existing output that this run would have to overwrite."""
 
 
+LEVEL = "s0"  # the one multiscale level of an output group
+
+
 @dataclass(frozen=True)
 class OutputSpec:
-    """A channels-first output dataset ``container/name`` over ``roi``."""
+    """A channels-first output: the OME-NGFF group ``container/name`` with
+    the array ``name/s0`` over ``roi``, one channel per ``channel_names``."""
 
     name: str
-    channels: int
+    channel_names: tuple[str, ...]
     dtype: np.dtype
     roi: Roi
     voxel_size: Coordinate
-    axis_names: tuple[str, ...]  # spatial
     units: tuple[str, ...]
+
+    @property
+    def channels(self) -> int:
+        return len(self.channel_names)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return (self.channels, *(self.roi.shape / self.voxel_size))
+
+
+def array_path(container: str | Path, name: str) -> Path:
+    """Where the workers write output ``name``: its level array ``name/s0``."""
+    return Path(container) / name / LEVEL
 
 
 def chunk_shape_for(block_shape: Sequence[int]) -> tuple[int, ...]:
@@ -69,40 +81,51 @@ def chunk_shape_for(block_shape: Sequence[int]) -> tuple[int, ...]:
 
 
 def prepare_output(container: Path, spec: OutputSpec, block_shape: Sequence[int]) -> None:
-    """Create ``container/spec.name``, or check that the existing dataset is
-    exactly what this run writes.
+    """Create the OME-NGFF group ``container/spec.name`` (array ``s0``, with
+    funlib attributes and ``channel_names``), or check that the existing one
+    is exactly what this run writes.
 
     Raises:
-        OutputMismatchError: the existing dataset differs in shape, channel
-            count, voxel size, offset, dtype or has chunks that straddle blocks.
+        OutputMismatchError: the existing dataset is not such a group (e.g. a
+            plain array of an older layout), or differs in shape, channels,
+            voxel size, offset, dtype or has chunks that straddle blocks.
     """
-    from funlib.persistence import open_ds, prepare_ds
+    from gp_hotdistance.data import prepare_volume
 
     path = container / spec.name
     if path.exists():
         try:
-            existing = open_ds(str(path), mode="r")
+            group = zarr.open_group(str(path), mode="r")
+            existing = group[LEVEL]
+            if not isinstance(existing, zarr.Array) or "multiscales" not in group.attrs:
+                raise ValueError(f"no OME-NGFF multiscales group with an array {LEVEL!r}")
         except Exception as error:
             raise OutputMismatchError(
-                f"refusing to overwrite {path}: it exists but is not a readable array ({error})"
+                f"refusing to overwrite {path}: it exists but is not an OME-NGFF output group "
+                f"with the array {spec.name}/{LEVEL} ({type(error).__name__}: {error}); "
+                "outputs of older runs were plain arrays: remove it or use another --output"
             ) from error
+        attrs = existing.attrs.asdict()
         problems = []
         shape = tuple(existing.shape)
-        spatial = len(spec.voxel_size)
-        if len(shape) != spatial + 1:
+        if len(shape) != len(spec.shape):
             problems.append(f"shape {shape}, expected (channels, *spatial) = {spec.shape}")
         else:
             if shape[0] != spec.channels:
                 problems.append(f"{shape[0]} channels, expected {spec.channels}")
             if shape[1:] != spec.shape[1:]:
                 problems.append(f"spatial shape {shape[1:]}, expected {spec.shape[1:]}")
-        if Coordinate(existing.voxel_size) != spec.voxel_size:
-            problems.append(f"voxel size {existing.voxel_size}, expected {spec.voxel_size}")
-        if Coordinate(existing.offset) != spec.roi.offset:
-            problems.append(f"offset {existing.offset}, expected {spec.roi.offset}")
+        if tuple(attrs.get("voxel_size") or ()) != tuple(spec.voxel_size):
+            problems.append(f"voxel size {attrs.get('voxel_size')}, expected {spec.voxel_size}")
+        if tuple(attrs.get("offset") or ()) != tuple(spec.roi.offset):
+            problems.append(f"offset {attrs.get('offset')}, expected {spec.roi.offset}")
+        if tuple(attrs.get("channel_names") or ()) != spec.channel_names:
+            problems.append(
+                f"channel names {attrs.get('channel_names')}, expected {list(spec.channel_names)}"
+            )
         if np.dtype(existing.dtype) != spec.dtype:
             problems.append(f"dtype {existing.dtype}, expected {spec.dtype}")
-        chunks = tuple(existing._source_data.chunks)[1:]
+        chunks = tuple(existing.chunks)[1:]
         if len(chunks) == len(block_shape) and any(
             b % c for b, c in zip(block_shape, chunks, strict=True)
         ):
@@ -116,17 +139,19 @@ def prepare_output(container: Path, spec: OutputSpec, block_shape: Sequence[int]
             )
         logger.info("reusing existing dataset %s", path)
         return
-    prepare_ds(
-        str(path),
-        shape=spec.shape,
-        offset=spec.roi.offset,
-        voxel_size=spec.voxel_size,
-        axis_names=["c^", *spec.axis_names],
-        units=list(spec.units),
-        chunk_shape=(spec.channels, *chunk_shape_for(block_shape)),
-        dtype=spec.dtype,
-        mode="w-",
+    array = prepare_volume(
+        str(container),
+        spec.name,
+        spec.shape,
+        spec.dtype,
+        spec.voxel_size,
+        spec.roi.offset,
+        units=spec.units,
+        channel_axis=True,
+        chunks=(spec.channels, *chunk_shape_for(block_shape)),
     )
+    array.attrs["channel_names"] = list(spec.channel_names)
+    zarr.open_group(str(path), mode="r+").attrs["channel_names"] = list(spec.channel_names)
 
 
 @dataclass(frozen=True)
@@ -212,6 +237,9 @@ def prepare_outputs(
     existing = [s for s in specs if (container / s.name).exists()]
     for spec in existing:
         prepare_output(container, spec, block_shape)
+    marker_group = Path(markers.path).relative_to(container).parent
+    if marker_group != Path("."):
+        zarr.open_group(str(container), mode="a").require_group(str(marker_group))
     markers.prepare(signature)
     for spec in specs:
         if spec not in existing:

@@ -5,41 +5,116 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from funlib.geometry import Coordinate
-from funlib.persistence import Array, open_ds
+import zarr
+from funlib.geometry import Coordinate, Roi
 
+from gp_hotdistance.data.sample import Sample
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines.blockwise.jobs import Dataset, PredictJob, TargetsJob
 from pipelines.blockwise.outputs import OutputSpec, prepare_outputs
 from pipelines.blockwise.run import default_threads
-from pipelines.common import checkpoint_path, latest_checkpoint, load_model
+from pipelines.common import checkpoint_path, load_model
 from pipelines.config import ConfigError, load_config
+from pipelines.rundir import RunDirectory
 
 
-def open_input(path: str | Path, role: str) -> Array:
-    """The funlib dataset at ``path`` (``container/name``), checked to exist
-    and to hold at least one voxel.
+@dataclass(frozen=True)
+class InputVolume:
+    """An input zarr array ``path`` of shape ``(*channels, *spatial)``
+    whose first spatial voxel lies at the world ``offset``."""
+
+    path: str  # the array read: a multiscale group's chosen level, e.g. ``raw/s1``
+    array: zarr.Array
+    voxel_size: Coordinate
+    offset: Coordinate
+    units: tuple[str, ...]
+
+    @property
+    def channel_dims(self) -> int:
+        return self.array.ndim - self.voxel_size.dims
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def roi(self) -> Roi:
+        return Roi(self.offset, Coordinate(self.shape[self.channel_dims :]) * self.voxel_size)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The job's handle on this input."""
+        return Dataset(self.path, self.offset, self.voxel_size)
+
+
+def open_input(path: str | Path, role: str, voxel_size: Sequence[int] | None = None) -> InputVolume:
+    """The input at ``path`` (``container/name``), read as
+    :func:`gp_hotdistance.data.open_volume` does: an OME-NGFF multiscale
+    group (the level at ``voxel_size``, or the finest without it) or an array
+    with funlib attributes (``voxel_size``/``resolution``, ``offset``).
+    A funlib array may also have one leading channel axis. An array without
+    voxel-size metadata is refused, never read at voxel size 1.
 
     Raises:
-        ValueError: a missing, unreadable or empty dataset, named with ``role``.
+        ValueError: a missing, unreadable or empty dataset, one without
+            voxel-size metadata, or one with no level at ``voxel_size``;
+            named with ``role``.
     """
+    from gp_hotdistance.data import open_volume
+
+    name = str(path)
     if not Path(path).exists():
-        raise ValueError(f"{role} dataset {path} does not exist")
+        raise ValueError(f"{role} dataset {name} does not exist")
     try:
-        array = open_ds(str(path))
-    except Exception as error:
-        raise ValueError(f"{role} dataset {path} cannot be opened: {error}") from error
-    if 0 in tuple(array.shape):
-        raise ValueError(f"{role} dataset {path} is empty (shape {tuple(array.shape)})")
-    return array
-
-
-def dataset(path: str | Path, array: Array) -> Dataset:
-    """The job's handle on ``array`` (stored at ``path``)."""
-    return Dataset(str(path), Coordinate(array.offset), Coordinate(array.voxel_size))
+        node = zarr.open(name, mode="r")
+        attrs = node.attrs.asdict()
+        funlib_size = attrs.get("voxel_size", attrs.get("resolution"))
+        if (
+            isinstance(node, zarr.Array)
+            and funlib_size is not None
+            and node.ndim == len(funlib_size) + 1
+        ):
+            # channels first: open_volume reads spatial arrays only
+            offset = attrs.get("offset") or [0] * len(funlib_size)
+            if any(int(v) != v or v < 1 for v in funlib_size) or any(int(o) != o for o in offset):
+                raise ValueError(
+                    f"voxel size {funlib_size} or offset {offset} is not integer and positive"
+                )
+            volume = InputVolume(
+                name,
+                node,
+                Coordinate(int(v) for v in funlib_size),
+                Coordinate(int(o) for o in offset),
+                tuple(attrs.get("units") or ()),
+            )
+        else:
+            opened = open_volume(name, voxel_size)
+            if voxel_size is not None and opened.voxel_size != Coordinate(voxel_size):
+                raise ValueError(
+                    f"no level at voxel size {tuple(voxel_size)} (nearest: "
+                    f"{opened.path} at {tuple(opened.voxel_size)}); a sample (--sample) "
+                    "reads finer levels mean-pooled"
+                )
+            volume = InputVolume(
+                opened.path,
+                opened.array,
+                opened.voxel_size,
+                opened.offset,
+                tuple(opened.array.attrs.get("units") or ()),
+            )
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        raise ValueError(f"{role} dataset {name} cannot be read: {error}") from error
+    if 0 in volume.shape:
+        raise ValueError(f"{role} dataset {name} is empty (shape {volume.shape})")
+    return volume
 
 
 def check_workers(num_workers: int) -> None:
@@ -57,17 +132,50 @@ def block_size_world(block_shape: Sequence[int], voxel_size: Coordinate) -> Coor
     return Coordinate(block_shape) * voxel_size
 
 
-def targets_context(predictor: HotDistancePredictor, voxel_size: Coordinate) -> Coordinate:
-    """Default targets context: ``max_distance`` per axis, rounded up to whole voxels."""
-    # HotDistancePredictor.snapped_context(voxel_size) is to compute this;
-    # use it here once the predictor has it.
-    return Coordinate(
-        math.ceil(p / v) * v for p, v in zip(predictor.padding(voxel_size), voxel_size, strict=True)
-    )
+def target_channel_names(channels: Sequence[str]) -> tuple[str, ...]:
+    """Names of the ``[hot x C, distance x C]`` channels: ``hot_<c>``, ``dist_<c>``."""
+    return tuple(f"hot_{c}" for c in channels) + tuple(f"dist_{c}" for c in channels)
+
+
+def whole_voxel_context(predictor: HotDistancePredictor, voxel_size: Coordinate) -> Coordinate:
+    """Default targets context: ``max_distance`` per axis, rounded UP to whole voxels.
+
+    Blockwise targets are exact where ``|d| <= context`` (docs/blockwise.md),
+    so the context must be at least ``max_distance``. This differs on
+    purpose from :meth:`HotDistancePredictor.snapped_context`, which rounds
+    DOWN because :meth:`~HotDistancePredictor.gt_region_for_roi` grows a ROI
+    by ``max_distance`` and keeps the whole voxels inside it.
+    """
+    voxel_size = Coordinate(voxel_size)
+    return whole_voxels(predictor.padding(voxel_size), voxel_size)
+
+
+def whole_voxels(context: Sequence[float], voxel_size: Coordinate) -> Coordinate:
+    """``context`` (world units per axis) rounded up to whole voxels."""
+    return Coordinate(math.ceil(c / v) * v for c, v in zip(context, voxel_size, strict=True))
+
+
+def sample_roi(sample: Sample, roi: Roi | None, default: str) -> Roi:
+    """``roi`` checked to lie on the sample's voxel grid, or the sample's
+    ``default`` ROI (``"labelled"``: :attr:`Sample.labelled_roi`, ``"raw"``:
+    :attr:`Sample.raw_roi`).
+
+    Raises:
+        ValueError: ``roi`` is empty, has other dims or is off the grid.
+    """
+    voxel_size = sample.voxel_size
+    if roi is None:
+        return sample.labelled_roi if default == "labelled" else sample.raw_roi
+    if roi.dims != voxel_size.dims or roi.empty or roi != roi.snap_to_grid(voxel_size):
+        raise ValueError(
+            f"ROI {roi} must be a non-empty {voxel_size.dims}-D ROI on the grid of the "
+            f"sample's voxel size {tuple(voxel_size)}"
+        )
+    return roi
 
 
 def plan_targets(
-    gt: str | Path,
+    gt: str | Path | Sample,
     output: str | Path,
     predictor: HotDistancePredictor,
     block_shape: Sequence[int],
@@ -77,62 +185,86 @@ def plan_targets(
     distance_mask_dataset: str = "distance_mask",
     num_workers: int = 1,
     threads: int | None = None,
+    roi: Roi | None = None,
 ) -> TargetsJob:
     """Check the inputs, prepare (or check) the outputs and return the job.
 
     Args:
         gt: Ground-truth dataset path (``container/name``): binary channels
-            ``(C, *spatial)`` or a class-id volume (``predictor.class_ids``).
+            ``(C, *spatial)`` or a class-id volume (``predictor.class_ids``);
+            or a :class:`~gp_hotdistance.data.Sample`, whose gt and
+            per-channel known-mask each block reads with
+            ``Sample.read_labels`` at the sample's voxel size (channels it
+            does not annotate get mask 0).
         output: Output zarr container.
         block_shape: Write block shape in voxels.
         mask: Optional mask dataset path, spatial or ``(C, *spatial)``;
             none = all known (uint8 ones).
         context: World context per side (one value or one per axis), rounded
             up to whole voxels; default ``max_distance`` (see module docs).
+        roi: With a sample, the world ROI to process (on the sample's voxel
+            grid); default the sample's labelled ROI.
 
     Raises:
         ValueError: bad shapes or mismatched voxel sizes.
         OutputMismatchError: an existing output does not match.
     """
     check_workers(num_workers)
-    gt_array = open_input(gt, "gt")
-    voxel_size = Coordinate(gt_array.voxel_size)
-    volume = gt_array.roi
-    spatial = voxel_size.dims
-    if gt_array.channel_dims == 1 and gt_array.shape[0] != predictor.classes:
-        raise ValueError(
-            f"gt {gt} has {gt_array.shape[0]} channels, but channels={predictor.channels}"
-        )
-    if gt_array.channel_dims > 1:
-        raise ValueError(f"gt {gt} has {gt_array.channel_dims} channel axes, expected 0 or 1")
+    sample = gt if isinstance(gt, Sample) else None
+    gt_array = mask_array = None
     mask_dtype = np.dtype(np.uint8)
-    if mask is not None:
-        mask_array = open_input(mask, "mask")
-        if Coordinate(mask_array.voxel_size) != voxel_size:
+    if sample is not None:
+        if mask is not None:
+            raise ValueError("a sample brings its own known-mask; give no mask with it")
+        if list(sample.channels) != list(predictor.channels):
             raise ValueError(
-                f"mask {mask} voxel size {mask_array.voxel_size} differs from gt {voxel_size}"
+                f"sample channels {sample.channels} differ from the predictor's "
+                f"{predictor.channels}"
             )
-        if not mask_array.roi.contains(volume):
-            raise ValueError(f"mask {mask} ROI {mask_array.roi} does not contain gt ROI {volume}")
-        if (Coordinate(mask_array.offset) - volume.offset) % voxel_size != Coordinate(
-            (0,) * spatial
-        ):
+        voxel_size = sample.voxel_size
+        volume = sample_roi(sample, roi, "labelled")
+        units: tuple[str, ...] = ("nm",) * voxel_size.dims
+    else:
+        gt_array = open_input(gt, "gt")
+        voxel_size = Coordinate(gt_array.voxel_size)
+        volume = gt_array.roi
+        units = gt_array.units or ("nm",) * voxel_size.dims
+        if roi is not None:
+            raise ValueError("roi is only for a sample; a gt dataset is processed whole")
+        if gt_array.channel_dims == 1 and gt_array.shape[0] != predictor.classes:
             raise ValueError(
-                f"mask {mask} offset {mask_array.offset} is not on the gt's voxel grid"
+                f"gt {gt} has {gt_array.shape[0]} channels, but channels={predictor.channels}"
             )
-        mask_dtype = np.dtype(mask_array.dtype)
+        if gt_array.channel_dims > 1:
+            raise ValueError(f"gt {gt} has {gt_array.channel_dims} channel axes, expected 0 or 1")
+        if mask is not None:
+            mask_array = open_input(mask, "mask", voxel_size)
+            if Coordinate(mask_array.voxel_size) != voxel_size:
+                raise ValueError(
+                    f"mask {mask} voxel size {mask_array.voxel_size} differs from gt {voxel_size}"
+                )
+            if not mask_array.roi.contains(volume):
+                raise ValueError(
+                    f"mask {mask} ROI {mask_array.roi} does not contain gt ROI {volume}"
+                )
+            if (Coordinate(mask_array.offset) - volume.offset) % voxel_size != Coordinate(
+                (0,) * voxel_size.dims
+            ):
+                raise ValueError(
+                    f"mask {mask} offset {mask_array.offset} is not on the gt's voxel grid"
+                )
+            mask_dtype = np.dtype(mask_array.dtype)
+    spatial = voxel_size.dims
     block_size = block_size_world(block_shape, voxel_size)
     if context is None:
-        context_world = targets_context(predictor, voxel_size)
+        context_world = whole_voxel_context(predictor, voxel_size)
     else:
         values = [float(context)] if np.isscalar(context) else [float(c) for c in context]
         if len(values) == 1:
             values = values * spatial
         if len(values) != spatial or any(c < 0 for c in values):
             raise ValueError(f"context must be one or {spatial} non-negative values, got {context}")
-        context_world = Coordinate(
-            math.ceil(c / v) * v for c, v in zip(values, voxel_size, strict=True)
-        )
+        context_world = whole_voxels(values, voxel_size)
     job = TargetsJob(
         task_id="targets",
         output=str(output),
@@ -142,31 +274,28 @@ def plan_targets(
         context=context_world,
         done_dataset="done/targets",
         threads=threads or default_threads(num_workers),
-        gt=dataset(gt, gt_array),
-        mask=None if mask is None else dataset(mask, mask_array),
+        gt=None if gt_array is None else gt_array.dataset,
+        mask=None if mask_array is None else mask_array.dataset,
+        sample=sample,
         target_dataset=target_dataset,
         distance_mask_dataset=distance_mask_dataset,
         predictor=predictor,
     )
-    axis_names = tuple(gt_array.axis_names[-spatial:])
-    units = tuple(gt_array.units)
     specs = [
         OutputSpec(
             target_dataset,
-            predictor.embedding_dims,
+            target_channel_names(predictor.channels),
             np.dtype(np.float32),
             volume,
             voxel_size,
-            axis_names,
             units,
         ),
         OutputSpec(
             distance_mask_dataset,
-            predictor.classes,
+            tuple(predictor.channels),
             mask_dtype,
             volume,
             voxel_size,
-            axis_names,
             units,
         ),
     ]
@@ -176,7 +305,7 @@ def plan_targets(
 
 def plan_predict(
     run: str | Path,
-    raw: str | Path,
+    raw: str | Path | Sample,
     output: str | Path,
     block_shape: Sequence[int] | None = None,
     iteration: int | None = None,
@@ -185,6 +314,7 @@ def plan_predict(
     device: str = "cpu",
     num_workers: int = 1,
     threads: int | None = None,
+    roi: Roi | None = None,
 ) -> PredictJob:
     """Check the inputs, prepare (or check) the outputs and return the job.
 
@@ -192,7 +322,12 @@ def plan_predict(
         run: A training output directory (``config.json`` plus
             ``model_checkpoint_<N>`` files).
         raw: Raw dataset path (``container/name``), spatial; integers are
-            divided by their dtype's maximum, as in training.
+            divided by their dtype's maximum, as in training. Or a
+            :class:`~gp_hotdistance.data.Sample`: raw is read with
+            ``Sample.read_raw`` at the sample's voxel size (mean-pooled from a
+            finer level if needed), context beyond its raw ROI is zeros.
+        roi: With a sample, the world ROI to predict (on its voxel grid);
+            default the sample's labelled ROI.
         block_shape: Write block shape in voxels, a multiple of the model's
             ``output_shape``; default ``2 * output_shape``.
         iteration: Checkpoint iteration; default the newest.
@@ -206,15 +341,36 @@ def plan_predict(
 
     run = Path(run)
     config = load_config(run / "config.json")
-    iteration = iteration if iteration is not None else latest_checkpoint(run)
-    checkpoint = checkpoint_path(run, iteration)
-    if iteration < 1 or not checkpoint.is_file():
-        raise ConfigError(f"no checkpoint {checkpoint.name} in {run}")
+    if iteration is None:
+        # the newest checkpoint that loads completely; newer truncated ones
+        # (a training killed while saving) are skipped with a warning
+        newest = RunDirectory(run).newest_complete()
+        if newest is None:
+            raise ConfigError(f"no complete checkpoint in {run}")
+        checkpoint = newest.path
+    else:
+        checkpoint = checkpoint_path(run, iteration)
+        if iteration < 1 or not checkpoint.is_file():
+            raise ConfigError(f"no checkpoint {checkpoint.name} in {run}")
     check_workers(num_workers)
-    raw_array = open_input(raw, "raw")
-    if raw_array.channel_dims != 0:
-        raise ValueError(f"raw {raw} must be spatial (one channel), got shape {raw_array.shape}")
-    voxel_size = Coordinate(raw_array.voxel_size)
+    sample = raw if isinstance(raw, Sample) else None
+    raw_array = None
+    if sample is not None:
+        voxel_size = sample.voxel_size
+        volume = sample_roi(sample, roi, "labelled")
+        units: tuple[str, ...] = ("nm",) * voxel_size.dims
+    else:
+        if roi is not None:
+            raise ValueError("roi is only for a sample; a raw dataset is predicted whole")
+        # a multiscale raw is read at the training voxel size of a samples-form config
+        raw_array = open_input(raw, "raw", getattr(config.data, "voxel_size", None))
+        if raw_array.channel_dims != 0:
+            raise ValueError(
+                f"raw {raw} must be spatial (one channel), got shape {raw_array.shape}"
+            )
+        voxel_size = Coordinate(raw_array.voxel_size)
+        volume = raw_array.roi
+        units = raw_array.units or ("nm",) * voxel_size.dims
     output_shape = tuple(config.model.output_shape)
     if voxel_size.dims != len(output_shape):
         raise ValueError(
@@ -236,13 +392,14 @@ def plan_predict(
     job = PredictJob(
         task_id="predict",
         output=str(output),
-        volume_roi=raw_array.roi,
+        volume_roi=volume,
         voxel_size=voxel_size,
         block_size=block_size_world(block_shape, voxel_size),
         context=context_voxels * voxel_size,
         done_dataset="done/predict",
         threads=threads or default_threads(num_workers),
-        raw=dataset(raw, raw_array),
+        raw=None if raw_array is None else raw_array.dataset,
+        sample=sample,
         checkpoint=str(checkpoint),
         config=config.to_dict(),
         output_shape=output_shape,
@@ -250,26 +407,21 @@ def plan_predict(
         prediction_dataset=prediction_dataset,
         segmentation_dataset=segmentation_dataset,
     )
-    axis_names = tuple(raw_array.axis_names[-voxel_size.dims :])
-    units = tuple(raw_array.units)
-    classes = len(predictor_channels)
     specs = [
         OutputSpec(
             prediction_dataset,
-            2 * classes,
+            target_channel_names(predictor_channels),
             np.dtype(np.float32),
-            raw_array.roi,
+            volume,
             voxel_size,
-            axis_names,
             units,
         ),
         OutputSpec(
             segmentation_dataset,
-            classes,
+            tuple(predictor_channels),
             np.dtype(np.uint8),
-            raw_array.roi,
+            volume,
             voxel_size,
-            axis_names,
             units,
         ),
     ]

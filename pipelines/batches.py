@@ -1,14 +1,28 @@
-"""The training data pipeline that ``train`` and ``preview`` share: zarr
-sources, augmentations and the three hot-distance nodes, up to ``Stack``.
+"""The training data that ``train`` and ``preview`` share: the config's
+samples opened with the data layer, the pipeline up to ``Stack``, and the
+writer of batches (previews and training snapshots).
 
 The pipeline::
 
-    zarr (raw, gt, mask) -> Normalize -> Pad(gt, mask) -> RandomLocation
-      -> ElasticAugment -> SimpleAugment -> IntensityAugment
+    per sample: SampleSource (raw, gt, mask at data.voxel_size)
+                -> RandomLabelledLocation (output centre inside a labelled ROI)
+    RandomProvider (sample i with probability ~ labelled volume x weight)
+      -> ElasticAugment -> SimpleAugment -> IntensityAugment   (training.augment)
       -> TargetNode -> DistanceMaskNode -> PreCache -> WeightNode -> Unsqueeze -> Stack
 
-``PreCache`` sits before ``WeightNode`` so that the moving class counts live
-in the requesting process (``train`` saves them beside every checkpoint).
+``gt`` and ``mask`` have one channel per class. A class with no dataset in a
+sample, and every voxel outside a sample's labelled ROI, has mask 0 there:
+its hot and distance weights are 0 and it adds nothing to the moving counts
+(``WeightNode``'s per-channel mask). Raw around a crop is real data from the
+large raw volume. ``PreCache`` sits before ``WeightNode`` so that the moving
+class counts live in the requesting process (``train`` saves them beside
+every checkpoint).
+
+The demo: a config whose data is the container form with ``container: null``
+(the default) trains on :func:`pipelines.demo_data.make_cellmap_demo` in
+``<run directory>/demo_data.zarr``; any ``demo_data.zarr`` container that a
+samples-form config names and that is missing is generated the same way
+(``configs/demo_2d.yaml`` names ``runs/demo/demo_data.zarr``).
 """
 
 from __future__ import annotations
@@ -19,60 +33,178 @@ from pathlib import Path
 
 import gunpowder as gp
 import numpy as np
-from funlib.geometry import Coordinate
+from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance import DistanceMaskNode, TargetNode, WeightNode
-from pipelines.common import make_predictor, open_dataset
-from pipelines.config import Config, ConfigError
+from gp_hotdistance.data import Sample, sample_sources, write_volume
+from pipelines.common import make_predictor
+from pipelines.config import Config, ConfigError, SampleConfig, SamplesDataConfig, from_dict
 
 logger = logging.getLogger(__name__)
+
+DEMO_CONTAINER = "demo_data.zarr"
+SPATIAL_AXES = {2: ["y", "x"], 3: ["z", "y", "x"]}
 
 
 @dataclass
 class Keys:
-    """The array keys of the training pipeline."""
+    """The array keys of the training pipeline. ``random_shift`` (the world
+    shift from the request to where the batch was read) and ``sample``
+    (the index of the sample it came from) are nonspatial."""
 
     raw: gp.ArrayKey
     gt: gp.ArrayKey
-    mask: gp.ArrayKey | None
+    mask: gp.ArrayKey
     target: gp.ArrayKey
     distance_mask: gp.ArrayKey | None
     weights: gp.ArrayKey
     prediction: gp.ArrayKey
+    random_shift: gp.ArrayKey
+    sample: gp.ArrayKey
 
     @classmethod
     def create(cls, config: Config) -> Keys:
         return cls(
             raw=gp.ArrayKey("RAW"),
             gt=gp.ArrayKey("GT"),
-            mask=gp.ArrayKey("MASK") if config.data.mask else None,
+            mask=gp.ArrayKey("MASK"),
             target=gp.ArrayKey("TARGET"),
             distance_mask=gp.ArrayKey("DISTANCE_MASK") if config.mask_distances else None,
             weights=gp.ArrayKey("WEIGHTS"),
             prediction=gp.ArrayKey("PREDICTION"),
+            random_shift=gp.ArrayKey("RANDOM_SHIFT"),
+            sample=gp.ArrayKey("SAMPLE"),
         )
 
 
-def data_container(config: Config, out: Path) -> Path:
-    """The zarr container to train on; generates the demo data if the config
-    names none and it is not there yet."""
-    if config.data.container is not None:
-        path = Path(config.data.container)
-        if not path.exists():
-            raise ConfigError(f"data.container {path} does not exist")
-        return path
-    from pipelines.demo_data import make_demo_data
+@dataclass
+class Data:
+    """The opened samples of a config (new form)."""
 
-    path = out / "demo_data.zarr"
-    if not (path / config.data.eval_gt).exists():
-        logger.info("generating demo data in %s", path)
-        make_demo_data(path, classes=tuple(config.channels), dims=config.dims)
-    return path
+    voxel_size: Coordinate
+    samples: list[Sample]
+    weights: list[float]
+    eval: Sample | None
+
+
+def resolve_data(config: Config, out: Path) -> Config:
+    """``config`` with its data in the samples form: the container form with
+    ``container: null`` (the default) becomes the demo in
+    ``out/demo_data.zarr`` (nothing is written here; see
+    :func:`generate_demo_data`). The container form with a container is
+    refused with the samples form spelled out."""
+    from pipelines.demo_data import make_cellmap_demo
+
+    if isinstance(config.data, SamplesDataConfig):
+        return config
+    if config.data.container is not None:
+        raise ConfigError(
+            f"data.container {config.data.container!r}: train, preview and blockwise "
+            "--config no longer read the single-container form. Write the data section as\n"
+            "  data:\n"
+            "    voxel_size: [8, 8, 8]        # training voxel size, world units\n"
+            "    samples:\n"
+            "      - raw: data.zarr/raw          # OME-NGFF multiscale group or funlib array\n"
+            "        labels: data.zarr/labels    # class-id dataset (with class_ids), or\n"
+            "                                    # {mito: path, er: path}, or crop/[mito,er]\n"
+            "        mask: data.zarr/mask        # optional, 1 = annotated\n"
+            "    eval: {raw: ..., labels: ...}   # optional held-out sample\n"
+            "(paths relative to the config file; see the README)"
+        )
+    demo = make_cellmap_demo(
+        Path(out).absolute() / DEMO_CONTAINER, write=False, **_demo_kwargs(config)
+    )
+    return config.replace(data=from_dict({"data": demo.data_section()}).data)
+
+
+def generate_demo_data(config: Config) -> list[Path]:
+    """Write the demo into every ``demo_data.zarr`` container that a path of
+    ``config`` (samples form) names and that is not complete yet; returns
+    the containers written."""
+    from pipelines.demo_data import CROP_BOXES, CROPS_PATH, make_cellmap_demo
+
+    containers = set()
+    for sample in _samples(config):
+        for path in _paths(sample):
+            containers.update(p for p in Path(path).parents if p.name == DEMO_CONTAINER)
+    written = []
+    for container in sorted(containers):
+        # the last class of the last crop is written last: its presence means complete
+        last = container / CROPS_PATH / list(CROP_BOXES)[-1] / config.channels[-1] / "s0"
+        if not last.exists():
+            logger.info("generating demo data in %s", container)
+            make_cellmap_demo(container, **_demo_kwargs(config))
+            written.append(container)
+    return written
+
+
+def _demo_kwargs(config: Config) -> dict:
+    voxel_size = getattr(config.data, "voxel_size", None)
+    return {
+        "voxel_size": voxel_size,
+        "classes": tuple(config.channels),
+        "dims": config.dims,
+        "anisotropic": voxel_size is not None and len(set(voxel_size)) > 1,
+    }
+
+
+def _samples(config: Config) -> list[SampleConfig]:
+    data = config.data
+    return [*data.samples, *([data.eval] if data.eval is not None else [])]
+
+
+def _paths(sample: SampleConfig) -> list[str]:
+    labels = sample.label_datasets
+    paths = [sample.raw, *(labels.values() if labels is not None else [sample.labels])]
+    return paths + ([sample.mask] if sample.mask is not None else [])
+
+
+def open_sample(config: Config, sample: SampleConfig, where: str) -> Sample:
+    """The data layer's :class:`Sample` for one config sample; its errors
+    become :class:`ConfigError` s naming ``where`` (e.g. ``data.samples[1]``)."""
+    try:
+        return Sample(
+            sample.raw,
+            sample.label_datasets if sample.label_datasets is not None else sample.labels,
+            config.channels,
+            config.data.voxel_size,
+            class_ids=config.data.class_ids,
+            mask=sample.mask,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def open_data(config: Config) -> Data:
+    """Open every sample of ``config`` (new form, see :func:`resolve_data`)."""
+    samples = [
+        open_sample(config, s, f"data.samples[{i}]") for i, s in enumerate(config.data.samples)
+    ]
+    held_out = config.data.eval
+    return Data(
+        voxel_size=Coordinate(config.data.voxel_size),
+        samples=samples,
+        weights=[s.weight for s in config.data.samples],
+        eval=None if held_out is None else open_sample(config, held_out, "data.eval"),
+    )
+
+
+def check_fits(sample: Sample, where: str, roi: Roi, context: Coordinate) -> None:
+    """Refuse (:class:`ConfigError`) a ``roi`` of ``sample`` whose raw, grown
+    by ``context`` (world units per side), leaves the raw volume."""
+    needed = roi.grow(context, context)
+    if not sample.raw_roi.contains(needed):
+        raise ConfigError(
+            f"{where}: the labelled ROI {roi} (shape {tuple(roi.shape / sample.voxel_size)} "
+            f"voxels) plus the model's context of {tuple(context / sample.voxel_size)} voxels "
+            f"per side needs raw over {needed}, but the raw volume {sample.raw.path} covers "
+            f"only {sample.raw_roi}"
+        )
 
 
 def build_data_pipeline(
     config: Config,
-    container: Path,
+    data: Data,
     keys: Keys,
     input_shape: Coordinate,
     output_shape: Coordinate,
@@ -82,24 +214,22 @@ def build_data_pipeline(
     ``Stack``; returns the pipeline, its request (raw at ``input_shape``,
     everything else at ``output_shape``, in voxels) and its WeightNode."""
     predictor = make_predictor(config)
-    raw = open_dataset(container, config.data.raw)
-    gt = open_dataset(container, config.data.gt)
-    voxel_size = Coordinate(gt.voxel_size)
-    if Coordinate(raw.voxel_size) != voxel_size:
-        raise ConfigError(
-            f"raw voxel size {raw.voxel_size} differs from gt voxel size {gt.voxel_size}"
-        )
-    padding = predictor.padding(voxel_size)
-
-    sources = [gp.ArraySource(keys.raw, raw, interpolatable=True), gp.ArraySource(keys.gt, gt)]
-    if keys.mask is not None:
-        sources.append(gp.ArraySource(keys.mask, open_dataset(container, config.data.mask)))
-    pipeline = tuple(sources) + gp.MergeProvider()
-    pipeline += gp.Normalize(keys.raw)
-    pipeline += gp.Pad(keys.gt, padding)
-    if keys.mask is not None:
-        pipeline += gp.Pad(keys.mask, padding, value=0)
-    pipeline += gp.RandomLocation()
+    voxel_size = data.voxel_size
+    for i, sample in enumerate(data.samples):
+        if not sample.raw_roi.shape >= input_shape * voxel_size:
+            raise ConfigError(
+                f"data.samples[{i}]: the raw volume {sample.raw.path} ({sample.raw_roi}) is "
+                f"smaller than the network input of {tuple(input_shape)} voxels"
+            )
+    pipeline = sample_sources(
+        data.samples,
+        keys.raw,
+        keys.gt,
+        keys.mask,
+        weights=data.weights,
+        random_shift=keys.random_shift,
+        sample_index=keys.sample,
+    )
     if config.training.augment:
         # deform and transpose only the trailing axes that share one voxel
         # size (the section plane of anisotropic data)
@@ -142,4 +272,79 @@ def build_data_pipeline(
     for key in (keys.gt, keys.target, keys.weights, keys.mask, keys.distance_mask):
         if key is not None:
             request.add(key, output_shape * voxel_size)
+    request[keys.random_shift] = gp.ArraySpec(nonspatial=True)
+    request[keys.sample] = gp.ArraySpec(nonspatial=True)
     return pipeline, request, weight_node
+
+
+@dataclass(frozen=True)
+class BatchArray:
+    """One channel (or channel-less array) of one sample of a batch, at the
+    world offset where it was read."""
+
+    name: str
+    data: np.ndarray
+    offset: Coordinate
+    voxel_size: Coordinate
+
+
+def batch_arrays(
+    batch: gp.Batch, keys: Keys, config: Config, index: int = 0, extra: dict | None = None
+) -> list[BatchArray]:
+    """Split sample ``index`` of a stacked batch into named channels:
+    ``raw``, ``gt/<c>``, ``mask/<c>``, ``target/hot_<c>``, ``target/dist_<c>``,
+    ``weights/hot_<c>``, ``weights/dist_<c>``, ``distance_mask/dist_<c>`` (and
+    ``extra``: ``{key: (name, channel names)}``). Offsets are world offsets:
+    the request's ROI plus the batch's random shift."""
+    channels = list(config.channels)
+    hot = [f"hot_{c}" for c in channels]
+    dist = [f"dist_{c}" for c in channels]
+    layout = [
+        (keys.raw, "raw", None),
+        (keys.gt, "gt", channels),
+        (keys.mask, "mask", channels),
+        (keys.target, "target", hot + dist),
+        (keys.weights, "weights", hot + dist),
+        (keys.distance_mask, "distance_mask", dist),
+    ]
+    layout += [(key, name, names) for key, (name, names) in (extra or {}).items()]
+    shift = Coordinate(np.asarray(batch[keys.random_shift].data)[index])
+    arrays = []
+    for key, name, names in layout:
+        if key is None or key not in batch:
+            continue
+        array = batch[key]
+        spec = array.spec
+        dims = spec.voxel_size.dims
+        data = np.asarray(array.data)[index]
+        data = data.reshape((-1,) + data.shape[-dims:])
+        offset = spec.roi.offset + shift
+        if names is None:
+            if data.shape[0] != 1:
+                raise ValueError(f"{name} has {data.shape[0]} channels, expected 1")
+            arrays.append(BatchArray(name, data[0], offset, spec.voxel_size))
+            continue
+        if data.shape[0] != len(names):
+            raise ValueError(f"{name} has {data.shape[0]} channels, expected {names}")
+        for channel, values in zip(names, data, strict=True):
+            arrays.append(BatchArray(f"{name}/{channel}", values, offset, spec.voxel_size))
+    return arrays
+
+
+def write_batch(container: Path, group: str, arrays: list[BatchArray]) -> list[str]:
+    """Write each array with the data layer's writer as the OME-NGFF group
+    ``container/group/name`` (``container/name`` if ``group`` is empty; level ``s0``, funlib attributes too); returns
+    the group names written."""
+    written = []
+    for array in arrays:
+        name = f"{group}/{array.name}" if group else array.name
+        write_volume(
+            container,
+            name,
+            array.data,
+            array.voxel_size,
+            array.offset,
+            axis_names=SPATIAL_AXES[array.voxel_size.dims],
+        )
+        written.append(name)
+    return written

@@ -4,18 +4,23 @@
 training data pipeline (sources, augmentations, TargetNode,
 DistanceMaskNode, WeightNode; no network) and writes, per batch ``i``:
 
-- ``preview.zarr/batch_<i>/<array>[/<channel>]``: raw, gt, mask, target,
-  weights and distance mask, one dataset per named channel (``hot_mito``,
-  ``dist_mito``, ...), each with voxel size, offset and axis names that
-  ``funlib.persistence.open_ds`` and neuroglancer read;
+- ``preview.zarr/batch_<i>/<array>[/<channel>]``: ``raw``, ``gt/<c>``,
+  ``mask/<c>``, ``target/hot_<c>``, ``target/dist_<c>``, ``weights/hot_<c>``,
+  ``weights/dist_<c>``, ``distance_mask/dist_<c>``: each an OME-NGFF 0.4
+  multiscale group with level ``s0`` (also carrying funlib attributes), at
+  the WORLD offset where the batch was sampled;
 - ``batch_<i>.png``: every channel over the output ROI (3-D: its central
-  section), with colour bars; single-valued channels say so in the title.
+  section), with colour bars; single-valued channels say so in the title;
+  titled with the sample it came from.
+
+``training.augment: false`` shows the data as stored.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,80 +28,21 @@ from pathlib import Path
 import gunpowder as gp
 import numpy as np
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import prepare_ds
 
 from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.torch.inference import input_shape_for
-from pipelines.batches import Keys, build_data_pipeline, data_container
+from pipelines.batches import (
+    BatchArray,
+    Keys,
+    batch_arrays,
+    build_data_pipeline,
+    generate_demo_data,
+    open_data,
+    resolve_data,
+    write_batch,
+)
 from pipelines.common import make_model, make_predictor
 from pipelines.config import Config, ConfigError, load_config
-
-SPATIAL_AXES = {2: ["y", "x"], 3: ["z", "y", "x"]}
-
-
-@dataclass(frozen=True)
-class PreviewArray:
-    """One channel (or channel-less array) of a preview batch."""
-
-    name: str
-    data: np.ndarray
-    offset: Coordinate
-    voxel_size: Coordinate
-
-
-def batch_arrays(batch: gp.Batch, keys: Keys, config: Config) -> list[PreviewArray]:
-    """Split the arrays of a stacked batch (sample 0) into named channels."""
-    predictor = make_predictor(config)
-    names = predictor.output_array_type.channels
-    hot_names = [f"hot_{c}" for c in config.channels]
-    dist_names = [f"dist_{c}" for c in config.channels]
-    layout = [
-        (keys.raw, "raw", None),
-        (keys.gt, "gt", list(config.channels)),
-        (keys.mask, "mask", None),
-        (keys.target, "target", list(names)),
-        (keys.weights, "weights", hot_names + dist_names),
-        (keys.distance_mask, "distance_mask", dist_names),
-    ]
-    arrays = []
-    for key, name, channels in layout:
-        if key is None or key not in batch:
-            continue
-        array = batch[key]
-        data = np.asarray(array.data)[0]  # first sample of the stack
-        spec = array.spec
-        dims = spec.voxel_size.dims
-        data = data.reshape((-1,) + data.shape[-dims:])
-        if channels is None or data.shape[0] != len(channels):
-            if data.shape[0] == 1:
-                arrays.append(PreviewArray(name, data[0], spec.roi.offset, spec.voxel_size))
-                continue
-            channels = [str(i) for i in range(data.shape[0])]
-        for channel, values in zip(channels, data, strict=True):
-            arrays.append(
-                PreviewArray(f"{name}/{channel}", values, spec.roi.offset, spec.voxel_size)
-            )
-    return arrays
-
-
-def write_zarr(container: Path, group: str, arrays: list[PreviewArray]) -> list[str]:
-    """Write each array as ``container/group/name`` with funlib metadata."""
-    written = []
-    for array in arrays:
-        dims = array.voxel_size.dims
-        dataset = prepare_ds(
-            str(container / group / array.name),
-            shape=array.data.shape,
-            offset=array.offset,
-            voxel_size=array.voxel_size,
-            axis_names=SPATIAL_AXES[dims],
-            units=["nm"] * dims,
-            dtype=array.data.dtype,
-            mode="w",
-        )
-        dataset[dataset.roi] = array.data
-        written.append(f"{group}/{array.name}")
-    return written
 
 
 @dataclass(frozen=True)
@@ -107,7 +53,7 @@ class Panel:
     image: np.ndarray
 
 
-def montage_panels(arrays: list[PreviewArray]) -> list[Panel]:
+def montage_panels(arrays: list[BatchArray]) -> list[Panel]:
     """One panel per array, all showing the same world region: each array is
     cropped to the intersection of the arrays' ROIs (the output ROI; raw is
     larger by the network's context), and 3-D arrays show their central
@@ -128,7 +74,7 @@ def montage_panels(arrays: list[PreviewArray]) -> list[Panel]:
     return panels
 
 
-def write_montage(path: Path, arrays: list[PreviewArray], title: str) -> None:
+def write_montage(path: Path, arrays: list[BatchArray], title: str) -> None:
     """The panels of :func:`montage_panels`, with colour bars (none on a
     single-valued panel)."""
     import matplotlib
@@ -163,15 +109,18 @@ def write_montage(path: Path, arrays: list[PreviewArray], title: str) -> None:
 def preview(config: Config, out: Path, batches: int) -> list[Path]:
     """Write ``batches`` batches; returns the files and folders written."""
     out.mkdir(parents=True, exist_ok=True)
-    container = data_container(config, out)
-    predictor = make_predictor(config)
-    model = make_model(config, predictor)
+    random.seed(config.training.seed)  # gunpowder draws each request's seed from it
+    np.random.seed(config.training.seed)
+    config = resolve_data(config, out)
+    generate_demo_data(config)
+    data = open_data(config)
+    model = make_model(config, make_predictor(config))
     output_shape = Coordinate(config.model.output_shape)
     input_shape = Coordinate(input_shape_for(model, output_shape))
     keys = Keys.create(config)
     single = config.replace(training=dataclasses.replace(config.training, batch_size=1))
     pipeline, request, _ = build_data_pipeline(
-        single, container, keys, input_shape, output_shape, num_workers=0
+        single, data, keys, input_shape, output_shape, num_workers=0
     )
     zarr_path = out / "preview.zarr"
     written: list[Path] = [zarr_path]
@@ -179,9 +128,11 @@ def preview(config: Config, out: Path, batches: int) -> list[Path]:
         for index in range(batches):
             batch = pipeline.request_batch(request)
             arrays = batch_arrays(batch, keys, config)
-            write_zarr(zarr_path, f"batch_{index}", arrays)
+            write_batch(zarr_path, f"batch_{index}", arrays)
+            sample = int(np.asarray(batch[keys.sample].data)[0])
+            offset = tuple(arrays[0].offset)
             png = out / f"batch_{index}.png"
-            write_montage(png, arrays, f"batch {index}")
+            write_montage(png, arrays, f"batch {index}: data.samples[{sample}], raw at {offset}")
             written.append(png)
     return written
 
@@ -207,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     zarr_path = written[0]
     print(f"wrote {zarr_path}:")
     for path in sorted(p for p in zarr_path.rglob(".zarray")):
-        print(f"  {path.parent.relative_to(zarr_path)}")
+        print(f"  {path.parent.parent.relative_to(zarr_path)}")
     for path in written[1:]:
         print(f"wrote {path}")
     return 0

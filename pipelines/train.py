@@ -1,15 +1,20 @@
-"""Train a UNet on hot-distance targets, then evaluate it on a held-out block.
+"""Train a UNet on hot-distance targets, then evaluate it on a held-out crop.
 
-``python -m pipelines.train`` with no arguments generates the demo dataset
-(if missing) into ``runs/demo``, trains on the CPU (CUDA when present) and
-prints per-class Dice on the held-out block.
+``python -m pipelines.train`` with no arguments generates the CellMap-style
+demo (if missing) into ``runs/demo/demo_data.zarr``, trains on the CPU (CUDA
+when present) and prints per-class Dice on the held-out crop.
 
-The pipeline::
+The pipeline (see :mod:`pipelines.batches`)::
 
-    zarr (raw, gt, mask) -> Normalize -> Pad(gt, mask) -> RandomLocation
+    samples (SampleSource -> RandomLabelledLocation) -> RandomProvider
       -> ElasticAugment -> SimpleAugment -> IntensityAugment
       -> TargetNode -> DistanceMaskNode -> PreCache -> WeightNode -> Unsqueeze -> Stack
-      -> Train -> Snapshot -> PrintProfilingStats
+      -> Train (checkpoints) -> PrintProfilingStats
+
+Every ``training.snapshot_every`` iterations the batch (with the prediction)
+is written to ``snapshots/batch_<iteration>.zarr`` with the data layer's
+OME-NGFF writer, at the world offset where it was sampled.
+
 
 ``PreCache`` sits before ``WeightNode`` so that the moving class counts live
 in this process: they are saved in every checkpoint and restored on resume.
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import random
 import sys
 import time
 from collections import deque
@@ -41,14 +47,23 @@ from tqdm import tqdm
 
 from gp_hotdistance import WeightNode
 from gp_hotdistance.torch import HotDistanceLoss
-from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_volume
+from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_padded
 from gp_hotdistance.torch.postprocess import segment
-from pipelines.batches import Keys, build_data_pipeline, data_container
+from pipelines.batches import (
+    Data,
+    Keys,
+    batch_arrays,
+    build_data_pipeline,
+    check_fits,
+    generate_demo_data,
+    open_data,
+    resolve_data,
+    write_batch,
+)
 from pipelines.common import (
     make_model,
     make_predictor,
     normalize_raw,
-    open_dataset,
     resolve_device,
 )
 from pipelines.config import Config, ConfigError, load_config
@@ -59,7 +74,7 @@ logger = logging.getLogger(__name__)
 
 def build_pipeline(
     config: Config,
-    container: Path,
+    data: Data,
     model: torch.nn.Module,
     keys: Keys,
     out: Path,
@@ -70,7 +85,7 @@ def build_pipeline(
     output_shape = Coordinate(config.model.output_shape)
     input_shape = Coordinate(input_shape_for(model, output_shape))
     pipeline, request, weight_node = build_data_pipeline(
-        config, container, keys, input_shape, output_shape, config.training.num_workers
+        config, data, keys, input_shape, output_shape, config.training.num_workers
     )
     train_node = gp_torch.Train(
         model=model,
@@ -88,44 +103,9 @@ def build_pipeline(
         device=device,
     )
     pipeline += train_node
-    snapshot_names = {
-        keys.raw: "raw",
-        keys.gt: "gt",
-        keys.target: "target",
-        keys.weights: "weights",
-        keys.prediction: "prediction",
-    }
-    if keys.mask is not None:
-        snapshot_names[keys.mask] = "mask"
-    if keys.distance_mask is not None:
-        snapshot_names[keys.distance_mask] = "distance_mask"
-    pipeline += IterationSnapshot(
-        snapshot_names,
-        output_dir=str(out / "snapshots"),
-        output_filename="batch_{iteration}.zarr",
-        iteration_every=config.training.snapshot_every,
-    )
     pipeline += gp.PrintProfilingStats(every=config.training.profile_every)
-    request.add(keys.prediction, request[keys.gt].roi.shape)
+    request[keys.prediction] = gp.ArraySpec(roi=request[keys.gt].roi)
     return pipeline, request, weight_node, train_node
-
-
-class IterationSnapshot(gp.Snapshot):
-    """A :class:`gunpowder.Snapshot` written at the training iterations that
-    are multiples of ``iteration_every``, so ``batch_500.zarr`` is the batch
-    of iteration 500, the one checkpoint 500 is saved after.
-
-    gunpowder's own ``every`` counts batches from 0 in each process and
-    writes batches 1, ``every + 1``, ... (and restarts on resume); this node
-    goes by ``batch.iteration``, which Train sets (1-based, resumed).
-    """
-
-    def __init__(self, dataset_names: dict, iteration_every: int, **kwargs):
-        super().__init__(dataset_names, every=1, **kwargs)
-        self.iteration_every = iteration_every
-
-    def write_if(self, batch: gp.Batch) -> bool:
-        return batch.iteration % self.iteration_every == 0
 
 
 def learning_rate(config: Config, iteration: int, total: int) -> float:
@@ -195,31 +175,37 @@ def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(prediction, truth).sum()) / total
 
 
-def evaluate(
-    config: Config, container: Path, model: torch.nn.Module, device: str
-) -> dict[str, float]:
-    """Per-class Dice of the model's segmentation of the held-out block,
-    over the voxels whose whole field of view lies inside the block (the
-    band of ``context`` voxels along its border would read zero padding,
-    which training never shows the network)."""
-    if config.data.eval_raw is None or config.data.eval_gt is None:
+def eval_context(config: Config, data: Data, model: torch.nn.Module) -> Coordinate:
+    """World context the model reads around an output region; checks (before
+    any training) that the held-out crop plus this context fits in its raw
+    volume, else a :class:`ConfigError` naming the crop and the sizes."""
+    context = Coordinate(context_for(model, config.model.output_shape)) * data.voxel_size
+    if data.eval is not None:
+        check_fits(data.eval, "data.eval", data.eval.labelled_roi, context)
+    return context
+
+
+def evaluate(config: Config, data: Data, model: torch.nn.Module, device: str) -> dict[str, float]:
+    """Per-class Dice of the model's segmentation of the held-out crop's
+    labelled ROI, over the voxels where that class is known (mask 1). Raw is
+    read with the model's context around the crop from the raw volume, so
+    every prediction sees real data. Classes not known anywhere in the crop
+    are left out."""
+    if data.eval is None:
         return {}
-    raw = open_dataset(container, config.data.eval_raw)
-    gt = open_dataset(container, config.data.eval_gt)
-    predictor = make_predictor(config)
-    raw_data = normalize_raw(raw[raw.roi], raw.dtype)
-    truth = predictor.gt_channels(np.asarray(gt[gt.roi]), len(gt.voxel_size), name="eval_gt") != 0
-    context = context_for(model, config.model.output_shape)
-    if any(2 * c >= s for c, s in zip(context, raw_data.shape, strict=True)):
-        raise ConfigError(
-            f"the held-out block {config.data.eval_raw} of shape {raw_data.shape} has no voxel "
-            f"whose field of view (context {context} per side) lies inside it"
-        )
-    prediction = predict_volume(model, raw_data, config.model.output_shape, device)
-    inner = tuple(slice(c, s - c) for c, s in zip(context, raw_data.shape, strict=True))
-    labels = segment(prediction)[(slice(None), *inner)]
-    truth = truth[(slice(None), *inner)]
-    return {name: dice(labels[i], truth[i]) for i, name in enumerate(config.channels)}
+    sample = data.eval
+    context = eval_context(config, data, model)
+    roi = sample.labelled_roi
+    raw = normalize_raw(sample.read_raw(roi.grow(context, context)), sample.raw.dtype)
+    prediction = predict_padded(model, raw, config.model.output_shape, device)
+    labels = segment(prediction)
+    truth, known = sample.read_labels(roi)
+    scores = {}
+    for i, name in enumerate(config.channels):
+        inside = known[i] == 1
+        if inside.any():
+            scores[name] = dice(labels[i][inside], truth[i][inside] == 1)
+    return scores
 
 
 def train(config: Config, out: Path, iterations: int | None = None, quiet: bool = False) -> dict:
@@ -238,29 +224,31 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
     """
     total = iterations if iterations is not None else config.training.iterations
     with RunDirectory(out) as run:
+        config = resolve_data(config, out)
         run.check_config(config)
         device = resolve_device(config.training.device)
-        container = data_container(config, out)
-        run.write_config(config)
+        generate_demo_data(config)
+        data = open_data(config)
         torch.manual_seed(config.training.seed)
         np.random.seed(config.training.seed)
+        random.seed(config.training.seed)  # gunpowder draws each request's seed from it
 
         predictor = make_predictor(config)
         model = make_model(config, predictor)
+        eval_context(config, data, model)  # a held-out crop that cannot work fails now
+        run.write_config(config)
         checkpoint = run.newest_complete()
         start = checkpoint.iteration if checkpoint is not None else 0
         losses: list[float] = []
         began = time.perf_counter()
         if start < total:
-            losses = _train_steps(
-                config, container, model, out, device, run, checkpoint, total, quiet
-            )
+            losses = _train_steps(config, data, model, out, device, run, checkpoint, total, quiet)
         elif checkpoint is not None:
             logger.info("nothing to train: at iteration %d, asked for %d", start, total)
             model.load_state_dict(checkpoint.model_state)
         wall = time.perf_counter() - began
         model.eval()
-        scores = evaluate(config, container, model, device)
+        scores = evaluate(config, data, model, device)
         summary = {
             "iterations": max(start, total),
             "resumed_from": start,
@@ -277,7 +265,7 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
 
 def _train_steps(
     config: Config,
-    container: Path,
+    data: Data,
     model: torch.nn.Module,
     out: Path,
     device: str,
@@ -292,7 +280,7 @@ def _train_steps(
     model.train()
     keys = Keys.create(config)
     pipeline, request, weight_node, train_node = build_pipeline(
-        config, container, model, keys, out, device
+        config, data, model, keys, out, device
     )
     start = 0
     if checkpoint is not None:
@@ -320,6 +308,8 @@ def _train_steps(
                 batch = pipeline.request_batch(request)
             losses.append(float(batch.loss))
             progress.update(batch.iteration, float(batch.loss))
+            if batch.iteration % config.training.snapshot_every == 0:
+                write_snapshot(out, batch, keys, config)
             if batch.iteration % config.training.save_every == 0 or batch.iteration == total:
                 run.save(
                     batch.iteration,
@@ -329,6 +319,17 @@ def _train_steps(
                 )
         progress.close()
     return losses
+
+
+def write_snapshot(out: Path, batch: gp.Batch, keys: Keys, config: Config) -> Path:
+    """Write the first sample of a training batch, with the prediction, to
+    ``out/snapshots/batch_<iteration>.zarr`` (OME-NGFF groups, see
+    :func:`pipelines.batches.write_batch`)."""
+    names = [f"hot_{c}" for c in config.channels] + [f"dist_{c}" for c in config.channels]
+    arrays = batch_arrays(batch, keys, config, extra={keys.prediction: ("prediction", names)})
+    path = out / "snapshots" / f"batch_{batch.iteration}.zarr"
+    write_batch(path, "", arrays)
+    return path
 
 
 def seeded_request(request: gp.BatchRequest, config: Config, iteration: int) -> gp.BatchRequest:

@@ -416,14 +416,14 @@ def test_written_files_get_the_permissions_of_the_umask(tmp_path):
 # -- training in a run directory -------------------------------------------------
 
 
-def tiny_training_config(container, **training):
+def tiny_training_config(data_section, **training):
     settings = {"iterations": 2, "save_every": 1, "snapshot_every": 100, "num_workers": 0}
     settings.update(training)
     return from_dict(
         {
             "channels": ["mito", "er"],
             "scale_factor": 24.0,
-            "data": {"container": str(container)},
+            "data": data_section,
             "model": {"num_fmaps": 2, "downsample_factors": [[2, 2]], "output_shape": [8, 8]},
             "training": settings,
         }
@@ -432,10 +432,10 @@ def tiny_training_config(container, **training):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from pipelines.demo_data import make_demo_data
+    from pipelines.demo_data import make_cellmap_demo
 
-    path = tmp_path_factory.mktemp("demo") / "demo.zarr"
-    return make_demo_data(path, dims=2, shape=(64, 64), eval_shape=(40, 40))
+    path = tmp_path_factory.mktemp("demo") / "demo_data.zarr"
+    return make_cellmap_demo(path, raw_shape=(96, 96))
 
 
 def cli(config, out, *args):
@@ -455,7 +455,7 @@ def snapshot_of(folder):
 def test_a_second_training_into_a_locked_directory_is_refused(demo, tmp_path, capsys):
     out = tmp_path / "run"
     with RunDirectory(out):
-        assert cli(tiny_training_config(demo.path), out) == 2
+        assert cli(tiny_training_config(demo.data_section()), out) == 2
     assert f"is in use by pid {os.getpid()}" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == []  # nothing written, the lock removed
 
@@ -464,7 +464,7 @@ def test_changed_scale_factor_is_refused_before_config_json_is_touched(demo, tmp
     from pipelines import train as train_module
 
     out = tmp_path / "run"
-    config = tiny_training_config(demo.path)
+    config = tiny_training_config(demo.data_section())
     train_module.train(config, out, quiet=True)
     before = snapshot_of(out)
     mtime = (out / CONFIG_NAME).stat().st_mtime_ns
@@ -475,7 +475,7 @@ def test_changed_scale_factor_is_refused_before_config_json_is_touched(demo, tmp
 
 def test_more_iterations_resume_and_an_out_file_is_refused(demo, tmp_path, capsys):
     out = tmp_path / "run"
-    config = tiny_training_config(demo.path)
+    config = tiny_training_config(demo.data_section())
     assert cli(config, out) == 0
     assert cli(config, out, "--iterations", "3") == 0
     text = capsys.readouterr().out
@@ -492,7 +492,7 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_previous(demo, tmp_path,
     from pipelines import train as train_module
 
     out = tmp_path / "run"
-    config = tiny_training_config(demo.path)
+    config = tiny_training_config(demo.data_section())
     train_module.train(config, out, quiet=True)
     newest = out / "model_checkpoint_2"
     newest.write_bytes(newest.read_bytes()[:100])  # killed while written by an older version
@@ -522,7 +522,7 @@ def test_a_rerun_with_nothing_to_train_evaluates_the_restored_model(
 
     monkeypatch.setattr(train_module, "evaluate", recording)
     out = tmp_path / "run"
-    config = tiny_training_config(demo.path, iterations=3)
+    config = tiny_training_config(demo.data_section(), iterations=3)
     first = train_module.train(config, out, quiet=True)
     stored = (out / SUMMARY_NAME).read_bytes()
     for asked in ("3", "2"):
@@ -551,7 +551,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(demo, tmp_path):
     checkpoint 4 removed) reproduces the weights of the uninterrupted run."""
     from pipelines import train as train_module
 
-    config = tiny_training_config(demo.path, iterations=4, save_every=2)
+    config = tiny_training_config(demo.data_section(), iterations=4, save_every=2)
     straight = train_module.train(config, tmp_path / "a", quiet=True)
     again = train_module.train(config, tmp_path / "b", quiet=True)
     assert again["first_50_loss"] == straight["first_50_loss"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +108,21 @@ def write_montage(path: Path, arrays: list[BatchArray], title: str) -> None:
 
 
 def preview(config: Config, out: Path, batches: int) -> list[Path]:
-    """Write ``batches`` batches; returns the files and folders written."""
+    """Write ``batches`` batches; returns the files and folders written. The
+    batches of an earlier preview in ``out`` (``preview.zarr/batch_*`` and
+    ``batch_*.png``) are removed first, so that ``out`` holds this preview
+    alone; nothing else in ``out`` is touched."""
+    zarr_path = out / "preview.zarr"
+    for path, what in ((out, "--out"), (zarr_path, "the preview container")):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{what} {path} is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
+    stale = sorted(zarr_path.glob("batch_*")) + sorted(out.glob("batch_*.png"))
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     random.seed(config.training.seed)  # gunpowder draws each request's seed from it
     np.random.seed(config.training.seed)
     config = resolve_data(config, out)
@@ -122,7 +136,6 @@ def preview(config: Config, out: Path, batches: int) -> list[Path]:
     pipeline, request, _ = build_data_pipeline(
         single, data, keys, input_shape, output_shape, num_workers=0
     )
-    zarr_path = out / "preview.zarr"
     written: list[Path] = [zarr_path]
     with gp.build(pipeline):
         for index in range(batches):
@@ -157,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     zarr_path = written[0]
     print(f"wrote {zarr_path}:")
-    for path in sorted(p for p in zarr_path.rglob(".zarray")):
-        print(f"  {path.parent.parent.relative_to(zarr_path)}")
+    for index in range(args.batches):
+        for path in sorted((zarr_path / f"batch_{index}").rglob(".zarray")):
+            print(f"  {path.parent.parent.relative_to(zarr_path)}")
     for path in written[1:]:
         print(f"wrote {path}")
     return 0

@@ -349,6 +349,37 @@ def test_preview_writes_readable_zarr_and_png(demo_2d, tmp_path, capsys):
         assert raw.roi.contains(hot.roi)
 
 
+def test_preview_replaces_an_earlier_preview(demo_2d, tmp_path, capsys):
+    """--batches 1 into a directory that held 2 batches lists and keeps one;
+    files that are not the preview's stay."""
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(tiny_config(demo_2d.data_section()).to_dict()))
+    out = tmp_path / "preview"
+    args = ["--out", str(out), "--config", str(config_path)]
+    assert preview_module.main(["--batches", "2", *args]) == 0
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert preview_module.main(["--batches", "1", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "batch_0/raw" in printed and "batch_1" not in printed
+    assert sorted(p.name for p in (out / "preview.zarr").glob("batch_*")) == ["batch_0"]
+    assert sorted(p.name for p in out.glob("batch_*.png")) == ["batch_0.png"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("file", ["out", "out/preview.zarr"])
+def test_preview_refuses_files_where_directories_go(demo_2d, tmp_path, capsys, file):
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(tiny_config(demo_2d.data_section()).to_dict()))
+    (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / file).write_text("not a directory")
+    args = ["--batches", "1", "--out", str(tmp_path / "out"), "--config", str(config_path)]
+    assert preview_module.main(args) == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path / file} is a file, not a directory" in error
+    assert (tmp_path / file).read_text() == "not a directory"
+
+
 @pytest.mark.parametrize("name", ["demo_2d.yaml", "anisotropic_3d.yaml"])
 def test_example_configs_are_valid(name):
     from pathlib import Path

@@ -22,7 +22,7 @@ from gp_hotdistance.torch.inference import context_for, input_shape_for, predict
 from pipelines import common
 from pipelines import preview as preview_module
 from pipelines import train as train_module
-from pipelines.batches import BatchArray, build_data_pipeline, open_data
+from pipelines.batches import BatchArray, build_data_pipeline, open_data, resolve_data
 from pipelines.config import ConfigError, from_dict, load_config
 from pipelines.demo_data import make_cellmap_demo
 
@@ -171,6 +171,33 @@ def test_dice():
     assert train_module.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
 
 
+@pytest.mark.parametrize("logit", [10.0, -10.0])
+def test_evaluate_scores_constant_models_exactly(demo_2d, tmp_path, logit):
+    """A model that calls every voxel a class (logit > 0) scores
+    2 T / (K + T) on the held-out crop (K known voxels, T of them the class);
+    one that calls none scores 0 where the class occurs (1 where it does not)."""
+    config = resolve_data(tiny_config(demo_2d.data_section()), tmp_path / "run")
+    data = open_data(config)
+    model = common.make_model(config, common.make_predictor(config)).eval()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(logit)
+    scores = train_module.evaluate(config, data, model, "cpu")
+    truth, known = data.eval.read_labels(data.eval.labelled_roi)
+    assert set(scores) == {"mito", "er"}
+    present = 0
+    for i, name in enumerate(config.channels):
+        k = int(known[i].sum())
+        t = int((truth[i][known[i] == 1] == 1).sum())
+        present += 0 < t < k
+        if logit > 0:  # predicted: all k known voxels
+            expected = 2 * t / (k + t)
+        else:  # predicted: none
+            expected = 0.0 if t else 1.0
+        assert scores[name] == pytest.approx(expected, abs=1e-12)
+    assert present  # some class holds both foreground and background there
+
+
 # -- training ----------------------------------------------------------------
 
 
@@ -182,7 +209,13 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
     assert (out / "model_checkpoint_2").exists()
     counts = torch.load(out / "model_checkpoint_2", weights_only=True)["moving_counts"]
     assert set(summary["dice"]) == {"mito", "er"}
-    assert all(0.0 <= d <= 1.0 for d in summary["dice"].values())
+    # the summary scores the trained model: evaluating its checkpoint again agrees
+    trained = common.make_model(config, common.make_predictor(config))
+    trained.load_state_dict(
+        torch.load(out / "model_checkpoint_2", weights_only=True)["model_state_dict"]
+    )
+    data = open_data(resolve_data(config, out))
+    assert train_module.evaluate(config, data, trained.eval(), "cpu") == summary["dice"]
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["batch_1.zarr", "batch_2.zarr"]
 
     # resume: starts at the checkpoint with its moving counts

@@ -217,6 +217,20 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
     data = open_data(resolve_data(config, out))
     assert train_module.evaluate(config, data, trained.eval(), "cpu") == summary["dice"]
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["batch_1.zarr", "batch_2.zarr"]
+    # a snapshot opens with zarr at every group, funlib and an OME-NGFF reader alike
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    snapshot = out / "snapshots" / "batch_2.zarr"
+    for group in ("", "raw", "target", "target/dist_er", "weights/hot_mito"):
+        zarr.open_group(str(snapshot / group), mode="r")
+    for name in ("raw", "target/dist_er", "weights/hot_mito", "mask/er"):
+        array = open_ds(str(snapshot / name / "s0"))
+        node = next(iter(Reader(parse_url(str(snapshot / name)))()))
+        transforms = {t["type"]: t for t in node.metadata["coordinateTransformations"][0]}
+        assert tuple(transforms["scale"]["scale"]) == tuple(array.voxel_size)
+        assert tuple(transforms["translation"]["translation"]) == tuple(array.offset)
+        assert tuple(array.voxel_size) == tuple(demo_2d.voxel_size)
 
     # resume: starts at the checkpoint with its moving counts
     predictor = common.make_predictor(config)

@@ -12,6 +12,8 @@ import pytest
 import zarr
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
 
 from gp_hotdistance import HotDistancePredictor
 from gp_hotdistance.data import open_volume, write_volume
@@ -174,6 +176,12 @@ def test_preview_containers_open_everywhere(previewed):
         theirs = open_ds(str(container / "batch_0" / name / "s0"))
         assert ours.voxel_size == theirs.voxel_size == V
         assert ours.roi == theirs.roi
+        # and an independent OME-NGFF reader places it the same way
+        node = next(iter(Reader(parse_url(str(container / "batch_0" / name)))()))
+        transforms = {t["type"]: t for t in node.metadata["coordinateTransformations"][0]}
+        assert tuple(transforms["scale"]["scale"]) == tuple(V)
+        assert tuple(transforms["translation"]["translation"]) == tuple(ours.offset)
+        assert node.data[0].shape == ours.shape
 
 
 def test_sampling_follows_labelled_volume_times_weight(fixture, tmp_path):

@@ -6,6 +6,8 @@ The public names are loaded on first use, so ``import gp_hotdistance``
 
 __version__ = "0.1.0"
 
+from gp_hotdistance._lazy import lazy_exports
+
 _EXPORTS = {
     "Predictor": "gp_hotdistance.predictor",
     "HotDistancePredictor": "gp_hotdistance.predictor",
@@ -18,15 +20,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

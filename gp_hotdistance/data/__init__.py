@@ -6,6 +6,8 @@ The public names are loaded on first use: importing this package (or
 gunpowder nodes load gunpowder when they are first used.
 """
 
+from gp_hotdistance._lazy import lazy_exports
+
 _EXPORTS = {
     "RandomLabelledLocation": "gp_hotdistance.data.nodes",
     "SampleSource": "gp_hotdistance.data.nodes",
@@ -27,15 +29,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -247,31 +247,8 @@ def child_measure(spec):
 def _kernel_passes(F, channel, vs, repeats):
     """Our two passes over one channel on their own (the floor of the target):
     the slice-wise in-plane transform and the column pass along axis 0."""
-    labels = F._as_3d(channel)
-    n0, n1, n2 = labels.shape
-    weights = [float(v) ** 2 for v in vs]
-    w0, w1, w2 = (weights[0], 1.0, weights[1]) if channel.ndim == 2 else weights
-    native = np.empty(labels.shape, dtype=np.float64)
-    half = np.empty((max(n0 - 1, 0), n1, n2), dtype=np.float64)
-    out = np.empty((n0, n1 * n2), dtype=np.float32)
-    blocks = -(-(n1 * n2) // F._BLOCK)
-
-    def plane():
-        F._split(F._plane_pass, n0, labels.size, labels, w1, w2, native, half)
-
-    def column():
-        F._split(
-            F._column_pass,
-            blocks,
-            labels.size,
-            labels.reshape(n0, -1),
-            native.reshape(n0, -1),
-            half.reshape(max(n0 - 1, 0), n1 * n2),
-            w0,
-            np.float32(50.0),
-            out,
-        )
-
+    out = np.empty(channel.shape, dtype=np.float32)
+    plane, column = F._transform_passes(channel, vs, 50.0, out)
     plane()
     return {"plane": _best(plane, repeats), "column": _best(column, repeats)}
 

@@ -31,7 +31,7 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import edt
@@ -601,32 +601,50 @@ def _as_3d(channel: npt.NDArray) -> npt.NDArray:
     return channel[:, None, :] if channel.ndim == 2 else channel
 
 
-def _scaled_signed_distance(
+def _transform_passes(
     channel: npt.NDArray, voxel_size: Sequence[float], scale: float, out: npt.NDArray[np.float32]
-) -> None:
-    """Write ``signed_distance(channel) / scale`` (float32) into ``out``."""
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The two passes that write ``signed_distance(channel) / scale`` into
+    ``out`` (float32, ``channel``'s shape), as callables over shared buffers:
+    the slice-wise in-plane pass, then the column pass along axis 0, which
+    reads what the first wrote. A channel without faces is left at infinity."""
     labels = _as_3d(channel)
     n0, n1, n2 = labels.shape
     weights = [float(v) ** 2 for v in voxel_size]
     w0, w1, w2 = (weights[0], 1.0, weights[1]) if channel.ndim == 2 else weights
     native = np.empty(labels.shape, dtype=np.float64)
     half = np.empty((max(n0 - 1, 0), n1, n2), dtype=np.float64)
-    _split(_plane_pass, n0, labels.size, labels, w1, w2, native, half)
-    flat = out.reshape(n0, n1 * n2)
     blocks = -(-(n1 * n2) // _BLOCK)
-    _split(
-        _column_pass,
-        blocks,
-        labels.size,
-        labels.reshape(n0, -1),
-        native.reshape(n0, -1),
-        half.reshape(max(n0 - 1, 0), n1 * n2),
-        w0,
-        np.float32(scale),
-        flat,
-    )
-    if np.isinf(flat[0, 0]):  # no face anywhere in the channel
-        sign = 1.0 if labels.flat[0] else -1.0
+
+    def plane() -> None:
+        _split(_plane_pass, n0, labels.size, labels, w1, w2, native, half)
+
+    def column() -> None:
+        _split(
+            _column_pass,
+            blocks,
+            labels.size,
+            labels.reshape(n0, -1),
+            native.reshape(n0, -1),
+            half.reshape(max(n0 - 1, 0), n1 * n2),
+            w0,
+            np.float32(scale),
+            out.reshape(n0, n1 * n2),
+        )
+
+    return plane, column
+
+
+def _scaled_signed_distance(
+    channel: npt.NDArray, voxel_size: Sequence[float], scale: float, out: npt.NDArray[np.float32]
+) -> None:
+    """Write ``signed_distance(channel) / scale`` (float32) into ``out``."""
+    channel = np.asarray(channel)
+    plane, column = _transform_passes(channel, voxel_size, scale, out)
+    plane()
+    column()
+    if np.isinf(out.flat[0]):  # no face anywhere in the channel
+        sign = 1.0 if channel.flat[0] else -1.0
         extent = np.float32(sign * no_boundary_extent(channel.shape, voxel_size))
         out[...] = extent / np.float32(scale)
 

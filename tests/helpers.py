@@ -140,3 +140,20 @@ def augmented_pipeline(
     if predictor.mask_distances:
         pipeline += DistanceMaskNode(predictor, keys["target"], keys["mask"], keys["distance_mask"])
     return pipeline + weight_node, weight_node
+
+
+def blockwise_targets_args(data, output, block, scale, *extra) -> list[str]:
+    """``python -m pipelines.blockwise targets`` arguments for a demo
+    container ``data`` (datasets ``gt`` and ``mask``, classes mito and er)."""
+    return [
+        "targets",
+        "--input", str(data),
+        "--gt", "gt",
+        "--mask", "mask",
+        "--output", str(output),
+        "--channels", "mito", "er",
+        "--scale-factor", str(scale),
+        "--block-shape", *map(str, block),
+        "--no-progress",
+        *extra,
+    ]  # fmt: skip

@@ -28,6 +28,7 @@ from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
 from pipelines.common import load_model, normalize_raw
 from pipelines.config import load_config
+from tests.helpers import blockwise_targets_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,18 +59,7 @@ def _predictor():
 
 
 def _targets_args(data, output):
-    return [
-        "targets",
-        "--input", str(data),
-        "--gt", "gt",
-        "--mask", "mask",
-        "--output", str(output),
-        "--channels", "mito", "er",
-        "--scale-factor", str(SCALE),
-        "--block-shape", *map(str, BLOCK),
-        "--workers", "2",
-        "--no-progress",
-    ]  # fmt: skip
+    return blockwise_targets_args(data, output, BLOCK, SCALE, "--workers", "2")
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from funlib.persistence import open_ds, prepare_ds
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
 from pipelines.blockwise.outputs import chunk_shape_for
+from tests.helpers import blockwise_targets_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (8, 32, 48)
@@ -54,18 +55,7 @@ def _predictor():
 
 
 def _args(data, output, *extra):
-    return [
-        "targets",
-        "--input", str(data),
-        "--gt", "gt",
-        "--mask", "mask",
-        "--output", str(output),
-        "--channels", "mito", "er",
-        "--scale-factor", str(SCALE),
-        "--block-shape", *map(str, BLOCK),
-        "--no-progress",
-        *extra,
-    ]  # fmt: skip
+    return blockwise_targets_args(data, output, BLOCK, SCALE, *extra)
 
 
 @pytest.fixture(scope="module")

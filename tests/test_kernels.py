@@ -1,5 +1,5 @@
 """The fast paths of gp_hotdistance.functional against slow or serial
-versions: threads vs one thread, arrays above the threading threshold vs the
+versions: the windowed minimum vs the envelope alone, threads vs one thread, arrays above the threading threshold vs the
 doubled-grid reference, the distance-mask shortcut, the thread-count setting,
 predictor outputs read back as views, and the numba cache of a read-only
 install."""
@@ -35,6 +35,44 @@ def batch(gt, mask, voxel_size, scale=20.0):
     dmask = F.distance_mask(target[gt.shape[0] :], mask, voxel_size, scale, 0.05, 0.8)
     weights, counts = F.hot_distance_weights(gt, mask, dmask)
     return target, dmask, weights, counts
+
+
+def window_cases():
+    """Channels where the windowed minimum settles every lane, some lanes, or
+    none: blobs, one voxel in a corner, an object in one corner of a large
+    empty region, stripes, no face at all, lines of 1 and 2 voxels."""
+    rng = np.random.default_rng(11)
+    corner = np.zeros((70, 90), dtype=np.uint8)
+    corner[:6, :9] = 1
+    dot = np.zeros((9, 70, 66), dtype=np.uint8)
+    dot[0, 0, 0] = 1
+    stripes = np.zeros((40, 130), dtype=np.uint8)
+    stripes[:, ::9] = 1  # lanes far from any face only across axis 0
+    stripes[17:19] = 1
+    return [
+        ("blobs 2-D", smooth_blobs(rng, (75, 140), 2.0, 0.3), (4, 4)),
+        ("blobs 3-D anisotropic", smooth_blobs(rng, (11, 50, 70), 1.5, 0.2), (40, 4, 8)),
+        ("corner 2-D", corner, (3, 5)),
+        ("one voxel 3-D", dot, (8, 8, 8)),
+        ("stripes", stripes, (6, 2)),
+        ("no face", np.ones((6, 70), dtype=np.uint8), (4, 4)),
+        ("thin", smooth_blobs(rng, (2, 1, 80), 1.0, 0.5), (8, 8, 8)),
+        ("single slice", smooth_blobs(rng, (1, 30, 70), 1.0, 0.5), (8, 4, 4)),
+    ]
+
+
+@pytest.mark.parametrize("name, channel, voxel_size", window_cases(), ids=lambda c: str(c))
+def test_windowed_minimum_equals_envelope(monkeypatch, name, channel, voxel_size):
+    """Every window radius gives the envelope's result (radius 0: every lane
+    through the envelope) bit for bit, and the doubled-grid reference's."""
+    monkeypatch.setattr(F, "WINDOW_RADIUS", 0)
+    envelope = F.signed_distance(channel, voxel_size)
+    np.testing.assert_array_equal(envelope, R.reference_signed_distance(channel, voxel_size))
+    for radius in (1, 2, 5, 200):
+        monkeypatch.setattr(F, "WINDOW_RADIUS", radius)
+        np.testing.assert_array_equal(
+            F.signed_distance(channel, voxel_size), envelope, err_msg=f"{name}, radius {radius}"
+        )
 
 
 @pytest.mark.parametrize(

@@ -835,11 +835,7 @@ def distance_mask(
     known = None
     for i in range(tanh_distances.shape[0]):
         if known is None or not shared:
-            squared = _boundary_distance_squared(mask[i], voxel_size).reshape(-1)
-            known = np.empty(squared.shape, dtype=np.float64)
-            _split_flat(
-                _known_tanh, squared.size, squared, float(scale_factor), bound_squared, known
-            )
+            known = _known_tanh_of(mask[i], voxel_size, float(scale_factor), bound_squared)
         _split_flat(
             _mask_unknowable,
             known.size,
@@ -851,6 +847,140 @@ def distance_mask(
             out[i].reshape(-1),
         )
     return out
+
+
+# Above this many voxels per axis, the distances a distance mask needs are
+# left to ``edt`` rather than to windowed minima (read at every call).
+BOUNDED_RADIUS_LIMIT = 64
+
+
+def _known_tanh_of(
+    mask: npt.NDArray, voxel_size: Sequence[float], scale: float, bound_squared: float
+) -> npt.NDArray[np.float64]:
+    """Flat ``tanh(b / scale)`` with ``b`` the world distance of every voxel
+    to the nearest unknown one of ``mask`` (the ring outside counting as
+    unknown), ``inf`` where ``b**2 > bound_squared``.
+
+    Only distances up to the bound are needed, so where the bound spans at
+    most :data:`BOUNDED_RADIUS_LIMIT` voxels per axis they come from windowed
+    minima over that radius (:func:`_near_unknown_plane`,
+    :func:`_near_unknown_slices`); otherwise from a full ``edt`` transform.
+    Both are exact: squared distances are sums of ``voxel_size[a]**2 * r**2``.
+    """
+    weights = [float(v) ** 2 for v in voxel_size]
+    radii = [
+        int(math.sqrt(bound_squared / w)) + 1 if math.isfinite(bound_squared) else -1
+        for w in weights
+    ]
+    if min(radii) < 0 or max(radii) > BOUNDED_RADIUS_LIMIT:
+        squared = _boundary_distance_squared(mask, voxel_size).reshape(-1)
+        known = np.empty(squared.shape, dtype=np.float64)
+        _split_flat(_known_tanh, squared.size, squared, scale, bound_squared, known)
+        return known
+    known_voxels = _as_3d(np.asarray(mask != 0, dtype=np.uint8))
+    n0, n1, n2 = known_voxels.shape
+    if mask.ndim == 2:  # (n0, 1, n2): no ring along the added axis
+        weights, radii = [weights[0], 0.0, weights[1]], [radii[0], 0, radii[1]]
+    plane = np.empty((n0, n1 * n2), dtype=np.float64)
+    _split(
+        _near_unknown_plane,
+        n0,
+        known_voxels.size,
+        known_voxels,
+        weights[1],
+        weights[2],
+        radii[1],
+        mask.ndim == 3,
+        bound_squared,
+        plane,
+    )
+    known = np.empty((n0, n1 * n2), dtype=np.float64)
+    _split(
+        _near_unknown_slices,
+        n0,
+        known_voxels.size,
+        plane,
+        weights[0],
+        radii[0],
+        scale,
+        bound_squared,
+        known,
+    )
+    return known.reshape(-1)
+
+
+@_jit(nogil=True)
+def _near_unknown_plane(
+    known, w1, w2, radius1, ring1, bound_squared, out, first, stop
+):  # pragma: no cover - jit
+    """Slices ``first .. stop - 1`` of ``known`` ``(n0, n1, n2)``: ``out[i]``
+    (flat), the squared in-plane distance to the nearest voxel with
+    ``known == 0`` or to the ring outside the slice (along axis 1 only if
+    ``ring1``), ``inf`` above ``bound_squared``; sites along axis 1 are
+    searched up to ``radius1`` voxels away."""
+    n0, n1, n2 = known.shape
+    rows = np.empty((n1, n2), dtype=np.float64)
+    inf_row = np.full(n2, np.inf)
+    for i in range(first, stop):
+        for j in range(n1):
+            row = rows[j]
+            last = -1  # the ring before the row
+            for k in range(n2):
+                if known[i, j, k] == 0:
+                    last = k
+                row[k] = k - last
+            nxt = n2  # the ring after the row
+            for k in range(n2 - 1, -1, -1):
+                if known[i, j, k] == 0:
+                    nxt = k
+                d = min(row[k], nxt - k)
+                v = (w2 * d) * d
+                row[k] = v if v <= bound_squared else np.inf
+        for j in range(n1):
+            target = out[i, j * n2 : (j + 1) * n2]
+            edge = min(j + 1, n1 - j)
+            ring = (w1 * edge) * edge if ring1 else np.inf
+            own = rows[j]
+            for k in range(n2):
+                target[k] = min(own[k], ring)
+            for r in range(1, radius1 + 1):
+                c = (w1 * r) * r
+                up = rows[j + r] if j + r < n1 else inf_row
+                down = rows[j - r] if j - r >= 0 else inf_row
+                for k in range(n2):
+                    target[k] = min(target[k], min(up[k], down[k]) + c)
+            for k in range(n2):
+                if target[k] > bound_squared:
+                    target[k] = np.inf
+
+
+@_jit(nogil=True)
+def _near_unknown_slices(
+    plane, w0, radius0, scale, bound_squared, known, first, stop
+):  # pragma: no cover - jit
+    """Slices ``first .. stop - 1`` of ``(n0, m)`` arrays: the squared
+    distance along axis 0 over ``plane`` (sites up to ``radius0`` slices away,
+    the ring before and after the volume included), written as
+    ``known = tanh(sqrt(squared) / scale)``, ``inf`` above ``bound_squared``."""
+    n0, m = plane.shape
+    best = np.empty(m, dtype=np.float64)
+    inf_row = np.full(m, np.inf)
+    for i in range(first, stop):
+        edge = min(i + 1, n0 - i)
+        ring = (w0 * edge) * edge
+        own = plane[i]
+        for v in range(m):
+            best[v] = min(own[v], ring)
+        for r in range(1, radius0 + 1):
+            c = (w0 * r) * r
+            up = plane[i + r] if i + r < n0 else inf_row
+            down = plane[i - r] if i - r >= 0 else inf_row
+            for v in range(m):
+                best[v] = min(best[v], min(up[v], down[v]) + c)
+        target = known[i]
+        for v in range(m):
+            b2 = best[v]
+            target[v] = np.inf if b2 > bound_squared else np.tanh(np.sqrt(b2) / scale)
 
 
 @_jit(nogil=True)

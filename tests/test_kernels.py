@@ -128,6 +128,31 @@ def test_distance_mask_shortcut_matches_reference(threshold):
     assert 0 < (got != mask).sum() or threshold == 0.0, "the mask must remove something"
 
 
+@pytest.mark.parametrize(
+    "shape, voxel_size, scale",
+    [((40, 44), (1, 2), 6.0), ((7, 30, 33), (40, 4, 8), 50.0), ((12, 1, 25), (4, 4, 4), 30.0)],
+)
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 0.9])
+def test_bounded_boundary_distances_equal_edt(monkeypatch, shape, voxel_size, scale, threshold):
+    """The windowed distances to unknown voxels (bounded by what the mask
+    needs) give the same distance mask as the full edt transform, and the
+    reference's, with masks shared by all channels and per channel."""
+    rng = np.random.default_rng(len(shape) * 7 + int(threshold * 10))
+    gt = np.stack([smooth_blobs(rng, shape, 1.5, f) for f in (0.3, 0.6)])
+    per_channel = np.stack([smooth_blobs(rng, shape, 2.0, 0.8) for _ in range(2)])
+    t = F.hot_distance_target(gt, voxel_size, scale)[2:]
+    for mask in (per_channel[0], per_channel):
+        windowed = F.distance_mask(t, mask, voxel_size, scale, 0.05, threshold)
+        monkeypatch.setattr(F, "BOUNDED_RADIUS_LIMIT", -1)  # every radius too large: edt
+        full = F.distance_mask(t, mask, voxel_size, scale, 0.05, threshold)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(windowed, full)
+        expected = R.reference_distance_mask(t, mask, voxel_size, scale, 0.05, threshold)
+        np.testing.assert_array_equal(windowed, expected)
+        if threshold > 0:
+            assert (windowed != np.broadcast_to(mask, t.shape)).any()
+
+
 def test_weights_with_fractional_masks_match_reference():
     rng = np.random.default_rng(8)
     shape = (30, 31)

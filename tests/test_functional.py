@@ -327,6 +327,18 @@ def test_check_binary_rejects_values(bad):
         F.check_binary(gt, "gt")
 
 
+@pytest.mark.parametrize(
+    "dtype, bad", [(np.uint8, 2), (np.uint8, 255), (np.int8, -1), (np.int64, 2), (np.uint64, 2**63)]
+)
+def test_check_binary_integer_dtypes(dtype, bad):
+    gt = np.zeros((2, 3, 3), dtype=dtype)
+    gt[0, 0, 0] = 1
+    F.check_binary(gt, "gt")  # 0/1 passes
+    gt[1, 2, 0] = bad
+    with pytest.raises(ValueError, match=rf"gt must be binary.*\[{bad}\]"):
+        F.check_binary(gt, "gt")
+
+
 @pytest.mark.parametrize("dtype", [np.complex128, "U1", object])
 def test_check_binary_rejects_dtype(dtype):
     gt = np.zeros((2, 3, 3), dtype=dtype)

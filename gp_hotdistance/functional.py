@@ -322,6 +322,15 @@ _BLOCK = 64
 # an envelope step per voxel and radius; read at every call).
 WINDOW_RADIUS = 32
 
+# A lane block whose windowed minimum needs more steps than this per point
+# goes through the envelope instead: one envelope step costs about as much as
+# 50 window steps, so the search stops before it could cost half as much.
+_WINDOW_BUDGET = 24
+
+# After a block gave up on the window, the block at the same place in this
+# many following slices goes straight through the envelope.
+_WINDOW_RETRY = 8
+
 
 @_jit()
 def _scan_faces(row, weight, out):  # pragma: no cover - jit
@@ -436,14 +445,18 @@ def _windowed_min(
     site not yet visited (``weight * r**2`` at distance ``r``); points of
     lanes with ``failed[b] == 0`` are all settled. Lanes with a point not
     settled within ``radius`` get ``failed[b] = 1``. Returns the number of
-    failed lanes, or -1 once more than half of them failed (then the search
-    stops and every lane needs the envelope).
+    failed lanes, or -1 (every lane needs the envelope) once more than half
+    of them failed or the search took more than ``_WINDOW_BUDGET`` steps per
+    point of a lane; at once if ``radius < 0``.
     """
     n = native.shape[0]
     nb = p1 - p0
+    if radius < 0:
+        return -1
     for b in range(nb):
         failed[b] = 0
     nfailed = 0
+    steps = 0
     for i in range(n):
         row = best[i, :nb]
         own = native[i, p0:p1]
@@ -466,6 +479,9 @@ def _windowed_min(
                     return -1
                 break
             r += 1
+            steps += 1
+            if steps > _WINDOW_BUDGET * n:
+                return -1
             c = (weight * r) * r
             up = native[i + r, p0:p1] if i + r < n else inf_row[:nb]
             down = native[i - r, p0:p1] if i - r >= 0 else inf_row[:nb]
@@ -518,13 +534,14 @@ def _transform_lanes(
     """Exact lower envelope along axis 0 of the lanes ``p0 .. p1 - 1`` of
     ``(n, m)`` arrays (see :func:`_windowed_min`), into ``scratch[0][:, :p1 -
     p0]``: the windowed minimum, then :func:`_envelope_line` for the lanes it
-    did not settle."""
+    did not settle. Returns whether the window was given up for every lane
+    (see :func:`_windowed_min`)."""
     best, failed, inf_row, line_native, line_half, line_out, pos, val, icept, bnum, bden = scratch
     n = native.shape[0]
     nb = p1 - p0
     result = _windowed_min(native, half, has_half, weight, radius, p0, p1, best, failed, inf_row)
     if result == 0:
-        return
+        return False
     if result < 0:
         for b in range(nb):
             failed[b] = 1
@@ -556,6 +573,7 @@ def _transform_lanes(
         for b in range(nb):
             if failed[b]:
                 best[i, b] = line_out[b, i]
+    return result < 0
 
 
 @_jit(nogil=True)
@@ -570,6 +588,9 @@ def _plane_pass(labels, w1, w2, radius, native, half, first, stop):  # pragma: n
     f0 = np.empty((n1, n2), dtype=np.float64)  # family 0 of slice i + 0.5
     scratch = _lane_scratch(n1)
     best = scratch[0]
+    # per family (2 and 1 merged, 0) and lane block: slices left to go
+    # straight through the envelope, as the block gave up on the window
+    direct = np.zeros((2, -(-n2 // _BLOCK)), dtype=np.int64)
     for i in range(first, stop):
         between = i + 1 < n0
         for j in range(n1):
@@ -585,16 +606,24 @@ def _plane_pass(labels, w1, w2, radius, native, half, first, stop):  # pragma: n
             continue
         for p0 in range(0, n2, _BLOCK):
             p1 = min(p0 + _BLOCK, n2)
-            _transform_lanes(f2, f1, True, w1, radius, p0, p1, scratch)
-            for j in range(n1):
-                for b in range(p1 - p0):
-                    native[i, j, p0 + b] = best[j, b]
-            if not between:
-                continue
-            _transform_lanes(f0, f1, False, w1, radius, p0, p1, scratch)
-            for j in range(n1):
-                for b in range(p1 - p0):
-                    half[i, j, p0 + b] = best[j, b]
+            blk = p0 // _BLOCK
+            for family in range(2 if between else 1):
+                if direct[family, blk] > 0:
+                    direct[family, blk] -= 1
+                    r = -1
+                else:
+                    r = radius
+                if family == 0:
+                    gave_up = _transform_lanes(f2, f1, True, w1, r, p0, p1, scratch)
+                    dst = native[i]
+                else:
+                    gave_up = _transform_lanes(f0, f1, False, w1, r, p0, p1, scratch)
+                    dst = half[i]
+                if gave_up and r >= 0:
+                    direct[family, blk] = _WINDOW_RETRY
+                for j in range(n1):
+                    for b in range(p1 - p0):
+                        dst[j, p0 + b] = best[j, b]
 
 
 @_jit(nogil=True)

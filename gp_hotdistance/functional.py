@@ -925,6 +925,12 @@ def _known_tanh_of(
         bound_squared,
         plane,
     )
+    # squared distances are multiples of the weights' gcd: with integer
+    # weights, few values lie below the bound, so their tanh is tabled
+    unit = math.gcd(*(int(w) for w in weights)) if all(w == int(w) for w in weights) else 0
+    entries = int(bound_squared // unit) + 1 if unit else 0
+    if not 0 < entries <= _TANH_TABLE_LIMIT:
+        unit, entries = 0, 0
     known = np.empty((n0, n1 * n2), dtype=np.float64)
     _split(
         _near_unknown_slices,
@@ -935,9 +941,25 @@ def _known_tanh_of(
         radii[0],
         scale,
         bound_squared,
+        _tanh_table(entries, float(unit), scale),
+        float(unit),
         known,
     )
     return known.reshape(-1)
+
+
+# Most entries of the table of tanh values of :func:`_known_tanh_of`.
+_TANH_TABLE_LIMIT = 1 << 20
+
+
+@_jit()
+def _tanh_table(entries, unit, scale):  # pragma: no cover - jit
+    """``tanh(sqrt(k * unit) / scale)`` for ``k < entries``, exactly as
+    :func:`_near_unknown_slices` computes it."""
+    table = np.empty(entries, dtype=np.float64)
+    for k in range(entries):
+        table[k] = np.tanh(np.sqrt(k * unit) / scale)
+    return table
 
 
 @_jit(nogil=True)
@@ -987,12 +1009,14 @@ def _near_unknown_plane(
 
 @_jit(nogil=True)
 def _near_unknown_slices(
-    plane, w0, radius0, scale, bound_squared, known, first, stop
+    plane, w0, radius0, scale, bound_squared, table, unit, known, first, stop
 ):  # pragma: no cover - jit
     """Slices ``first .. stop - 1`` of ``(n0, m)`` arrays: the squared
     distance along axis 0 over ``plane`` (sites up to ``radius0`` slices away,
     the ring before and after the volume included), written as
-    ``known = tanh(sqrt(squared) / scale)``, ``inf`` above ``bound_squared``."""
+    ``known = tanh(sqrt(squared) / scale)``, ``inf`` above ``bound_squared``;
+    with ``unit > 0`` every squared distance is a multiple of ``unit`` and
+    its tanh is ``table[squared / unit]``."""
     n0, m = plane.shape
     best = np.empty(m, dtype=np.float64)
     inf_row = np.full(m, np.inf)
@@ -1011,7 +1035,12 @@ def _near_unknown_slices(
         target = known[i]
         for v in range(m):
             b2 = best[v]
-            target[v] = np.inf if b2 > bound_squared else np.tanh(np.sqrt(b2) / scale)
+            if b2 > bound_squared:
+                target[v] = np.inf
+            elif unit > 0:
+                target[v] = table[int(b2 / unit)]
+            else:
+                target[v] = np.tanh(np.sqrt(b2) / scale)
 
 
 @_jit(nogil=True)

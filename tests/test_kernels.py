@@ -130,7 +130,12 @@ def test_distance_mask_shortcut_matches_reference(threshold):
 
 @pytest.mark.parametrize(
     "shape, voxel_size, scale",
-    [((40, 44), (1, 2), 6.0), ((7, 30, 33), (40, 4, 8), 50.0), ((12, 1, 25), (4, 4, 4), 30.0)],
+    [
+        ((40, 44), (1, 2), 6.0),
+        ((7, 30, 33), (40, 4, 8), 50.0),
+        ((12, 1, 25), (4, 4, 4), 30.0),
+        ((30, 41), (1.5, 2.5), 6.0),  # weights not integers: no tanh table
+    ],
 )
 @pytest.mark.parametrize("threshold", [0.0, 0.5, 0.9])
 def test_bounded_boundary_distances_equal_edt(monkeypatch, shape, voxel_size, scale, threshold):

@@ -333,39 +333,54 @@ _WINDOW_RETRY = 8
 
 
 @_jit()
-def _scan_faces(row, weight, out):  # pragma: no cover - jit
-    """``out[x] = weight * (x - nearest face) ** 2`` along one row, faces at
-    ``k + 0.5`` where ``row[k] != row[k + 1]``; ``inf`` without faces."""
-    n = out.shape[0]
-    last = -np.inf
+def _scan_row(
+    row, right, below, has_right, has_below, weight, f2, f1, f0
+):  # pragma: no cover - jit
+    """One row along axis 2, in one sweep each way: ``f2[x] = weight * (x -
+    nearest face) ** 2`` over the faces at ``k + 0.5`` where ``row[k] !=
+    row[k + 1]``; if ``has_right``, ``f1[x] = weight * (x - nearest k) ** 2``
+    over the ``k`` where ``row[k] != right[k]``; if ``has_below``, ``f0``
+    likewise against ``below``. ``inf`` where there is none."""
+    n = f2.shape[0]
+    last2 = -np.inf
+    last1 = -np.inf
+    last0 = -np.inf
+    previous = row[0]
     for x in range(n):
-        if x > 0 and row[x - 1] != row[x]:
-            last = x - 0.5
-        out[x] = x - last
-    nxt = np.inf
+        v = row[x]
+        if v != previous:
+            last2 = x - 0.5
+        previous = v
+        f2[x] = x - last2
+        if has_right:
+            if v != right[x]:
+                last1 = x
+            f1[x] = x - last1
+        if has_below:
+            if v != below[x]:
+                last0 = x
+            f0[x] = x - last0
+    next2 = np.inf
+    next1 = np.inf
+    next0 = np.inf
+    following = row[n - 1]
     for x in range(n - 1, -1, -1):
-        if x + 1 < n and row[x] != row[x + 1]:
-            nxt = x + 0.5
-        d = min(out[x], nxt - x)
-        out[x] = weight * d * d
-
-
-@_jit()
-def _scan_pairs(row, other, weight, out):  # pragma: no cover - jit
-    """``out[x] = weight * (x - nearest k) ** 2`` along one row, over the
-    ``k`` where ``row[k] != other[k]``; ``inf`` if there is none."""
-    n = out.shape[0]
-    last = -np.inf
-    for x in range(n):
-        if row[x] != other[x]:
-            last = x
-        out[x] = x - last
-    nxt = np.inf
-    for x in range(n - 1, -1, -1):
-        if row[x] != other[x]:
-            nxt = x
-        d = min(out[x], nxt - x)
-        out[x] = weight * d * d
+        v = row[x]
+        if v != following:
+            next2 = x + 0.5
+        following = v
+        d = min(f2[x], next2 - x)
+        f2[x] = weight * d * d
+        if has_right:
+            if v != right[x]:
+                next1 = x
+            d = min(f1[x], next1 - x)
+            f1[x] = weight * d * d
+        if has_below:
+            if v != below[x]:
+                next0 = x
+            d = min(f0[x], next0 - x)
+            f0[x] = weight * d * d
 
 
 @_jit(inline="always")
@@ -594,11 +609,17 @@ def _plane_pass(labels, w1, w2, radius, native, half, first, stop):  # pragma: n
     for i in range(first, stop):
         between = i + 1 < n0
         for j in range(n1):
-            _scan_faces(labels[i, j], w2, f2[j])
-            if j + 1 < n1:
-                _scan_pairs(labels[i, j], labels[i, j + 1], w2, f1[j])
-            if between:
-                _scan_pairs(labels[i, j], labels[i + 1, j], w2, f0[j])
+            _scan_row(
+                labels[i, j],
+                labels[i, min(j + 1, n1 - 1)],
+                labels[min(i + 1, n0 - 1), j],
+                j + 1 < n1,
+                between,
+                w2,
+                f2[j],
+                f1[min(j, f1.shape[0] - 1)],
+                f0[j],
+            )
         if n1 == 1:  # nothing to transform along axis 1
             native[i, 0] = f2[0]
             if between:

@@ -413,11 +413,11 @@ def _push_site(q, f, weight, k, pos, val, icept, bnum, bden):  # pragma: no cove
 
 @_jit()
 def _envelope_line(
-    native, half, use_native, use_half, weight, pos, val, icept, bnum, bden, out
+    native, half, use_half, weight, pos, val, icept, bnum, bden, out
 ):  # pragma: no cover - jit
     """Lower envelope of parabolas (Felzenszwalb & Huttenlocher 2012) on
-    one row: costs ``native[j]`` at ``j`` and ``half[j]`` at ``j + 0.5``
-    (``inf``: no site; each used only if its flag is set);
+    one row: costs ``native[j]`` at ``j`` and, if ``use_half``, ``half[j]``
+    at ``j + 0.5`` (``inf``: no site);
     ``out[x] = min cost + weight * (x - position) ** 2``, ``inf`` without sites.
     ``pos``, ``val``, ``icept`` hold ``2n`` and ``bnum``, ``bden`` ``2n + 1``
     entries of scratch.
@@ -425,13 +425,13 @@ def _envelope_line(
     n = out.shape[0]
     k = -1
     for j in range(n):
-        if use_native and native[j] != np.inf:
+        if native[j] != np.inf:
             k = _push_site(float(j), native[j], weight, k, pos, val, icept, bnum, bden)
         if use_half and j + 1 < n and half[j] != np.inf:
             # a half site no lower than both native neighbours at their own
             # positions lies above them everywhere on the grid: skipped
             at_j = half[j] + 0.25 * weight
-            if use_native and at_j >= native[j] and at_j >= native[j + 1]:
+            if at_j >= native[j] and at_j >= native[j + 1]:
                 continue
             k = _push_site(j + 0.5, half[j], weight, k, pos, val, icept, bnum, bden)
     if k < 0:
@@ -574,7 +574,6 @@ def _transform_lanes(
             _envelope_line(
                 line_native[b],
                 line_half[b],
-                True,
                 has_half,
                 weight,
                 pos,
@@ -634,12 +633,11 @@ def _plane_pass(labels, w1, w2, radius, native, half, first, stop):  # pragma: n
                     r = -1
                 else:
                     r = radius
-                if family == 0:
-                    gave_up = _transform_lanes(f2, f1, True, w1, r, p0, p1, scratch)
-                    dst = native[i]
-                else:
-                    gave_up = _transform_lanes(f0, f1, False, w1, r, p0, p1, scratch)
-                    dst = half[i]
+                # one call site with a run-time flag: one compiled variant
+                merged = family == 0
+                src = f2 if merged else f0
+                dst = native[i] if merged else half[i]
+                gave_up = _transform_lanes(src, f1, merged, w1, r, p0, p1, scratch)
                 if gave_up and r >= 0:
                     direct[family, blk] = _WINDOW_RETRY
                 for j in range(n1):

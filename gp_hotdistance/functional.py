@@ -500,26 +500,24 @@ def _windowed_min(
             c = (weight * r) * r
             up = native[i + r, p0:p1] if i + r < n else inf_row[:nb]
             down = native[i - r, p0:p1] if i - r >= 0 else inf_row[:nb]
+            open_points = 0
             if has_half:
                 h = r - 0.5
                 ch = (weight * h) * h
                 half_up = half[i + r - 1, p0:p1] if i + r < n else inf_row[:nb]
                 half_down = half[i - r, p0:p1] if i - r >= 0 else inf_row[:nb]
-                nearest = r + 0.5
+                bound = (weight * (r + 0.5)) * (r + 0.5)
+                for b in range(nb):
+                    v = min(min(row[b], up[b] + c), down[b] + c)
+                    v = min(min(v, half_up[b] + ch), half_down[b] + ch)
+                    row[b] = v
+                    open_points += (v > bound) & (failed[b] == 0)
             else:
-                ch = 0.0
-                half_up = inf_row[:nb]
-                half_down = inf_row[:nb]
-                nearest = r + 1.0
-            bound = (weight * nearest) * nearest
-            open_points = 0
-            for b in range(nb):
-                v = min(row[b], up[b] + c)
-                v = min(v, down[b] + c)
-                v = min(v, half_up[b] + ch)
-                v = min(v, half_down[b] + ch)
-                row[b] = v
-                open_points += (v > bound) & (failed[b] == 0)
+                bound = (weight * (r + 1.0)) * (r + 1.0)
+                for b in range(nb):
+                    v = min(min(row[b], up[b] + c), down[b] + c)
+                    row[b] = v
+                    open_points += (v > bound) & (failed[b] == 0)
     return nfailed
 
 

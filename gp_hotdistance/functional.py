@@ -318,13 +318,14 @@ def _jit(**options):
 _BLOCK = 64
 
 # Sites up to this many voxels away are tried by the windowed minimum before
-# a lane falls back to the envelope (the windowed minimum costs about 1/60 of
-# an envelope step per voxel and radius; read at every call).
+# a lane falls back to the envelope (read at every call). One window step, a
+# point looking one voxel further, costs about 1/50 of what the envelope
+# spends per point (about 0.35 ns against 16 ns here).
 WINDOW_RADIUS = 32
 
-# A lane block whose windowed minimum needs more steps than this per point
-# goes through the envelope instead: one envelope step costs about as much as
-# 50 window steps, so the search stops before it could cost half as much.
+# A lane block whose windowed minimum takes more than this many steps per
+# point goes through the envelope instead, so a window that fails costs at
+# most about half of the envelope's own time on top of it.
 _WINDOW_BUDGET = 24
 
 # After a block gave up on the window, the block at the same place in this

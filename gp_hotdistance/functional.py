@@ -733,19 +733,33 @@ def _as_3d(channel: npt.NDArray) -> npt.NDArray:
     return channel[:, None, :] if channel.ndim == 2 else channel
 
 
+def _transform_buffers(shape: Sequence[int]) -> tuple[npt.NDArray, npt.NDArray]:
+    """The float64 buffers the two passes share for a channel of ``shape``:
+    in-plane results at the slices and between them."""
+    n0, n1, n2 = (shape[0], 1, shape[1]) if len(shape) == 2 else tuple(shape)
+    return (
+        np.empty((n0, n1, n2), dtype=np.float64),
+        np.empty((max(n0 - 1, 0), n1, n2), dtype=np.float64),
+    )
+
+
 def _transform_passes(
-    channel: npt.NDArray, voxel_size: Sequence[float], scale: float, out: npt.NDArray[np.float32]
+    channel: npt.NDArray,
+    voxel_size: Sequence[float],
+    scale: float,
+    out: npt.NDArray[np.float32],
+    buffers: tuple[npt.NDArray, npt.NDArray] | None = None,
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """The two passes that write ``signed_distance(channel) / scale`` into
-    ``out`` (float32, ``channel``'s shape), as callables over shared buffers:
-    the slice-wise in-plane pass, then the column pass along axis 0, which
-    reads what the first wrote. A channel without faces is left at infinity."""
+    ``out`` (float32, ``channel``'s shape), as callables over shared buffers
+    (:func:`_transform_buffers`, new ones if not given): the slice-wise
+    in-plane pass, then the column pass along axis 0, which reads what the
+    first wrote. A channel without faces is left at infinity."""
     labels = _as_3d(channel)
     n0, n1, n2 = labels.shape
     weights = [float(v) ** 2 for v in voxel_size]
     w0, w1, w2 = (weights[0], 1.0, weights[1]) if channel.ndim == 2 else weights
-    native = np.empty(labels.shape, dtype=np.float64)
-    half = np.empty((max(n0 - 1, 0), n1, n2), dtype=np.float64)
+    native, half = _transform_buffers(channel.shape) if buffers is None else buffers
     blocks = -(-(n1 * n2) // _BLOCK)
 
     radius = int(WINDOW_RADIUS)
@@ -771,11 +785,15 @@ def _transform_passes(
 
 
 def _scaled_signed_distance(
-    channel: npt.NDArray, voxel_size: Sequence[float], scale: float, out: npt.NDArray[np.float32]
+    channel: npt.NDArray,
+    voxel_size: Sequence[float],
+    scale: float,
+    out: npt.NDArray[np.float32],
+    buffers: tuple[npt.NDArray, npt.NDArray] | None = None,
 ) -> None:
     """Write ``signed_distance(channel) / scale`` (float32) into ``out``."""
     channel = np.asarray(channel)
-    plane, column = _transform_passes(channel, voxel_size, scale, out)
+    plane, column = _transform_passes(channel, voxel_size, scale, out, buffers)
     plane()
     column()
     if np.isinf(out.flat[0]):  # no face anywhere in the channel
@@ -818,8 +836,9 @@ def hot_distance_target(
     channels = gt.shape[0]
     target = np.empty((2 * channels,) + gt.shape[1:], dtype=np.float32)
     target[:channels] = gt
+    buffers = _transform_buffers(gt.shape[1:])  # shared by the channels
     for i in range(channels):
-        _scaled_signed_distance(gt[i], voxel_size, scale_factor, target[channels + i])
+        _scaled_signed_distance(gt[i], voxel_size, scale_factor, target[channels + i], buffers)
     np.tanh(target[channels:], out=target[channels:])
     return target
 

@@ -999,6 +999,23 @@ def _tanh_table(entries, unit, scale):  # pragma: no cover - jit
     return table
 
 
+@_jit()
+def _window_with_ring(lines, j, weight, radius, ring, inf_row, out):  # pragma: no cover - jit
+    """``out = min(ring, lines[j ± r] + weight * r**2 for r <= radius)``:
+    the squared distance at line ``j`` of ``lines`` ``(n, m)`` to the nearest
+    site up to ``radius`` lines away, or to the ring (squared distance ``ring``)."""
+    n = lines.shape[0]
+    own = lines[j]
+    for k in range(out.shape[0]):
+        out[k] = min(own[k], ring)
+    for r in range(1, radius + 1):
+        c = (weight * r) * r
+        up = lines[j + r] if j + r < n else inf_row
+        down = lines[j - r] if j - r >= 0 else inf_row
+        for k in range(out.shape[0]):
+            out[k] = min(out[k], min(up[k], down[k]) + c)
+
+
 @_jit(nogil=True)
 def _near_unknown_plane(
     known, w1, w2, radius1, ring1, bound_squared, out, first, stop
@@ -1030,15 +1047,7 @@ def _near_unknown_plane(
             target = out[i, j * n2 : (j + 1) * n2]
             edge = min(j + 1, n1 - j)
             ring = (w1 * edge) * edge if ring1 else np.inf
-            own = rows[j]
-            for k in range(n2):
-                target[k] = min(own[k], ring)
-            for r in range(1, radius1 + 1):
-                c = (w1 * r) * r
-                up = rows[j + r] if j + r < n1 else inf_row
-                down = rows[j - r] if j - r >= 0 else inf_row
-                for k in range(n2):
-                    target[k] = min(target[k], min(up[k], down[k]) + c)
+            _window_with_ring(rows, j, w1, radius1, ring, inf_row, target)
             for k in range(n2):
                 if target[k] > bound_squared:
                     target[k] = np.inf
@@ -1059,16 +1068,7 @@ def _near_unknown_slices(
     inf_row = np.full(m, np.inf)
     for i in range(first, stop):
         edge = min(i + 1, n0 - i)
-        ring = (w0 * edge) * edge
-        own = plane[i]
-        for v in range(m):
-            best[v] = min(own[v], ring)
-        for r in range(1, radius0 + 1):
-            c = (w0 * r) * r
-            up = plane[i + r] if i + r < n0 else inf_row
-            down = plane[i - r] if i - r >= 0 else inf_row
-            for v in range(m):
-                best[v] = min(best[v], min(up[v], down[v]) + c)
+        _window_with_ring(plane, i, w0, radius0, (w0 * edge) * edge, inf_row, best)
         target = known[i]
         for v in range(m):
             b2 = best[v]

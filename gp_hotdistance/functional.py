@@ -343,6 +343,24 @@ def _scan_row(
     over the ``k`` where ``row[k] != right[k]``; if ``has_below``, ``f0``
     likewise against ``below``. ``inf`` where there is none."""
     n = f2.shape[0]
+    first = row[0]
+    uniform = True  # a uniform row equal to its neighbours has no site
+    for x in range(n):
+        if (
+            row[x] != first
+            or (has_right and right[x] != first)
+            or (has_below and below[x] != first)
+        ):
+            uniform = False
+            break
+    if uniform:
+        for x in range(n):
+            f2[x] = np.inf
+            if has_right:
+                f1[x] = np.inf
+            if has_below:
+                f0[x] = np.inf
+        return
     last2 = -np.inf
     last1 = -np.inf
     last0 = -np.inf

@@ -22,7 +22,9 @@ computes the same numbers without the doubled grid: faces normal to axis ``a``
 sit half a voxel off the grid along ``a`` only, so a separable lower envelope
 of parabolas (Felzenszwalb & Huttenlocher) that interleaves the half-offset
 sites with the native ones along one axis at a time gives the exact squared
-distance on the native grid.
+distance on the native grid. Each envelope step first tries a windowed
+minimum, vectorised over 64 neighbouring lines and exact once every point is
+settled, and falls back to the envelope for lines it cannot settle.
 """
 
 from __future__ import annotations

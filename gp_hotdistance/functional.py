@@ -471,11 +471,11 @@ def _envelope_line(
 
 @_jit()
 def _windowed_min(
-    native, half, has_half, weight, radius, p0, p1, best, failed, inf_row
+    native, half, has_half, weight, radius, p0, p1, out, q0, failed, inf_row
 ):  # pragma: no cover - jit
     """Lower envelope along axis 0 of the lanes ``p0 .. p1 - 1`` of ``(n, m)``
     arrays (``native`` costs at ``i``, ``half`` at ``i + 0.5`` if
-    ``has_half``), as a windowed minimum into ``best[:, :p1 - p0]``.
+    ``has_half``), as a windowed minimum into ``out[:, q0 : q0 + p1 - p0]``.
 
     A point is settled once its minimum is at most the cost of the nearest
     site not yet visited (``weight * r**2`` at distance ``r``); points of
@@ -494,7 +494,7 @@ def _windowed_min(
     nfailed = 0
     steps = 0
     for i in range(n):
-        row = best[i, :nb]
+        row = out[i, q0 : q0 + nb]
         own = native[i, p0:p1]
         nearest = 0.5 if has_half else 1.0
         bound = (weight * nearest) * nearest
@@ -544,10 +544,11 @@ def _windowed_min(
 
 @_jit()
 def _lane_scratch(n):  # pragma: no cover - jit
-    """Scratch buffers of :func:`_transform_lanes` for lines of ``n`` points."""
+    """Scratch buffers for lines of ``n`` points: the column pass's lane
+    results, then those of :func:`_transform_lanes`."""
     half_n = max(n - 1, 1)
     return (
-        np.empty((n, _BLOCK), dtype=np.float64),  # best
+        np.empty((n, _BLOCK), dtype=np.float64),  # lane results (column pass)
         np.empty(_BLOCK, dtype=np.uint8),  # failed
         np.full(_BLOCK, np.inf),  # inf_row
         np.empty((_BLOCK, n), dtype=np.float64),  # line_native
@@ -563,17 +564,17 @@ def _lane_scratch(n):  # pragma: no cover - jit
 
 @_jit()
 def _transform_lanes(
-    native, half, has_half, weight, radius, p0, p1, scratch
+    native, half, has_half, weight, radius, p0, p1, out, q0, scratch
 ):  # pragma: no cover - jit
     """Exact lower envelope along axis 0 of the lanes ``p0 .. p1 - 1`` of
-    ``(n, m)`` arrays (see :func:`_windowed_min`), into ``scratch[0][:, :p1 -
-    p0]``: the windowed minimum, then :func:`_envelope_line` for the lanes it
+    ``(n, m)`` arrays (see :func:`_windowed_min`), into ``out[:, q0 : q0 + p1
+    - p0]``: the windowed minimum, then :func:`_envelope_line` for the lanes it
     did not settle. Returns whether the window was given up for every lane
     (see :func:`_windowed_min`)."""
-    best, failed, inf_row, line_native, line_half, line_out, pos, val, icept, bnum, bden = scratch
+    _, failed, inf_row, line_native, line_half, line_out, pos, val, icept, bnum, bden = scratch
     n = native.shape[0]
     nb = p1 - p0
-    result = _windowed_min(native, half, has_half, weight, radius, p0, p1, best, failed, inf_row)
+    result = _windowed_min(native, half, has_half, weight, radius, p0, p1, out, q0, failed, inf_row)
     if result == 0:
         return False
     if result < 0:
@@ -605,7 +606,7 @@ def _transform_lanes(
     for i in range(n):
         for b in range(nb):
             if failed[b]:
-                best[i, b] = line_out[b, i]
+                out[i, q0 + b] = line_out[b, i]
     return result < 0
 
 
@@ -620,7 +621,6 @@ def _plane_pass(labels, w1, w2, radius, native, half, first, stop):  # pragma: n
     f1 = np.empty((max(n1 - 1, 1), n2), dtype=np.float64)  # family 1, half along axis 1
     f0 = np.empty((n1, n2), dtype=np.float64)  # family 0 of slice i + 0.5
     scratch = _lane_scratch(n1)
-    best = scratch[0]
     # per family (2 and 1 merged, 0) and lane block: slices left to go
     # straight through the envelope, as the block gave up on the window
     direct = np.zeros((2, -(-n2 // _BLOCK)), dtype=np.int64)
@@ -656,12 +656,9 @@ def _plane_pass(labels, w1, w2, radius, native, half, first, stop):  # pragma: n
                 merged = family == 0
                 src = f2 if merged else f0
                 dst = native[i] if merged else half[i]
-                gave_up = _transform_lanes(src, f1, merged, w1, r, p0, p1, scratch)
+                gave_up = _transform_lanes(src, f1, merged, w1, r, p0, p1, dst, p0, scratch)
                 if gave_up and r >= 0:
                     direct[family, blk] = _WINDOW_RETRY
-                for j in range(n1):
-                    for b in range(p1 - p0):
-                        dst[j, p0 + b] = best[j, b]
 
 
 @_jit(nogil=True)
@@ -678,7 +675,7 @@ def _column_pass(
     for block in range(first, stop):
         p0 = block * _BLOCK
         p1 = min(p0 + _BLOCK, m)
-        _transform_lanes(native, half, n0 > 1, w0, radius, p0, p1, scratch)
+        _transform_lanes(native, half, n0 > 1, w0, radius, p0, p1, best, 0, scratch)
         for i in range(n0):
             for b in range(p1 - p0):
                 d = np.float32(np.sqrt(best[i, b]))

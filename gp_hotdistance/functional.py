@@ -544,11 +544,9 @@ def _windowed_min(
 
 @_jit()
 def _lane_scratch(n):  # pragma: no cover - jit
-    """Scratch buffers for lines of ``n`` points: the column pass's lane
-    results, then those of :func:`_transform_lanes`."""
+    """Scratch buffers of :func:`_transform_lanes` for lines of ``n`` points."""
     half_n = max(n - 1, 1)
     return (
-        np.empty((n, _BLOCK), dtype=np.float64),  # lane results (column pass)
         np.empty(_BLOCK, dtype=np.uint8),  # failed
         np.full(_BLOCK, np.inf),  # inf_row
         np.empty((_BLOCK, n), dtype=np.float64),  # line_native
@@ -571,7 +569,7 @@ def _transform_lanes(
     - p0]``: the windowed minimum, then :func:`_envelope_line` for the lanes it
     did not settle. Returns whether the window was given up for every lane
     (see :func:`_windowed_min`)."""
-    _, failed, inf_row, line_native, line_half, line_out, pos, val, icept, bnum, bden = scratch
+    failed, inf_row, line_native, line_half, line_out, pos, val, icept, bnum, bden = scratch
     n = native.shape[0]
     nb = p1 - p0
     result = _windowed_min(native, half, has_half, weight, radius, p0, p1, out, q0, failed, inf_row)
@@ -671,7 +669,7 @@ def _column_pass(
     where ``labels == 0``)."""
     n0, m = native.shape
     scratch = _lane_scratch(n0)
-    best = scratch[0]
+    best = np.empty((n0, _BLOCK), dtype=np.float64)  # one block's lanes
     for block in range(first, stop):
         p0 = block * _BLOCK
         p1 = min(p0 + _BLOCK, m)
@@ -1008,12 +1006,19 @@ _TANH_TABLE_LIMIT = 1 << 20
 
 @_jit()
 def _tanh_table(entries, unit, scale):  # pragma: no cover - jit
-    """``tanh(sqrt(k * unit) / scale)`` for ``k < entries``, exactly as
-    :func:`_near_unknown_slices` computes it."""
+    """``tanh(sqrt(k * unit) / scale)`` for ``k < entries``, by
+    :func:`_tanh_of_squared` as where it is not tabled."""
     table = np.empty(entries, dtype=np.float64)
     for k in range(entries):
-        table[k] = np.tanh(np.sqrt(k * unit) / scale)
+        table[k] = _tanh_of_squared(k * unit, scale)
     return table
+
+
+@_jit(inline="always")
+def _tanh_of_squared(squared, scale):  # pragma: no cover - jit
+    """``tanh(sqrt(squared) / scale)``: the one expression every distance-mask
+    path uses, so that tabled and computed values agree bit for bit."""
+    return np.tanh(np.sqrt(squared) / scale)
 
 
 @_jit()
@@ -1094,7 +1099,7 @@ def _near_unknown_slices(
             elif unit > 0:
                 target[v] = table[int(b2 / unit)]
             else:
-                target[v] = np.tanh(np.sqrt(b2) / scale)
+                target[v] = _tanh_of_squared(b2, scale)
 
 
 @_jit(nogil=True)
@@ -1104,7 +1109,7 @@ def _known_tanh(squared, scale, bound_squared, known, first, stop):  # pragma: n
     the threshold, so it is never needed)."""
     for v in range(first, stop):
         b2 = np.float64(squared[v])
-        known[v] = np.inf if b2 > bound_squared else np.tanh(np.sqrt(b2) / scale)
+        known[v] = np.inf if b2 > bound_squared else _tanh_of_squared(b2, scale)
 
 
 @_jit(nogil=True)

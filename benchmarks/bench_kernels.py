@@ -157,7 +157,7 @@ def _reset_peak():
 
 
 def _best(fn, repeats):
-    """Best and all wall times of ``repeats`` calls of ``fn``."""
+    """Best wall time of ``repeats`` calls of ``fn``."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -157,3 +157,27 @@ def blockwise_targets_args(data, output, block, scale, *extra) -> list[str]:
         "--no-progress",
         *extra,
     ]  # fmt: skip
+
+
+def tiny_config(data_section, dims=2, **training):
+    """A run config for the demo classes (mito, er) with the smallest model
+    that trains: ``dims``-D, output 8 per axis, 2 iterations, checkpoints
+    every 2, snapshots every iteration, no PreCache workers; ``training``
+    overrides any of those settings."""
+    from pipelines.config import from_dict
+
+    settings = {"iterations": 2, "save_every": 2, "snapshot_every": 1, "num_workers": 0}
+    settings.update(training)
+    return from_dict(
+        {
+            "channels": ["mito", "er"],
+            "scale_factor": 24.0,
+            "data": data_section,
+            "model": {
+                "num_fmaps": 2,
+                "downsample_factors": [[2] * dims],
+                "output_shape": [8] * dims,
+            },
+            "training": settings,
+        }
+    )

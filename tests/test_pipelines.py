@@ -25,28 +25,10 @@ from pipelines import train as train_module
 from pipelines.batches import BatchArray, build_data_pipeline, open_data, resolve_data
 from pipelines.config import ConfigError, from_dict, load_config
 from pipelines.demo_data import make_cellmap_demo
+from tests.helpers import tiny_config
 
 BATCH_SEED = 0  # random seed of the batch in test_loss_falls_when_fitting_one_batch
 LOSS_STEPS = 100  # Adam steps on that batch: its loss falls to below half (measured)
-
-
-def tiny_config(data_section, dims=2, **training):
-    output_shape = [8] * dims
-    settings = {"iterations": 2, "save_every": 2, "snapshot_every": 1, "num_workers": 0}
-    settings.update(training)
-    return from_dict(
-        {
-            "channels": ["mito", "er"],
-            "scale_factor": 24.0,
-            "data": data_section,
-            "model": {
-                "num_fmaps": 2,
-                "downsample_factors": [[2] * dims],
-                "output_shape": output_shape,
-            },
-            "training": settings,
-        }
-    )
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from pipelines.rundir import (
     RunDirectoryError,
     config_differences,
 )
+from tests.helpers import tiny_config
 
 
 def small_config(**changes):
@@ -417,17 +418,9 @@ def test_written_files_get_the_permissions_of_the_umask(tmp_path):
 
 
 def tiny_training_config(data_section, **training):
-    settings = {"iterations": 2, "save_every": 1, "snapshot_every": 100, "num_workers": 0}
-    settings.update(training)
-    return from_dict(
-        {
-            "channels": ["mito", "er"],
-            "scale_factor": 24.0,
-            "data": data_section,
-            "model": {"num_fmaps": 2, "downsample_factors": [[2, 2]], "output_shape": [8, 8]},
-            "training": settings,
-        }
-    )
+    """:func:`tests.helpers.tiny_config` saving a checkpoint every iteration
+    and no snapshots."""
+    return tiny_config(data_section, **{"save_every": 1, "snapshot_every": 100, **training})
 
 
 @pytest.fixture(scope="module")

@@ -67,14 +67,19 @@ HOLDER = textwrap.dedent(
 )
 
 
-def start_holder(path):
-    process = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path)],
+def run_script(script, path):
+    """``python -c script path`` from the repository root, stdin and stdout piped."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).parent.parent,
     )
+
+
+def start_holder(path):
+    process = run_script(HOLDER, path)
     assert process.stdout.readline() == "locked\n"
     return process
 
@@ -124,13 +129,7 @@ FORKING_HOLDER = textwrap.dedent(
 
 def test_a_lock_kept_by_a_forked_child_of_a_killed_run_is_explained(tmp_path, caplog):
     run = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", FORKING_HOLDER, str(run)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
+    holder = run_script(FORKING_HOLDER, run)
     child = int(holder.stdout.readline())
     try:
         os.kill(holder.pid, signal.SIGKILL)

@@ -21,13 +21,16 @@ every checkpoint).
 The demo: a config whose data is the container form with ``container: null``
 (the default) trains on :func:`pipelines.demo_data.make_cellmap_demo` in
 ``<run directory>/demo_data.zarr``; any ``demo_data.zarr`` container that a
-samples-form config names and that is missing is generated the same way
-(``configs/demo_2d.yaml`` names ``runs/demo/demo_data.zarr``).
+samples-form config names and that does not exist is generated the same way
+(``configs/demo_2d.yaml`` names ``runs/demo/demo_data.zarr``). Nothing that
+the demo generator did not create is ever written or removed (see
+:func:`generate_demo_data`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,24 +120,57 @@ def resolve_data(config: Config, out: Path) -> Config:
     return config.replace(data=from_dict({"data": demo.data_section()}).data)
 
 
-def generate_demo_data(config: Config) -> list[Path]:
+def generate_demo_data(config: Config, out: Path | None = None) -> list[Path]:
     """Write the demo into every ``demo_data.zarr`` container that a path of
     ``config`` (samples form) names and that is not complete yet; returns
-    the containers written."""
-    from pipelines.demo_data import CROP_BOXES, CROPS_PATH, make_cellmap_demo
+    the containers written.
+
+    A container is written only where nothing exists yet, or where an
+    earlier run wrote the demo (it holds the demo's marker file, see
+    :func:`pipelines.demo_data.claim_container`). A complete container
+    without the marker is read as it is; an incomplete one is refused and
+    left untouched. Generating outside the run directory ``out`` is logged
+    as a warning (a config names that place).
+
+    Raises:
+        ConfigError: a container that is incomplete and not the demo's.
+    """
+    from pipelines.demo_data import (
+        CROP_BOXES,
+        CROPS_PATH,
+        MARKER,
+        DemoPathError,
+        is_demo_container,
+        make_cellmap_demo,
+    )
 
     containers = set()
     for sample in _samples(config):
         for path in _paths(sample):
             containers.update(p for p in Path(path).parents if p.name == DEMO_CONTAINER)
+    inside = Path(out).absolute() if out is not None else None
     written = []
     for container in sorted(containers):
         # the last class of the last crop is written last: its presence means complete
         last = container / CROPS_PATH / list(CROP_BOXES)[-1] / config.channels[-1] / "s0"
-        if not last.exists():
+        if last.exists():
+            continue
+        if os.path.lexists(container) and not is_demo_container(container):
+            raise ConfigError(
+                f"{container} is named by the config's data paths but lacks "
+                f"{last.relative_to(container)}, and it was not written by the demo generator "
+                f"(no {MARKER} marker in it): it is left as it is. Point the data paths at your "
+                f"data, or at a path that does not exist yet to have the demo generated there"
+            )
+        if inside is not None and inside in container.absolute().parents:
             logger.info("generating demo data in %s", container)
+        else:
+            logger.warning("generating the synthetic demo data in %s", container)
+        try:
             make_cellmap_demo(container, **_demo_kwargs(config))
-            written.append(container)
+        except DemoPathError as error:
+            raise ConfigError(str(error)) from None
+        written.append(container)
     return written
 
 

@@ -32,12 +32,22 @@ Classes do not overlap (nucleus before mito before er). Usage::
 
     python -m pipelines.demo_data --out demo_data.zarr
     python -m pipelines.demo_data --single --out demo.zarr
+
+Nothing is ever written into a path that something else created: the
+container must not exist, or must hold the marker file :data:`MARKER` that
+an earlier run of this module wrote when it created the container (then the
+demo is written again in it). Anything else at the path is refused with
+:class:`DemoPathError` and left untouched.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
+import stat
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +110,70 @@ CROP_BOXES = {
 }
 TRAIN_CROPS = ("crop1", "crop2")
 EVAL_CROP = "crop3"
+
+#: The file that marks a container as created by this module: only a
+#: container holding it (a regular file, not a link) is ever written again.
+MARKER = ".gp_hotdistance_demo"
+# what the demo writes at the top of a container (removed before rewriting)
+_DEMO_ENTRIES = (".zgroup", ".zattrs", "recon-1", "raw", "gt", "mask", "eval")
+
+
+class DemoPathError(FileExistsError):
+    """The demo's path holds something this module did not create."""
+
+
+def is_demo_container(path: str | Path) -> bool:
+    """Whether ``path`` is a directory (not a link) holding :data:`MARKER`
+    (a regular file, not a link): a container this module created."""
+    path = Path(path)
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode) and stat.S_ISREG(
+            os.lstat(path / MARKER).st_mode
+        )
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def claim_container(path: str | Path) -> Path:
+    """Make ``path`` ready for the demo: create it (with :data:`MARKER`,
+    exclusively, never through a link) if nothing is there, or, if it is a
+    container this module created, remove the demo's own entries from it.
+
+    Raises:
+        DemoPathError: something else is at ``path`` (a folder or file of the
+            user's, a link, a container without the marker); it is untouched.
+    """
+    path = Path(path)
+    if os.path.lexists(path):
+        if not is_demo_container(path):
+            what = "a link" if path.is_symlink() else "a file" if not path.is_dir() else "a folder"
+            raise DemoPathError(
+                f"{path} already exists ({what} without the {MARKER} marker the demo writes): "
+                "the demo data is written only where nothing is yet, and this is left as it "
+                "is. Choose another path, or move it away yourself"
+            )
+        for name in _DEMO_ENTRIES:
+            entry = path / name
+            if entry.is_symlink() or entry.is_file():
+                entry.unlink()
+            elif entry.is_dir():
+                shutil.rmtree(entry)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        raise DemoPathError(f"{path} appeared while the demo was about to create it") from None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(path / MARKER, flags, 0o666), "w") as marker:
+        json.dump(
+            {
+                "created_by": "gp_hotdistance pipelines.demo_data",
+                "meaning": "synthetic demo data; the project may delete and rewrite this container",
+            },
+            marker,
+        )
+    return path
 
 
 @dataclass(frozen=True)
@@ -332,7 +406,8 @@ def make_demo_data(
     """Write the synthetic demo datasets into the zarr container ``path``.
 
     Args:
-        path: The zarr container to create (existing datasets are overwritten).
+        path: The zarr container to create: nothing may exist there yet,
+            unless it is a demo container (see :func:`claim_container`).
         shape: Spatial shape in voxels. Default ``(48, 192, 192)``, or
             ``(16, 192, 192)`` if ``anisotropic``, or ``(384, 384)`` for 2-D.
         voxel_size: World units per voxel. Default ``(8, 8, 8)``, ``(40, 4, 4)``
@@ -350,6 +425,7 @@ def make_demo_data(
         ValueError: On unknown or repeated classes, dims other than 2/3,
             ``anisotropic`` with 2-D, or shapes, voxel sizes or an offset
             that do not fit ``dims``.
+        DemoPathError: ``path`` holds something the demo did not create.
     """
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got dims={dims!r}")
@@ -375,7 +451,7 @@ def make_demo_data(
         )
     eval_seed = seed + 1 if eval_seed is None else eval_seed
 
-    path = Path(path)
+    path = claim_container(path)
     raw, gt, mask = generate(shape, voxel_size, classes, seed)
     _write(path, "raw", raw, voxel_size, offset, channels=False)
     _write(path, "gt", gt, voxel_size, offset, channels=True)
@@ -446,10 +522,12 @@ def make_cellmap_demo(
     write: bool = True,
 ) -> CellmapDemo:
     """Write the CellMap-style demo (see the module docs) into the zarr
-    container ``path`` (overwritten).
+    container ``path``.
 
     Args:
-        path: the container, e.g. ``runs/demo/demo_data.zarr``.
+        path: the container, e.g. ``runs/demo/demo_data.zarr``: nothing may
+            exist there yet, unless it is a demo container (see
+            :func:`claim_container`).
         raw_shape: raw shape in voxels of ``voxel_size``. Default
             ``(768, 768)`` in 2-D, ``(48, 192, 192)`` in 3-D,
             ``(64, 192, 192)`` if ``anisotropic``.
@@ -467,6 +545,8 @@ def make_cellmap_demo(
     Raises:
         ValueError: as :func:`make_demo_data`, and for label factors that do
             not divide ``voxel_size`` or crops smaller than one voxel.
+        DemoPathError: ``path`` holds something the demo did not create
+            (only with ``write``).
     """
     classes = _check_classes(classes)
     if dims not in (2, 3) or (anisotropic and dims != 3):
@@ -521,8 +601,7 @@ def make_cellmap_demo(
     if not write:
         return demo
 
-    if path.exists():
-        shutil.rmtree(path)
+    claim_container(path)
     fine_raw, gt, _ = generate(fine_shape, label_voxel, classes, seed)
     raw = np.round(mean_pool(fine_raw, factors)).astype(np.uint8)
     write_volume(
@@ -568,11 +647,17 @@ def _add_level(group_path: Path, s0: npt.NDArray[np.uint8], voxel_size: Coordina
     group.attrs["multiscales"] = multiscales
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m pipelines.demo_data --out demo_data.zarr``
-    (``--single`` for the single-container form)."""
+    (``--single`` for the single-container form). Returns the exit status:
+    2 when ``--out`` holds something the demo did not create."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="zarr container to write")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="zarr container to create (refused if it exists, unless an earlier run of this "
+        "command created it)",
+    )
     parser.add_argument(
         "--single",
         action="store_true",
@@ -593,6 +678,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.anisotropic and args.dims is None:
         args.dims = 3
+    if args.offset is not None and not args.single:
+        parser.error("--offset is for --single only")
+    try:
+        _write_demo(args)
+    except DemoPathError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _write_demo(args: argparse.Namespace) -> None:
     if args.single:
         data = make_demo_data(
             args.out,
@@ -610,8 +706,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"voxel size {data.voxel_size}"
         )
         return
-    if args.offset is not None:
-        parser.error("--offset is for --single only")
     demo = make_cellmap_demo(
         args.out,
         raw_shape=args.shape,
@@ -631,4 +725,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

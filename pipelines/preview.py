@@ -126,7 +126,7 @@ def preview(config: Config, out: Path, batches: int) -> list[Path]:
     random.seed(config.training.seed)  # gunpowder draws each request's seed from it
     np.random.seed(config.training.seed)
     config = resolve_data(config, out)
-    generate_demo_data(config)
+    generate_demo_data(config, out)
     data = open_data(config)
     model = make_model(config, make_predictor(config))
     output_shape = Coordinate(config.model.output_shape)

@@ -227,7 +227,7 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
         config = resolve_data(config, out)
         run.check_config(config)
         device = resolve_device(config.training.device)
-        generate_demo_data(config)
+        generate_demo_data(config, out)
         data = open_data(config)
         torch.manual_seed(config.training.seed)
         np.random.seed(config.training.seed)

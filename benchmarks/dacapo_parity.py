@@ -2,7 +2,7 @@
 
 A standalone script, not a test: it needs ``dacapo-ml==0.3.5``, which the
 project never depends on. Install DaCapo in a separate virtual environment
-(torch pinned, see SPEC.md) and run from the repository root::
+(torch pinned, see docs/SPEC.md) and run from the repository root::
 
     PYTHONPATH=$PWD /path/to/dacapo-venv/bin/python benchmarks/dacapo_parity.py
 

@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 from funlib.geometry import Coordinate, Roi
 
-from gp_hotdistance import functional as F
-from gp_hotdistance.functional import MovingCounts
+from gp_hotdistance import kernels
+from gp_hotdistance.kernels import MovingCounts
 
 if TYPE_CHECKING:
     # imported where used: dask and funlib.persistence take seconds to import,
@@ -83,7 +83,7 @@ class HotDistancePredictor(Predictor):
             (``True``/``False``, numpy bools included).
         kernel_size: Kernel size of the model head (a positive integer).
         epsilon, threshold: Distance-mask parameters (see
-            :func:`gp_hotdistance.functional.distance_mask`): finite,
+            :func:`gp_hotdistance.kernels.distance_mask`): finite,
             ``epsilon >= 0`` and ``0 < threshold <= 1`` (``threshold`` caps a
             tanh value, so 0 would switch the distance mask off).
         clipmin, clipmax: Clip range of the class fractions when balancing,
@@ -124,7 +124,7 @@ class HotDistancePredictor(Predictor):
             raise TypeError(f"mask_distances must be True or False, got {mask_distances!r}")
         if not isinstance(norm, str) or norm != "tanh":
             raise ValueError(f"norm must be 'tanh' (the only normalisation), got {norm!r}")
-        if not F.is_integer(kernel_size) or kernel_size < 1:
+        if not kernels.is_integer(kernel_size) or kernel_size < 1:
             raise ValueError(f"kernel_size must be a positive integer, got {kernel_size!r}")
         if not _finite("epsilon", epsilon) >= 0:
             raise ValueError(f"epsilon must be >= 0, got epsilon={epsilon!r}")
@@ -252,10 +252,10 @@ class HotDistancePredictor(Predictor):
             TypeError: unsupported dtype.
         """
         data = np.asarray(data)
-        F.check_dims(spatial_dims, name)
-        F.check_not_empty(data, name)
+        kernels.check_dims(spatial_dims, name)
+        kernels.check_not_empty(data, name)
         if data.ndim == spatial_dims:
-            return F.to_channels(data, self.class_ids)
+            return kernels.to_channels(data, self.class_ids)
         if data.ndim != spatial_dims + 1:
             raise ValueError(
                 f"{name} must be (C, *spatial) or (*spatial) with {spatial_dims} spatial "
@@ -266,7 +266,7 @@ class HotDistancePredictor(Predictor):
                 f"{name} has {data.shape[0]} channels, but channels={self.channels} "
                 f"names {self.classes}"
             )
-        F.check_binary(data, name)
+        kernels.check_binary(data, name)
         return data
 
     def process(self, labels: npt.NDArray, voxel_size: Sequence[float]) -> npt.NDArray[np.float32]:
@@ -277,9 +277,9 @@ class HotDistancePredictor(Predictor):
             ValueError: a voxel size that is not positive and finite, or the
                 errors of :meth:`gt_channels`.
         """
-        voxel_size = F.check_voxel_size(voxel_size)
+        voxel_size = kernels.check_voxel_size(voxel_size)
         labels = self.gt_channels(labels, len(voxel_size), name="labels")
-        return F.hot_distance_target(labels, voxel_size, self.scale_factor)
+        return kernels.hot_distance_target(labels, voxel_size, self.scale_factor)
 
     def create_target(self, gt: Array) -> Array:
         """The target Array (``2C`` channels, axis ``c^`` first) at ``gt``'s
@@ -299,19 +299,19 @@ class HotDistancePredictor(Predictor):
             ValueError: wrong dims or channels, no voxels, a voxel size that
                 is not positive and finite, a mask that is not broadcastable
                 or holds values outside ``[0, 1]`` (see
-                :func:`gp_hotdistance.functional.check_mask`).
+                :func:`gp_hotdistance.kernels.check_mask`).
         """
         distances = np.asarray(distances)
-        F.check_dims(distances.ndim - 1, "distances")
-        F.check_not_empty(distances, "distances")
-        voxel_size = F.check_voxel_size(voxel_size, distances.ndim - 1)
+        kernels.check_dims(distances.ndim - 1, "distances")
+        kernels.check_not_empty(distances, "distances")
+        voxel_size = kernels.check_voxel_size(voxel_size, distances.ndim - 1)
         if distances.shape[0] != self.classes:
             raise ValueError(
                 f"distances has {distances.shape[0]} channels, expected {self.classes}"
             )
         if mask is None:
             mask = np.ones(distances.shape[1:], dtype=np.uint8)
-        return F.distance_mask(
+        return kernels.distance_mask(
             distances,
             np.asarray(mask),
             voxel_size,
@@ -334,12 +334,12 @@ class HotDistancePredictor(Predictor):
         Raises:
             ValueError: ``gt`` or ``mask`` does not cover ``target.roi`` on
                 ``target``'s voxel grid, malformed ``moving_class_counts``
-                (see :func:`gp_hotdistance.functional.check_moving_counts`),
+                (see :func:`gp_hotdistance.kernels.check_moving_counts`),
                 or a mask value outside ``[0, 1]``.
         """
         roi = target.roi
         if moving_class_counts is not None:
-            moving_class_counts = F.check_moving_counts(
+            moving_class_counts = kernels.check_moving_counts(
                 moving_class_counts, self.embedding_dims, "moving_class_counts"
             )
         gt_data = self.gt_channels(_read(gt, target, "gt"), len(roi.shape))
@@ -350,7 +350,7 @@ class HotDistancePredictor(Predictor):
             distance_mask = self.create_distance_mask(
                 target_data[self.classes :], mask_data, target.voxel_size
             )
-        weights, counts = F.hot_distance_weights(
+        weights, counts = kernels.hot_distance_weights(
             gt_data, mask_data, distance_mask, moving_class_counts, self.clipmin, self.clipmax
         )
         return _channel_array(weights, target), counts
@@ -369,7 +369,7 @@ def grid_voxel_size(voxel_size: Any, name: str = "voxel_size") -> Coordinate:
         TypeError: an entry is not a number.
         ValueError: an entry is not a positive integer.
     """
-    values = F.check_voxel_size(voxel_size, name=name)
+    values = kernels.check_voxel_size(voxel_size, name=name)
     if not all(float(v).is_integer() for v in values):
         raise ValueError(f"{name} must be integers on the voxel grid, got {values!r}")
     return Coordinate(int(v) for v in values)
@@ -453,7 +453,7 @@ def _finite(name: str, value: Any) -> float:
         TypeError: ``value`` is not a real number.
         ValueError: ``value`` is NaN, infinite or too large for a float.
     """
-    if not F.is_real(value):
+    if not kernels.is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         as_float = float(value)
@@ -491,7 +491,7 @@ def _check_class_ids(class_ids: Any, classes: int) -> tuple[int, ...]:
         raise TypeError(f"class_ids must be a list of integers, got {class_ids!r}")
     ids = list(class_ids)
     for i in ids:
-        if not F.is_integer(i):
+        if not kernels.is_integer(i):
             raise TypeError(f"class_ids must be integers, got {i!r} in class_ids={ids!r}")
         if not 0 <= i <= _MAX_CLASS_ID:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Slow, obviously-correct reference of SPEC.md, the DaCapo way.
+"""Slow, obviously-correct reference of docs/SPEC.md, the DaCapo way.
 
 Used by the tests (parity with :mod:`gp_hotdistance.functional`) and by the
 benchmarks (the baseline to beat). Written straight from the specification,

@@ -286,10 +286,10 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
 
 def test_worker_sets_kernel_threads(data, tmp_path, monkeypatch):
     """A job limits its worker's kernels through GP_HOTDISTANCE_THREADS
-    (read by functional.kernel_threads at every call) and numba."""
+    (read by kernels.kernel_threads at every call) and numba."""
     import numba
 
-    from gp_hotdistance.functional import THREADS_ENV, kernel_threads
+    from gp_hotdistance.kernels import THREADS_ENV, kernel_threads
 
     monkeypatch.delenv(THREADS_ENV, raising=False)
     before = numba.get_num_threads()

@@ -236,7 +236,7 @@ BAD_COUNTS = [
     ([[0, 1]], TypeError, ["state must be a dict", "[[0, 1]]"]),
     ({"moving_counts": None}, TypeError, ["moving_counts must be a list", "None"]),
     ({"moving_counts": {"0": [0, 1]}}, TypeError, ["moving_counts must be a list"]),
-    (state_with({"0": [0, 1]}), ValueError, ["moving_counts[1]", "classes 0 and 1", "['0']"]),
+    (state_with({"0": [0, 1]}), ValueError, ["moving_counts[1]", "classes 0 and 1", "keys [0]"]),
     (state_with({}), ValueError, ["moving_counts[1]", "classes 0 and 1", "[]"]),
     (state_with(None), TypeError, ["moving_counts[1]", "None"]),
     (state_with([[0, 1], [0, 1]]), TypeError, ["moving_counts[1]", "[[0, 1], [0, 1]]"]),

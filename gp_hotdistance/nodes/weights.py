@@ -8,8 +8,8 @@ from typing import Any
 import gunpowder as gp
 import numpy as np
 
-from gp_hotdistance import functional as F
-from gp_hotdistance.functional import MovingCounts
+from gp_hotdistance import kernels
+from gp_hotdistance.kernels import MovingCounts
 from gp_hotdistance.nodes.common import (
     ContextFilter,
     check_same_voxel_size,
@@ -84,7 +84,7 @@ class WeightNode(ContextFilter):
         self.mask = mask
         self.distance_mask = distance_mask
         self.use_moving_counts = bool(moving_counts)
-        self.moving_counts: MovingCounts = F.new_moving_counts(predictor.embedding_dims)
+        self.moving_counts: MovingCounts = kernels.new_moving_counts(predictor.embedding_dims)
 
     def state_dict(self) -> dict[str, Any]:
         """The moving counts, JSON-serialisable:
@@ -102,7 +102,7 @@ class WeightNode(ContextFilter):
         The counts are checked before they replace the current ones: ``2C``
         dicts, each with exactly the classes ``"0"`` and ``"1"`` (or ints),
         each a pair ``[num, den]`` of finite numbers with ``num >= 0`` and
-        ``den >= 1`` (see :func:`gp_hotdistance.functional.check_moving_counts`).
+        ``den >= 1`` (see :func:`gp_hotdistance.kernels.check_moving_counts`).
 
         Raises:
             TypeError: ``state`` is not a dict, or a count has the wrong type.
@@ -116,7 +116,9 @@ class WeightNode(ContextFilter):
         if "moving_counts" not in state:
             raise ValueError(f"{self.name()}: state has no 'moving_counts', got keys {list(state)}")
         with errors_about(self, self.weights):
-            counts = F.check_moving_counts(state["moving_counts"], self.predictor.embedding_dims)
+            counts = kernels.check_moving_counts(
+                _int_classes(state["moving_counts"]), self.predictor.embedding_dims
+            )
         self.moving_counts = counts
 
     def setup(self) -> None:
@@ -154,15 +156,15 @@ class WeightNode(ContextFilter):
         mask = None
         if self.mask is not None:
             with errors_about(self, self.mask):
-                mask = F.broadcast_mask(batch.arrays[self.mask].data, gt_data.shape)
+                mask = kernels.broadcast_mask(batch.arrays[self.mask].data, gt_data.shape)
         distance_mask = None
         if self.distance_mask is not None:
             with errors_about(self, self.distance_mask):
-                distance_mask = F.broadcast_mask(
+                distance_mask = kernels.broadcast_mask(
                     batch.arrays[self.distance_mask].data, gt_data.shape, name="distance_mask"
                 )
         counts = self.moving_counts if self.use_moving_counts else None
-        weights, counts = F.hot_distance_weights(
+        weights, counts = kernels.hot_distance_weights(
             gt_data,
             mask,
             distance_mask,
@@ -176,3 +178,22 @@ class WeightNode(ContextFilter):
         spec.roi = request[self.weights].roi
         outputs.arrays[self.weights] = gp.Array(weights, spec)
         return outputs
+
+
+def _int_classes(counts: Any) -> Any:
+    """``counts`` with the class keys ``"0"`` and ``"1"`` of a JSON round trip
+    as ints; anything else is left for :func:`~gp_hotdistance.kernels.check_moving_counts`
+    to refuse."""
+    if not isinstance(counts, (list, tuple)):
+        return counts
+    converted = []
+    for channel in counts:
+        if isinstance(channel, Mapping):
+            keys = [_JSON_CLASSES.get(k, k) if isinstance(k, str) else k for k in channel]
+            if len(set(keys)) == len(channel):  # "0" beside 0 stays, to be refused
+                channel = dict(zip(keys, channel.values(), strict=True))
+        converted.append(channel)
+    return converted
+
+
+_JSON_CLASSES = {"0": 0, "1": 1}

@@ -216,13 +216,13 @@ class BlockJob:
 
     def _set_threads(self) -> None:
         """Limit this worker's kernels (``GP_HOTDISTANCE_THREADS``, read by
-        :func:`gp_hotdistance.functional.kernel_threads` at every call),
+        :func:`gp_hotdistance.kernels.kernel_threads` at every call),
         numba and an imported torch to ``threads``; 0 leaves them alone."""
         if self.threads < 1 or self._cache.get("threads_set"):
             return
         import numba
 
-        from gp_hotdistance.functional import THREADS_ENV
+        from gp_hotdistance.kernels import THREADS_ENV
 
         os.environ[THREADS_ENV] = str(self.threads)
         numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))

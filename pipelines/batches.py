@@ -36,7 +36,7 @@ from pathlib import Path
 
 import gunpowder as gp
 import numpy as np
-from funlib.geometry import Coordinate, Roi
+from funlib.geometry import Coordinate
 
 from gp_hotdistance import DistanceMaskNode, TargetNode, WeightNode
 from gp_hotdistance.data import Sample, sample_sources, write_volume
@@ -82,12 +82,13 @@ class Keys:
 
 @dataclass
 class Data:
-    """The opened samples of a config (new form)."""
+    """The opened samples of a config (samples form): the training samples
+    with their weights and the evaluation samples."""
 
     voxel_size: Coordinate
     samples: list[Sample]
     weights: list[float]
-    eval: Sample | None
+    eval: list[Sample]
 
 
 def resolve_data(config: Config, out: Path) -> Config:
@@ -186,7 +187,7 @@ def _demo_kwargs(config: Config) -> dict:
 
 def _samples(config: Config) -> list[SampleConfig]:
     data = config.data
-    return [*data.samples, *([data.eval] if data.eval is not None else [])]
+    return [*data.samples, *data.eval]
 
 
 def _paths(sample: SampleConfig) -> list[str]:
@@ -216,26 +217,12 @@ def open_data(config: Config) -> Data:
     samples = [
         open_sample(config, s, f"data.samples[{i}]") for i, s in enumerate(config.data.samples)
     ]
-    held_out = config.data.eval
     return Data(
         voxel_size=Coordinate(config.data.voxel_size),
         samples=samples,
         weights=[s.weight for s in config.data.samples],
-        eval=None if held_out is None else open_sample(config, held_out, "data.eval"),
+        eval=[open_sample(config, s, f"data.eval[{i}]") for i, s in enumerate(config.data.eval)],
     )
-
-
-def check_fits(sample: Sample, where: str, roi: Roi, context: Coordinate) -> None:
-    """Refuse (:class:`ConfigError`) a ``roi`` of ``sample`` whose raw, grown
-    by ``context`` (world units per side), leaves the raw volume."""
-    needed = roi.grow(context, context)
-    if not sample.raw_roi.contains(needed):
-        raise ConfigError(
-            f"{where}: the labelled ROI {roi} (shape {tuple(roi.shape / sample.voxel_size)} "
-            f"voxels) plus the model's context of {tuple(context / sample.voxel_size)} voxels "
-            f"per side needs raw over {needed}, but the raw volume {sample.raw.path} covers "
-            f"only {sample.raw_roi}"
-        )
 
 
 def build_data_pipeline(

@@ -29,7 +29,8 @@ optional and falls back to the defaults here (the embedded demo)::
             labels: {mito: jrc_x.zarr/recon-1/labels/groundtruth/crop9/mito}
             mask: null             # optional annotated-region mask (1 = known)
             weight: 1.0            # optional sampling weight (> 0)
-        eval: {raw: ..., labels: ...}   # optional held-out sample
+        eval:                      # optional evaluation crops (a list, or one mapping)
+          - {raw: ..., labels: ...}
         class_ids: [1, 2]          # only with class-id labels: ``labels: path/to/ids``
 
   ``labels`` is a bracket template (see :func:`expand_labels`, which is
@@ -196,13 +197,21 @@ class TrainingSampleConfig(SampleConfig):
 @dataclass(frozen=True, config=_SECTION)
 class SamplesDataConfig:
     """The samples form of ``data``: the training ``voxel_size`` (world
-    units, one per axis), at least one training sample, an optional held-out
-    ``eval`` sample and, for class-id labels only, ``class_ids``."""
+    units, one per axis), at least one training sample, the evaluation
+    samples ``eval`` (a list; one mapping is read as a list of one; scores
+    are pooled over them) and, for class-id labels only, ``class_ids``."""
 
     voxel_size: list[PositiveInt]
     samples: Annotated[list[TrainingSampleConfig], Field(min_length=1)]
-    eval: SampleConfig | None = None
+    eval: list[SampleConfig] = dataclasses.field(default_factory=list)
     class_ids: list[NonNegativeInt] | None = None
+
+    @field_validator("eval", mode="before")
+    @classmethod
+    def _eval_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, Mapping | SampleConfig) else value
 
 
 def _data_form(value: Any) -> str:
@@ -335,8 +344,7 @@ class Config:
                 f"of model.output_shape {self.model.output_shape}"
             )
         named = [(f"data.samples[{i}]", s) for i, s in enumerate(data.samples)]
-        if data.eval is not None:
-            named.append(("data.eval", data.eval))
+        named += [(f"data.eval[{i}]", s) for i, s in enumerate(data.eval)]
         for where, sample in named:
             classes = sample.label_datasets
             if classes is None:
@@ -399,9 +407,10 @@ def _locate(loc: tuple[str | int, ...]) -> str:
 
 def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
     parent = loc[-2:-1]
-    section = (
-        TrainingSampleConfig if parent and isinstance(parent[0], int) else _KEYS_OF.get(parent)
-    )
+    if parent and isinstance(parent[0], int):  # a list entry: a sample
+        section = SampleConfig if loc[-3:-2] == ("eval",) else TrainingSampleConfig
+    else:
+        section = _KEYS_OF.get(parent)
     return [f.name for f in dataclasses.fields(section)] if section else []
 
 

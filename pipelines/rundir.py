@@ -71,6 +71,7 @@ RESUMABLE_KEYS = (
     "data.eval_gt",
     "data.samples",
     "data.eval",
+    "data.eval.*",
 )
 
 _CHECKPOINT = re.compile(rf"^{CHECKPOINT_BASENAME}_checkpoint_(\d+)$")

@@ -1,8 +1,9 @@
-"""Train a UNet on hot-distance targets, then evaluate it on a held-out crop.
+"""Train a UNet on hot-distance targets, then evaluate it on the evaluation crops.
 
 ``python -m pipelines.train`` with no arguments generates the CellMap-style
 demo (if missing) into ``runs/demo/demo_data.zarr``, trains on the CPU (CUDA
-when present) and prints per-class Dice on the held-out crop.
+when present) and prints per-class Dice pooled over the evaluation crops
+(``data.eval``; see :mod:`pipelines.evaluation`).
 
 The pipeline (see :mod:`pipelines.batches`)::
 
@@ -47,14 +48,12 @@ from tqdm import tqdm
 
 from gp_hotdistance import WeightNode
 from gp_hotdistance.torch import HotDistanceLoss
-from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_padded
-from gp_hotdistance.torch.postprocess import segment
+from gp_hotdistance.torch.inference import input_shape_for
 from pipelines.batches import (
     Data,
     Keys,
     batch_arrays,
     build_data_pipeline,
-    check_fits,
     generate_demo_data,
     open_data,
     resolve_data,
@@ -63,10 +62,10 @@ from pipelines.batches import (
 from pipelines.common import (
     make_model,
     make_predictor,
-    normalize_raw,
     resolve_device,
 )
 from pipelines.config import Config, ConfigError, load_config
+from pipelines.evaluation import ClassScore, evaluate
 from pipelines.rundir import SUMMARY_NAME, Checkpoint, RunDirectory
 
 logger = logging.getLogger(__name__)
@@ -167,47 +166,6 @@ class Progress:
         self.bar.close()
 
 
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice coefficient of two boolean arrays (1.0 if both are empty)."""
-    total = int(prediction.sum()) + int(truth.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(prediction, truth).sum()) / total
-
-
-def eval_context(config: Config, data: Data, model: torch.nn.Module) -> Coordinate:
-    """World context the model reads around an output region; checks (before
-    any training) that the held-out crop plus this context fits in its raw
-    volume, else a :class:`ConfigError` naming the crop and the sizes."""
-    context = Coordinate(context_for(model, config.model.output_shape)) * data.voxel_size
-    if data.eval is not None:
-        check_fits(data.eval, "data.eval", data.eval.labelled_roi, context)
-    return context
-
-
-def evaluate(config: Config, data: Data, model: torch.nn.Module, device: str) -> dict[str, float]:
-    """Per-class Dice of the model's segmentation of the held-out crop's
-    labelled ROI, over the voxels where that class is known (mask 1). Raw is
-    read with the model's context around the crop from the raw volume, so
-    every prediction sees real data. Classes not known anywhere in the crop
-    are left out."""
-    if data.eval is None:
-        return {}
-    sample = data.eval
-    context = eval_context(config, data, model)
-    roi = sample.labelled_roi
-    raw = normalize_raw(sample.read_raw(roi.grow(context, context)), sample.raw.dtype)
-    prediction = predict_padded(model, raw, config.model.output_shape, device)
-    labels = segment(prediction)
-    truth, known = sample.read_labels(roi)
-    scores = {}
-    for i, name in enumerate(config.channels):
-        inside = known[i] == 1
-        if inside.any():
-            scores[name] = dice(labels[i][inside], truth[i][inside] == 1)
-    return scores
-
-
 def train(config: Config, out: Path, iterations: int | None = None, quiet: bool = False) -> dict:
     """Train in run directory ``out`` (resuming from its newest complete
     checkpoint) up to ``iterations`` and evaluate the trained model.
@@ -235,7 +193,6 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
 
         predictor = make_predictor(config)
         model = make_model(config, predictor)
-        eval_context(config, data, model)  # a held-out crop that cannot work fails now
         run.write_config(config)
         checkpoint = run.newest_complete()
         start = checkpoint.iteration if checkpoint is not None else 0
@@ -256,7 +213,9 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
             "wall_seconds": wall,
             "first_50_loss": float(np.mean(losses[:50])) if losses else None,
             "last_50_loss": float(np.mean(losses[-50:])) if losses else None,
-            "dice": scores,
+            "dice": {c: s.dice for c, s in scores.items()},
+            "evaluation": {c: s.to_dict() for c, s in scores.items()},
+            "evaluation_crops": len(data.eval),
             "device": device,
         }
         written = run.write_summary(summary)
@@ -349,12 +308,29 @@ def seeded_request(request: gp.BatchRequest, config: Config, iteration: int) -> 
     return seeded
 
 
+def print_scores(evaluation: dict[str, dict], crops: int) -> None:
+    """The report of :func:`pipelines.evaluation.evaluate` (as saved in the
+    summary): one line per class."""
+    if not evaluation:
+        return
+    print(f"Dice per class, pooled over {crops} evaluation crop{'s' if crops != 1 else ''}:")
+    for name, values in evaluation.items():
+        score = ClassScore(
+            values["known_voxels"],
+            values["truth_voxels"],
+            values["predicted_voxels"],
+            values["overlap_voxels"],
+            values["crops"],
+        )
+        print(f"dice {name}: {score.describe()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.train",
         description=(
             "Train a UNet on hot-distance targets (one-hot + tanh signed distances) and "
-            "report per-class Dice on the held-out block. Without arguments: the "
+            "report per-class Dice pooled over the evaluation crops. Without arguments: the "
             "embedded demo dataset, on the CPU (CUDA when present)."
         ),
     )
@@ -404,8 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             f"mean loss: first 50 iterations {summary['first_50_loss']:.4f}, "
             f"last 50 iterations {summary['last_50_loss']:.4f}"
         )
-    for name, score in summary["dice"].items():
-        print(f"dice {name}: {score:.3f}")
+    print_scores(summary["evaluation"], summary["evaluation_crops"])
     if not summary["summary_written"]:
         print(
             f"kept {SUMMARY_NAME}, which already evaluates iteration {summary['iterations']} or later"

@@ -193,7 +193,8 @@ def test_samples_form_paths_are_relative_to_the_config_file(tmp_path, monkeypatc
     }
     assert (first.weight, second.weight) == (1.0, 2.5)
     assert second.raw == "/abs/raw" and second.label_datasets == {"er": "s3://bucket/er"}
-    assert data.eval.labels == f"{base}/e.zarr/ids" and data.eval.label_datasets is None
+    (held_out,) = data.eval  # one mapping is a list of one
+    assert held_out.labels == f"{base}/e.zarr/ids" and held_out.label_datasets is None
     # from_dict without a base directory keeps relative paths as they are
     assert from_dict(values).data.samples[0].raw == "../d.zarr/raw"
 
@@ -227,7 +228,7 @@ def test_class_id_labels_take_class_ids():
         ),
         (
             samples_data(eval={"raw": "r", "labels": {"golgi": "g"}}),
-            r"data.eval.labels names class\(es\) \['golgi'\]",
+            r"data.eval\[0\].labels names class\(es\) \['golgi'\]",
         ),
         (
             samples_data(samples=[{"raw": "r", "labels": "crop/[mito,er"}]),
@@ -256,7 +257,7 @@ def test_class_id_labels_take_class_ids():
         ),
         (
             samples_data(eval={"raw": "r", "labels": "l", "weight": 2.0}),
-            r"data.eval.weight: unknown key; known: \['raw', 'labels', 'mask'\]",
+            r"data.eval\[0\].weight: unknown key; known: \['raw', 'labels', 'mask'\]",
         ),
         (samples_data(samples=[{"raw": "r", "labels": {"er": 3}}]), r"labels.er: .* string, got 3"),
         (

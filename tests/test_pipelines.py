@@ -19,7 +19,7 @@ from funlib.persistence import open_ds
 from gp_hotdistance import HotDistancePredictor
 from gp_hotdistance.torch import HotDistanceLoss, UNet
 from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_volume
-from pipelines import common
+from pipelines import common, evaluation
 from pipelines import preview as preview_module
 from pipelines import train as train_module
 from pipelines.batches import BatchArray, build_data_pipeline, open_data, resolve_data
@@ -149,35 +149,43 @@ def test_input_shape_for_rejects_impossible_output():
 def test_dice():
     a = np.array([1, 1, 0, 0], bool)
     b = np.array([1, 0, 1, 0], bool)
-    assert train_module.dice(a, b) == pytest.approx(0.5)  # 2 * 1 / (2 + 2)
-    assert train_module.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    assert evaluation.dice(a, b) == pytest.approx(0.5)  # 2 * 1 / (2 + 2)
+    assert evaluation.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
 
 
 @pytest.mark.parametrize("logit", [10.0, -10.0])
-def test_evaluate_scores_constant_models_exactly(demo_2d, tmp_path, logit):
+def test_evaluate_scores_constant_models_exactly(demo_2d, tmp_path, logit, caplog):
     """A model that calls every voxel a class (logit > 0) scores
-    2 T / (K + T) on the held-out crop (K known voxels, T of them the class);
-    one that calls none scores 0 where the class occurs (1 where it does not)."""
+    2 T / (K + T) on the evaluation crop (K known voxels, T of them the
+    class), the all-foreground score printed beside; one that calls none
+    scores 0 where the class occurs and is "no foreground in the labels and
+    none predicted" where it does not. Both get the constant warning."""
     config = resolve_data(tiny_config(demo_2d.data_section()), tmp_path / "run")
     data = open_data(config)
     model = common.make_model(config, common.make_predictor(config)).eval()
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.fill_(logit)
-    scores = train_module.evaluate(config, data, model, "cpu")
-    truth, known = data.eval.read_labels(data.eval.labelled_roi)
+    scores = evaluation.evaluate(config, data, model, "cpu")
+    (held_out,) = data.eval
+    truth, known = held_out.read_labels(held_out.labelled_roi)
     assert set(scores) == {"mito", "er"}
     present = 0
     for i, name in enumerate(config.channels):
         k = int(known[i].sum())
         t = int((truth[i][known[i] == 1] == 1).sum())
+        score = scores[name]
+        assert (score.known, score.truth, score.crops) == (k, t, 1)
+        assert score.all_foreground_dice == pytest.approx(2 * t / (k + t), abs=1e-12)
         present += 0 < t < k
         if logit > 0:  # predicted: all k known voxels
-            expected = 2 * t / (k + t)
-        else:  # predicted: none
-            expected = 0.0 if t else 1.0
-        assert scores[name] == pytest.approx(expected, abs=1e-12)
+            assert score.dice == pytest.approx(2 * t / (k + t), abs=1e-12)
+        elif t:  # predicted: none
+            assert score.dice == 0.0
+        else:
+            assert score.dice is None and "no foreground in the labels" in score.describe()
     assert present  # some class holds both foreground and background there
+    assert "hot channel is constant over the crop for ['mito', 'er']" in caplog.text
 
 
 # -- training ----------------------------------------------------------------
@@ -197,7 +205,8 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
         torch.load(out / "model_checkpoint_2", weights_only=True)["model_state_dict"]
     )
     data = open_data(resolve_data(config, out))
-    assert train_module.evaluate(config, data, trained.eval(), "cpu") == summary["dice"]
+    scores = evaluation.evaluate(config, data, trained.eval(), "cpu")
+    assert {c: s.dice for c, s in scores.items()} == summary["dice"]
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["batch_1.zarr", "batch_2.zarr"]
     # a snapshot opens with zarr at every group, funlib and an OME-NGFF reader alike
     from ome_zarr.io import parse_url
@@ -436,26 +445,11 @@ def test_demo_config_is_the_default():
     expected = from_dict({"data": demo.data_section()}).data
     assert written.data.voxel_size == expected.voxel_size
     pairs = [*zip(written.data.samples, expected.samples, strict=True)]
-    pairs.append((written.data.eval, expected.eval))
+    pairs += [*zip(written.data.eval, expected.eval, strict=True)]
     for ours, theirs in pairs:
         assert os.path.normpath(ours.raw) == theirs.raw
         labels = {c: os.path.normpath(p) for c, p in ours.label_datasets.items()}
         assert labels == theirs.label_datasets
-
-
-def test_evaluation_crop_without_room_for_context_is_refused_before_training(demo_2d, tmp_path):
-    section = demo_2d.data_section()
-    section["eval"] = {"raw": demo_2d.raw, "labels": demo_2d.crops["crop1"]}
-    values = tiny_config(section).to_dict()
-    values["model"]["downsample_factors"] = [[2, 2], [2, 2]]
-    config = from_dict(values)
-    model = common.make_model(config, common.make_predictor(config))
-    context = context_for(model, config.model.output_shape)
-    # the premise: crop1 starts closer to the raw volume's edge than the context
-    assert context[0] * demo_2d.voxel_size[0] > demo_2d.crop_rois["crop1"].offset[0]
-    with pytest.raises(ConfigError, match=r"data.eval: the labelled ROI .* needs raw over"):
-        train_module.train(config, tmp_path / "run", quiet=True)
-    assert not (tmp_path / "run" / "model_checkpoint_2").exists()  # refused before training
 
 
 def test_learning_rate_decays_along_a_half_cosine():

@@ -254,18 +254,6 @@ def test_train_on_crops_evaluates_the_held_out_crop(fixture, tmp_path):
     assert config["data"]["voxel_size"] == [8, 8]
 
 
-def test_held_out_crop_too_close_to_the_raw_edge_is_refused_before_training(fixture, tmp_path):
-    # crop7 starts 6 voxels inside the raw volume; the model needs 8 of context
-    out = tmp_path / "run"
-    with pytest.raises(
-        ConfigError,
-        match=r"data.eval: the labelled ROI .* \(shape \(7, 7\) voxels\) plus the model's context "
-        r"of \(8, 8\) voxels per side needs raw over .* covers only",
-    ):
-        train_module.train(config_for(fixture, eval_crop="crop7"), out, quiet=True)
-    assert not list(out.glob("model_checkpoint_*"))
-
-
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -20,7 +20,8 @@ Rules (see also :mod:`gp_hotdistance.data.ome`):
   known only if EVERY fine voxel it covers is; outside the mask's ROI the
   mask is 0.
 - A channel's labelled ROI is its dataset's ROI shrunk to the ``V`` grid (a
-  coarse voxel only partly covered by the crop is not labelled).
+  coarse voxel only partly covered by the crop is not labelled) and cut to
+  the raw volume's ROI: labels without raw under them are unknown.
 - A channel with no dataset in this sample is unknown everywhere (mask 0):
   unknown is not absent.
 - Reads touch only the window of each dataset that covers the requested ROI.
@@ -117,19 +118,26 @@ class Sample:
             self.labels = {c: volume for c in self.channels}
             self.class_ids = _class_ids(class_ids, self.channels)
         self.mask = None if mask is None else open_volume(mask, self.voxel_size)
+        self.raw_roi = self.raw.roi.snap_to_grid(self.voxel_size, mode="shrink")
+        dataset_rois = {
+            c: v.roi.snap_to_grid(self.voxel_size, mode="shrink") for c, v in self.labels.items()
+        }
         self.labelled_rois: dict[str, Roi | None] = {
-            c: (
-                self.labels[c].roi.snap_to_grid(self.voxel_size, mode="shrink")
-                if c in self.labels
-                else None
-            )
+            c: dataset_rois[c].intersect(self.raw_roi) if c in dataset_rois else None
             for c in self.channels
         }
-        self.raw_roi = self.raw.roi.snap_to_grid(self.voxel_size, mode="shrink")
         rois = [r for r in self.labelled_rois.values() if r is not None and not r.empty]
         if not rois:
+            if all(r.empty for r in dataset_rois.values()):
+                why = "every label dataset is smaller than one training voxel"
+            else:
+                why = (
+                    f"the labels ({', '.join(sorted({str(r) for r in dataset_rois.values()}))}) "
+                    f"lie wholly outside the raw volume's ROI {self.raw_roi}"
+                )
             raise ValueError(
-                f"Sample {self.raw.path}: no labelled voxels at voxel size {tuple(self.voxel_size)}"
+                f"Sample {self.raw.path}: no labelled voxels at voxel size "
+                f"{tuple(self.voxel_size)}: {why}"
             )
         self.labelled_roi = rois[0]
         for roi in rois[1:]:
@@ -154,6 +162,16 @@ class Sample:
             )
         factors = self.voxel_size / self.raw.voxel_size
         return mean_pool(self.raw.read(roi), factors)
+
+    def read_raw_padded(self, roi: Roi) -> npt.NDArray[np.float32]:
+        """:meth:`read_raw` of any world ``roi`` on the ``V`` grid, zeros
+        outside :attr:`raw_roi` (what blockwise prediction reads there)."""
+        self._check_roi(roi)
+        out = np.zeros(tuple(roi.shape / self.voxel_size), dtype=np.float32)
+        inside = roi.intersect(self.raw_roi)
+        if not inside.empty:
+            out[roi_slices(inside, roi, self.voxel_size)] = self.read_raw(inside)
+        return out
 
     def read_labels(self, roi: Roi) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
         """``(gt, mask)``, each ``(C, *spatial)`` uint8, of any world ``roi``

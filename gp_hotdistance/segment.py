@@ -139,13 +139,28 @@ def segment_prediction(
     out = {}
     for i, name in enumerate(channels):
         params = parameters[name] if isinstance(parameters, Mapping) else parameters
-        mask = class_masks(prediction[[i, classes + i]], params.mask_threshold)[0]
-        if name in instance_classes:
-            distance = predicted_distance(prediction[classes + i], scale_factor)
-            out[name] = instances(distance, mask, voxel_size, params.seed_level, params.min_size)
-        else:
-            out[name] = mask.astype(np.uint8)
+        out[name] = segment_class(
+            prediction[i], prediction[classes + i], scale_factor, voxel_size, params,
+            instance=name in instance_classes,
+        )  # fmt: skip
     return out
+
+
+def segment_class(
+    hot: npt.ArrayLike,
+    tanh_distance: npt.ArrayLike,
+    scale_factor: float,
+    voxel_size: Sequence[float],
+    parameters: SegmentParameters,
+    instance: bool,
+) -> npt.NDArray:
+    """One class of a prediction (its hot logits and tanh distances):
+    uint64 instances if ``instance``, else a uint8 0/1 mask."""
+    mask = class_masks(np.stack([hot, tanh_distance]), parameters.mask_threshold)[0]
+    if not instance:
+        return mask.astype(np.uint8)
+    distance = predicted_distance(tanh_distance, scale_factor)
+    return instances(distance, mask, voxel_size, parameters.seed_level, parameters.min_size)
 
 
 def instances(

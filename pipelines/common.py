@@ -7,8 +7,9 @@ from each other.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 CHECKPOINT_BASENAME = "model"
 COUNTS_PATTERN = "moving_counts_{iteration}.json"
+CHECKSUM_KEY = "checksum"
+"""The key of a checkpoint's :func:`state_checksum` (of every other key)."""
 
 
 def make_predictor(config: Config) -> HotDistancePredictor:
@@ -75,15 +78,63 @@ def checkpoint_path(out: Path, iteration: int) -> Path:
     return Path(out) / f"{CHECKPOINT_BASENAME}_checkpoint_{iteration}"
 
 
+def state_checksum(state: Any) -> str:
+    """``sha256:<hex>`` over everything in ``state`` (nested dicts, lists and
+    tuples of tensors, numbers, strings): each tensor's dtype, shape and
+    bytes, each other value's ``repr``, dict keys in sorted order. Equal for
+    a state and the same state loaded back by ``torch.load``."""
+    import torch
+
+    digest = hashlib.sha256()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(f"D{len(value)}".encode())
+            for key in sorted(value, key=repr):
+                digest.update(f"K{key!r}".encode())
+                walk(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"L{len(value)}".encode())
+            for item in value:
+                walk(item)
+        else:
+            digest.update(f"V{value!r}".encode())
+
+    walk(state)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def checksum_error(state: dict[str, Any]) -> str | None:
+    """Why a loaded checkpoint ``state`` does not match the checksum saved
+    in it (``None``: it matches, or it has none, as checkpoints of earlier
+    versions)."""
+    expected = state.get(CHECKSUM_KEY)
+    if expected is None:
+        return None
+    actual = state_checksum({k: v for k, v in state.items() if k != CHECKSUM_KEY})
+    if actual != expected:
+        return (
+            f"its contents do not match the checksum saved with them ({actual[:19]}... "
+            f"instead of {str(expected)[:19]}...): the file was damaged or changed after it "
+            "was written"
+        )
+    return None
+
+
 def load_model(config: Config, checkpoint: str | Path) -> torch.nn.Module:
     """The config's model with the weights of ``checkpoint`` (a file holding
     ``{"model_state_dict": ...}``, as :meth:`pipelines.rundir.RunDirectory.save`
     and gunpowder's ``Train`` write), in eval mode. Loaded with
-    ``weights_only=True``: a checkpoint holding pickled objects is refused.
+    ``weights_only=True``: a checkpoint holding pickled objects is refused;
+    a checksum saved in it is verified.
 
     Raises:
-        ConfigError: the file cannot be loaded, or its weights do not fit
-            the config's model.
+        ConfigError: the file cannot be loaded, does not match its checksum,
+            or its weights do not fit the config's model.
     """
     import pickle
 
@@ -96,6 +147,9 @@ def load_model(config: Config, checkpoint: str | Path) -> torch.nn.Module:
         raise ConfigError(f"cannot load checkpoint {checkpoint}: {error}") from error
     if not isinstance(state, dict) or "model_state_dict" not in state:
         raise ConfigError(f"checkpoint {checkpoint} holds no model_state_dict")
+    mismatch = checksum_error(state)
+    if mismatch:
+        raise ConfigError(f"checkpoint {checkpoint}: {mismatch}")
     try:
         model.load_state_dict(state["model_state_dict"])
     except RuntimeError as error:  # missing, unexpected or differently shaped weights

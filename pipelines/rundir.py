@@ -45,7 +45,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pipelines.common import CHECKPOINT_BASENAME, COUNTS_PATTERN, checkpoint_path
+from pipelines.common import (
+    CHECKPOINT_BASENAME,
+    CHECKSUM_KEY,
+    COUNTS_PATTERN,
+    checkpoint_path,
+    checksum_error,
+    state_checksum,
+)
 from pipelines.config import Config, ConfigError, from_dict
 
 logger = logging.getLogger(__name__)
@@ -94,6 +101,12 @@ _LOAD_ERRORS = (
 class RunDirectoryError(ConfigError):
     """A run directory that cannot be used: in use by another process, made
     with a different config, or not a directory."""
+
+
+class RunDirectoryWriteError(RunDirectoryError):
+    """A file of the run directory could not be written (disk full, a
+    file-size limit, a read-only directory). Nothing was lost: the files
+    already there are unchanged."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +192,13 @@ class RunDirectory:
         except OSError as error:
             raise RunDirectoryError(f"cannot create run directory {self.path}: {error}") from None
         while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as error:
+                raise RunDirectoryWriteError(
+                    f"cannot write in run directory {self.path} ({error.strerror}): nothing "
+                    "was written; train into a directory you can write to"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -337,9 +356,16 @@ class RunDirectory:
     ) -> Path:
         """Write ``model_checkpoint_<iteration>`` atomically: one
         ``torch.save`` of ``{"model_state_dict", "optimizer_state_dict",
-        "moving_counts", "iteration"}`` (a superset of what gunpowder's
-        ``Train`` and :func:`pipelines.common.load_model` read) to a
-        temporary file, fsync, rename. Returns the path."""
+        "moving_counts", "iteration", "checksum"}`` (a superset of what
+        :func:`pipelines.common.load_model` reads; ``checksum`` is
+        :func:`pipelines.common.state_checksum` of the rest, verified on
+        load) to a temporary file, fsync, rename. Returns the path.
+
+        Raises:
+            RunDirectoryWriteError: the file cannot be written (disk full, a
+                file-size limit, a read-only directory); the temporary file
+                is removed and the checkpoints already there are unchanged.
+        """
         import torch
 
         path = checkpoint_path(self.path, iteration)
@@ -349,15 +375,18 @@ class RunDirectory:
             "moving_counts": moving_counts,
             "iteration": iteration,
         }
+        payload[CHECKSUM_KEY] = state_checksum(payload)
         self._write_atomic(path.name, lambda file: torch.save(payload, file))
         return path
 
     def load(self, iteration: int, path: Path) -> Checkpoint:
-        """The checkpoint in ``path``, loaded with ``weights_only=True``.
+        """The checkpoint in ``path``, loaded with ``weights_only=True``, its
+        checksum verified (checkpoints of earlier versions have none).
 
         Raises:
-            RunDirectoryError: the file is truncated, corrupt or incomplete
-                (the message names it and says why).
+            RunDirectoryError: the file is truncated, corrupt, damaged (its
+                checksum differs) or incomplete (the message names it and
+                says why).
         """
         import torch
 
@@ -373,6 +402,9 @@ class RunDirectory:
         missing = [k for k in ("model_state_dict", "optimizer_state_dict") if k not in state]
         if missing:
             raise RunDirectoryError(f"{path} has no {missing}")
+        mismatch = checksum_error(state)
+        if mismatch:
+            raise RunDirectoryError(f"{path}: {mismatch}")
         if state.get("iteration", iteration) != iteration:
             raise RunDirectoryError(f"{path} holds iteration {state['iteration']}")
         counts = state.get("moving_counts")
@@ -449,18 +481,45 @@ class RunDirectory:
         # not tempfile.mkstemp: its files are private (0600); these get the
         # permissions of any file the user creates (0666 less the umask)
         temporary = self.path / f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
-            with os.fdopen(fd, "wb") as file:
-                if isinstance(content, bytes):
-                    file.write(content)
-                else:
-                    content(file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path / name)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-        _fsync_directory(self.path)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    if isinstance(content, bytes):
+                        file.write(content)
+                    else:
+                        content(file)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temporary, self.path / name)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+                raise
+            _fsync_directory(self.path)
+        except OSError as error:
+            raise RunDirectoryWriteError(self._write_failure(name, error)) from None
+        except RuntimeError as error:  # torch.save wraps the OSError of its writer
+            if not isinstance(error.__cause__ or error.__context__, OSError):
+                raise
+            raise RunDirectoryWriteError(self._write_failure(name, error)) from None
+
+    def _write_failure(self, name: str, error: Exception) -> str:
+        """One line: what could not be written where, and that nothing was lost."""
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        cause = error.__cause__ or error.__context__
+        if not getattr(error, "strerror", None) and isinstance(cause, OSError) and cause.strerror:
+            reason = cause.strerror
+        match = _CHECKPOINT.match(name)
+        if match:
+            kept = [i for i, _ in self.checkpoint_files() if i != int(match.group(1))]
+            newest = f"the newest is iteration {kept[0]}" if kept else "there are none yet"
+            return (
+                f"cannot write checkpoint {self.path / name} ({reason}): nothing was lost, "
+                f"the partial file was removed and the checkpoints already in {self.path} "
+                f"are unchanged ({newest}); make room and rerun to resume from there"
+            )
+        return (
+            f"cannot write {self.path / name} ({reason}): nothing was lost, the partial file "
+            f"was removed and the files already in {self.path} are unchanged"
+        )

@@ -86,7 +86,7 @@ def build_pipeline(
     pipeline, request, weight_node = build_data_pipeline(
         config, data, keys, input_shape, output_shape, config.training.num_workers
     )
-    train_node = gp_torch.Train(
+    train_node = OwnCheckpointsTrain(
         model=model,
         loss=HotDistanceLoss(dims=output_shape.dims),
         optimizer=torch.optim.Adam(model.parameters(), lr=config.training.learning_rate),
@@ -95,8 +95,8 @@ def build_pipeline(
         loss_inputs={0: keys.prediction, 1: keys.target, 2: keys.weights},
         # Train neither resumes nor saves: train() restores the newest complete
         # checkpoint after the build and saves through RunDirectory (atomic,
-        # moving counts included). No file matches this basename, and no
-        # iteration is a multiple of sys.maxsize.
+        # checksummed, moving counts included). OwnCheckpointsTrain never looks
+        # for files of this basename, and no iteration is a multiple of sys.maxsize.
         checkpoint_basename=str(out / ".gunpowder_train"),
         save_every=sys.maxsize,
         device=device,
@@ -105,6 +105,16 @@ def build_pipeline(
     pipeline += gp.PrintProfilingStats(every=config.training.profile_every)
     request[keys.prediction] = gp.ArraySpec(roi=request[keys.gt].roi)
     return pipeline, request, weight_node, train_node
+
+
+class OwnCheckpointsTrain(gp_torch.Train):
+    """gunpowder's ``Train`` without its own resume: it never restores a
+    ``<basename>_checkpoint_<N>`` file (those are not verified, and loaded
+    without ``weights_only``); :func:`train` restores the run directory's
+    checkpoints itself."""
+
+    def _get_latest_checkpoint(self, basename: str) -> tuple[None, int]:
+        return None, 0
 
 
 def learning_rate(config: Config, iteration: int, total: int) -> float:
@@ -363,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a write outside the run directory's own files
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write{where}: {error.strerror or error}", file=sys.stderr)
+        return 1
     print(f"device: {summary['device']}")
     if summary["trained"]:
         print(

@@ -4,12 +4,19 @@ and a stopped run leaves nothing behind."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import subprocess
+import sys
+import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
+from pipelines import common
 from pipelines import demo_data as demo_module
 from pipelines import preview as preview_module
 from pipelines import train as train_module
@@ -23,7 +30,10 @@ from pipelines.demo_data import (
     make_cellmap_demo,
     make_demo_data,
 )
+from pipelines.rundir import RunDirectory, RunDirectoryWriteError
 from tests.helpers import tiny_config
+
+ROOT = Path(__file__).parent.parent
 
 
 def tree(root: Path) -> dict[str, bytes | None]:
@@ -167,3 +177,199 @@ def test_train_and_preview_keep_a_users_container(users_container, tmp_path, cap
     assert f"error: {users_container} is named by the config's data paths" in error
     assert "it is left as it is" in error
     assert tree(users_container.parent) == before
+
+
+# -- checkpoints: verified, our own loader only, writes that fail cleanly --------
+
+COUNTS = {"moving_counts": [{"0": [3.0, 4.0], "1": [1.0, 4.0]}] * 4}
+
+
+def model_and_optimizer(seed=0):
+    """The tiny config's model and an Adam optimizer with state."""
+    config = tiny_config({"voxel_size": [8, 8], "samples": [{"raw": "r", "labels": "l/[mito,er]"}]})
+    torch.manual_seed(seed)
+    model = common.make_model(config, common.make_predictor(config))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.rand(1, 1, 28, 28)).sum().backward()
+    optimizer.step()
+    return config, model, optimizer
+
+
+def flip_a_tensor_byte(path: Path) -> None:
+    """Flip one byte in the middle of the largest tensor stored in the
+    checkpoint ``path`` (torch's zip entries are stored uncompressed)."""
+    with zipfile.ZipFile(path) as archive:
+        entry = max(
+            (i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size
+        )
+        assert entry.compress_type == zipfile.ZIP_STORED
+    content = bytearray(path.read_bytes())
+    name_length = int.from_bytes(
+        content[entry.header_offset + 26 : entry.header_offset + 28], "little"
+    )
+    extra_length = int.from_bytes(
+        content[entry.header_offset + 28 : entry.header_offset + 30], "little"
+    )
+    start = entry.header_offset + 30 + name_length + extra_length
+    content[start + entry.file_size // 2] ^= 0x40
+    path.write_bytes(bytes(content))
+
+
+def test_a_checkpoint_with_one_flipped_byte_is_skipped(tmp_path, caplog):
+    config, model, optimizer = model_and_optimizer()
+    with RunDirectory(tmp_path) as run:
+        run.save(2, model.state_dict(), optimizer.state_dict(), COUNTS)
+        newest = run.save(4, model.state_dict(), optimizer.state_dict(), COUNTS)
+        flip_a_tensor_byte(newest)
+        torch.load(newest, weights_only=True)  # torch alone does not notice
+        checkpoint = run.newest_complete()
+    assert checkpoint.iteration == 2
+    assert [(p.name, reason) for p, reason in run.skipped] == [
+        ("model_checkpoint_4", run.skipped[0][1])
+    ]
+    assert "do not match the checksum saved with them" in run.skipped[0][1]
+    assert "skipping checkpoint model_checkpoint_4" in caplog.text
+    with pytest.raises(ConfigError, match="model_checkpoint_4: its contents do not match"):
+        common.load_model(config, newest)
+    assert common.load_model(config, tmp_path / "model_checkpoint_2") is not None
+
+
+def test_the_checksum_covers_every_tensor_and_value():
+    _, model, optimizer = model_and_optimizer()
+    state = {"model_state_dict": model.state_dict(), "moving_counts": COUNTS, "iteration": 3}
+    checksum = common.state_checksum(state)
+    assert checksum.startswith("sha256:") and len(checksum) == 7 + 64
+    tensor = next(iter(state["model_state_dict"].values()))
+    tensor.view(-1)[0] += 1e-6
+    assert common.state_checksum(state) != checksum
+    tensor.view(-1)[0] -= 1e-6
+    for changed in ({**state, "iteration": 4}, {**state, "moving_counts": {"moving_counts": []}}):
+        assert common.state_checksum(changed) != common.state_checksum(state)
+
+
+def test_gunpowder_checkpoint_names_are_never_restored(tmp_path):
+    """A planted ``.gunpowder_train_checkpoint_N`` (gunpowder's own resume
+    name) is neither restored by the Train node nor by the run."""
+    _, planted_model, planted_optimizer = model_and_optimizer(seed=7)
+    planted = tmp_path / ".gunpowder_train_checkpoint_5"
+    with planted.open("wb") as file:
+        torch.save(
+            {
+                "model_state_dict": planted_model.state_dict(),
+                "optimizer_state_dict": planted_optimizer.state_dict(),
+            },
+            file,
+        )
+    content = planted.read_bytes()
+    demo = make_cellmap_demo(tmp_path / "demo_data.zarr", raw_shape=(96, 96))
+    config = tiny_config(demo.data_section(), snapshot_every=100)
+    summary = train_module.train(config, tmp_path, quiet=True)
+    assert (summary["resumed_from"], summary["trained"], summary["iterations"]) == (0, 2, 2)
+    saved = torch.load(tmp_path / "model_checkpoint_2", weights_only=True)["model_state_dict"]
+    assert any(
+        not torch.equal(saved[name], value) for name, value in planted_model.state_dict().items()
+    )
+    assert not (tmp_path / "model_checkpoint_7").exists()
+    assert planted.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (errno.ENOSPC, "No space left on device"),
+        (errno.EFBIG, "File too large"),
+        (errno.EROFS, "Read-only file system"),
+        (errno.EACCES, "Permission denied"),
+    ],
+)
+@pytest.mark.parametrize("where", ["open", "write"])
+def test_a_checkpoint_that_cannot_be_written_loses_nothing(
+    tmp_path, monkeypatch, code, reason, where
+):
+    _, model, optimizer = model_and_optimizer()
+    with RunDirectory(tmp_path) as run:
+        run.save(2, model.state_dict(), optimizer.state_dict(), COUNTS)
+        before = tree(tmp_path)
+        if where == "open":  # the directory became read-only, or no inode is left
+            real_open = os.open
+
+            def failing_open(path, flags, *args):
+                if str(path).endswith(".tmp"):
+                    raise OSError(code, os.strerror(code), str(path))
+                return real_open(path, flags, *args)
+
+            monkeypatch.setattr(os, "open", failing_open)
+        else:  # the disk fills up half-way through
+
+            def failing_save(payload, file):
+                file.write(b"PK\x03\x04 partial")
+                file.flush()
+                raise OSError(code, os.strerror(code))
+
+            monkeypatch.setattr(torch, "save", failing_save)
+        with pytest.raises(RunDirectoryWriteError) as raised:
+            run.save(4, model.state_dict(), optimizer.state_dict(), COUNTS)
+        monkeypatch.undo()
+        assert tree(tmp_path) == before
+    assert str(raised.value) == (
+        f"cannot write checkpoint {tmp_path}/model_checkpoint_4 ({reason}): nothing was lost, "
+        f"the partial file was removed and the checkpoints already in {tmp_path} are "
+        "unchanged (the newest is iteration 2); make room and rerun to resume from there"
+    )
+
+
+def test_a_read_only_out_is_one_line(tmp_path, monkeypatch, capsys):
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    out = tmp_path / "run"
+    out.mkdir()
+    monkeypatch.setattr(os, "open", read_only)
+    assert train_module.main(["--out", str(out), "--iterations", "1"]) == 2
+    monkeypatch.undo()
+    assert capsys.readouterr().err == (
+        f"error: cannot write in run directory {out} (Read-only file system): nothing was "
+        "written; train into a directory you can write to\n"
+    )
+    assert list(out.iterdir()) == []
+
+
+FILE_SIZE_LIMIT = textwrap.dedent(
+    """
+    import resource, sys
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))  # a checkpoint is ~25 kB
+    from pipelines.train import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_during_a_checkpoint_is_one_line(tmp_path):
+    demo = make_cellmap_demo(tmp_path / "demo_data.zarr", raw_shape=(96, 96))
+    config = write_config(tiny_config(demo.data_section(), snapshot_every=100), tmp_path / "c.json")
+    out = tmp_path / "run"
+    assert train_module.main(["--config", str(config), "--out", str(out), "--quiet"]) == 0
+    before = tree(out)
+    result = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMIT, "--config", str(config), "--out", str(out)]
+        + ["--iterations", "4", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: cannot write checkpoint {out}/model_checkpoint_4 (File too large): nothing was "
+        f"lost, the partial file was removed and the checkpoints already in {out} are unchanged "
+        "(the newest is iteration 2); make room and rerun to resume from there"
+    )
+    after = tree(out)
+    assert after.pop("config.json") and before.pop("config.json")  # rewritten, same meaning
+    assert after == before  # model_checkpoint_2 and summary.json byte for byte, no .lock left

@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from funlib.geometry import Roi
 
 from gp_hotdistance.predictor import HotDistancePredictor
@@ -158,6 +160,43 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     predict.add_argument("--prediction", default="prediction", help="output dataset")
     predict.add_argument("--segmentation", default="segmentation", help="output dataset")
+
+    segment = commands.add_parser(
+        "segment",
+        help="instances (uint64) and masks (uint8) per class from a prediction",
+        description=(
+            "Segment --prediction (2C channels: hot logits, tanh distances) of --input into "
+            "one OME-NGFF group per class, OUT/<class>/s0: instance ids (uint64, unique in "
+            "the volume) for instance classes, 0/1 masks for the others. The result equals "
+            "gp_hotdistance.segment on the whole volume (docs/blockwise.md)."
+        ),
+    )
+    _add_run_options(segment)
+    segment.add_argument(
+        "--prediction",
+        default="prediction",
+        help="prediction dataset in --input (default prediction)",
+    )
+    segment.add_argument(
+        "--run",
+        help="training run: channels, scale factor and its chosen parameters (segmentation.json)",
+    )
+    segment.add_argument("--config", help="JSON/YAML config (channels, scale_factor)")
+    segment.add_argument("--channels", nargs="+", help="class names (default: from the run/config)")
+    segment.add_argument("--scale-factor", type=float, help="tanh scale, world units")
+    segment.add_argument(
+        "--instance-classes",
+        nargs="+",
+        help="classes segmented into instances (default: the challenge's nuc, vim, ves, endo, "
+        "lyso, ld, perox, mito, np, mt, cell, instance)",
+    )
+    segment.add_argument("--seed-level", type=float, help="seed level, world units (all classes)")
+    segment.add_argument(
+        "--mask-threshold",
+        type=float,
+        help="object mask sigmoid(hot) > this (all classes; default: the run's, else d > 0)",
+    )
+    segment.add_argument("--min-size", type=float, help="smallest object, world volume")
     return parser
 
 
@@ -229,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "segment":
+            return _segment(args)
         if (args.input is None) == (args.sample is None):
             raise ConfigError("give either --input (with dataset names) or --sample N")
         container = Path(args.input or ".")
@@ -309,6 +350,93 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{report.task_id}: {report.blocks} blocks ({report.skipped} already done), "
         f"{report.voxels} voxels in {report.seconds:.1f} s = {report.voxels_per_second:.3g} voxels/s"
         f"{'; some blocks were retried (see logs)' if report.retried_error else ''}"
+    )
+    return 0
+
+
+def _segment_settings(args: argparse.Namespace) -> tuple[list[str], float, dict]:
+    """Channels, scale factor and per-class parameters of ``segment``: the
+    run's (with its tuned parameters), else the config's, then the flags."""
+    from gp_hotdistance.segment import SegmentParameters, default_parameters
+    from pipelines.challenge import run_parameters
+
+    channels, scale_factor, parameters = None, None, {}
+    if args.run is not None:
+        config = load_config(Path(args.run) / "config.json")
+        channels, scale_factor = list(config.channels), config.scale_factor
+        parameters = run_parameters(args.run, config)
+    elif args.config is not None:
+        config = load_config(args.config)
+        channels, scale_factor = list(config.channels), config.scale_factor
+    channels = list(args.channels) if args.channels is not None else channels
+    scale_factor = args.scale_factor if args.scale_factor is not None else scale_factor
+    if channels is None or scale_factor is None:
+        raise ConfigError("segment needs --run, --config or --channels and --scale-factor")
+    chosen = {}
+    for channel in channels:
+        base = parameters.get(channel, default_parameters(scale_factor)).to_dict()
+        for key, value in (
+            ("seed_level", args.seed_level),
+            ("mask_threshold", args.mask_threshold),
+            ("min_size", args.min_size),
+        ):
+            if value is not None:
+                base[key] = value
+        chosen[channel] = SegmentParameters(**base)
+    return channels, float(scale_factor), chosen
+
+
+def _segment(args: argparse.Namespace) -> int:
+    """``blockwise segment``: fragments, merge, relabel (pipelines.blockwise.segment)."""
+    from gp_hotdistance.segment import DEFAULT_INSTANCE_CLASSES
+    from pipelines.blockwise.segment import merge, plan_segment
+
+    if args.input is None or args.sample is not None or args.roi_offset or args.roi_shape:
+        raise ConfigError("segment reads --input with --prediction (no --sample, no ROI)")
+    if args.block_shape is None:
+        raise ConfigError("--block-shape is required for segment")
+    check_workers(args.workers)
+    if args.worker_command is not None:
+        check_template(args.worker_command)
+    channels, scale_factor, parameters = _segment_settings(args)
+    fragments, relabel = plan_segment(
+        Path(args.input) / args.prediction,
+        args.output,
+        channels,
+        scale_factor,
+        parameters,
+        args.block_shape,
+        instance_classes=args.instance_classes or DEFAULT_INSTANCE_CLASSES,
+        num_workers=args.workers,
+        threads=args.threads_per_worker,
+    )
+    options = {
+        "num_workers": args.workers,
+        "max_retries": args.max_retries,
+        "timeout": args.block_timeout,
+        "progress": not args.no_progress,
+        "log_dir": args.log_dir,
+        "worker_command": args.worker_command,
+        "max_worker_restarts": args.worker_restarts,
+        "scheduler_host": args.scheduler_host,
+    }
+    if relabel.markers.done().all():  # nothing to do: no workers started
+        print(
+            f"segment: nothing to do: all {relabel.markers.done().size} blocks were already "
+            f"done in {args.output} (outputs unchanged)"
+        )
+        return 0
+    first = run_job(fragments, **options)
+    began = time.perf_counter()
+    objects = merge(fragments, float(np.prod(fragments.voxel_size)))
+    merged = time.perf_counter() - began
+    second = run_job(relabel, **options)
+    seconds = first.seconds + merged + second.seconds
+    print(
+        f"segment: {first.blocks} blocks ({first.skipped} already done), {first.voxels} voxels "
+        f"in {seconds:.1f} s = {first.voxels / seconds:.3g} voxels/s (fragments "
+        f"{first.seconds:.1f} s, merge {merged:.1f} s, relabel {second.seconds:.1f} s); "
+        + ", ".join(f"{c}: {n} objects" for c, n in objects.items())
     )
     return 0
 

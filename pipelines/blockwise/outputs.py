@@ -30,8 +30,9 @@ LEVEL = "s0"  # the one multiscale level of an output group
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """A channels-first output: the OME-NGFF group ``container/name`` with
-    the array ``name/s0`` over ``roi``, one channel per ``channel_names``."""
+    """An output: the OME-NGFF group ``container/name`` with the array
+    ``name/s0`` over ``roi``, channels first with one channel per
+    ``channel_names``, or spatial only when ``channel_names`` is empty."""
 
     name: str
     channel_names: tuple[str, ...]
@@ -46,7 +47,8 @@ class OutputSpec:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (self.channels, *(self.roi.shape / self.voxel_size))
+        spatial = tuple(self.roi.shape / self.voxel_size)
+        return (self.channels, *spatial) if self.channels else spatial
 
 
 def array_path(container: str | Path, name: str) -> Path:
@@ -108,24 +110,25 @@ def prepare_output(container: Path, spec: OutputSpec, block_shape: Sequence[int]
         attrs = existing.attrs.asdict()
         problems = []
         shape = tuple(existing.shape)
+        first = 1 if spec.channels else 0  # the first spatial axis
         if len(shape) != len(spec.shape):
-            problems.append(f"shape {shape}, expected (channels, *spatial) = {spec.shape}")
+            problems.append(f"shape {shape}, expected {spec.shape}")
         else:
-            if shape[0] != spec.channels:
+            if spec.channels and shape[0] != spec.channels:
                 problems.append(f"{shape[0]} channels, expected {spec.channels}")
-            if shape[1:] != spec.shape[1:]:
-                problems.append(f"spatial shape {shape[1:]}, expected {spec.shape[1:]}")
+            if shape[first:] != spec.shape[first:]:
+                problems.append(f"spatial shape {shape[first:]}, expected {spec.shape[first:]}")
         if tuple(attrs.get("voxel_size") or ()) != tuple(spec.voxel_size):
             problems.append(f"voxel size {attrs.get('voxel_size')}, expected {spec.voxel_size}")
         if tuple(attrs.get("offset") or ()) != tuple(spec.roi.offset):
             problems.append(f"offset {attrs.get('offset')}, expected {spec.roi.offset}")
-        if tuple(attrs.get("channel_names") or ()) != spec.channel_names:
+        if tuple(attrs.get("channel_names") or ()) != spec.channel_names and spec.channels:
             problems.append(
                 f"channel names {attrs.get('channel_names')}, expected {list(spec.channel_names)}"
             )
         if np.dtype(existing.dtype) != spec.dtype:
             problems.append(f"dtype {existing.dtype}, expected {spec.dtype}")
-        chunks = tuple(existing.chunks)[1:]
+        chunks = tuple(existing.chunks)[first:]
         if len(chunks) == len(block_shape) and any(
             b % c for b, c in zip(block_shape, chunks, strict=True)
         ):
@@ -147,11 +150,12 @@ def prepare_output(container: Path, spec: OutputSpec, block_shape: Sequence[int]
         spec.voxel_size,
         spec.roi.offset,
         units=spec.units,
-        channel_axis=True,
-        chunks=(spec.channels, *chunk_shape_for(block_shape)),
+        channel_axis=bool(spec.channels),
+        chunks=((spec.channels,) if spec.channels else ()) + chunk_shape_for(block_shape),
     )
-    array.attrs["channel_names"] = list(spec.channel_names)
-    zarr.open_group(str(path), mode="r+").attrs["channel_names"] = list(spec.channel_names)
+    if spec.channels:
+        array.attrs["channel_names"] = list(spec.channel_names)
+        zarr.open_group(str(path), mode="r+").attrs["channel_names"] = list(spec.channel_names)
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ def test_balanced_weights_hand_checked_and_state_dict():
     restored = BalancedWeights(predictor)
     restored.load_state_dict(balanced.state_dict())
     assert restored.counts() == balanced.counts()
-    restored.load_counts([{"0": [1, 2], "1": [0, 2]}] * 2)
+    restored.load_counts([{0: [1, 2], 1: [0, 2]}] * 2)
     assert restored.counts() == [{0: (1.0, 2.0), 1: (0.0, 2.0)}] * 2
     with pytest.raises(ValueError, match="holds 1 channels, expected 2"):
         restored.load_counts([{0: (1, 2), 1: (0, 2)}])

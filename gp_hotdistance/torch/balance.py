@@ -64,7 +64,7 @@ class BalancedWeights(torch.nn.Module):
 
     def load_counts(self, counts: Sequence) -> None:
         """Set the moving counts from ``WeightNode``'s form (its
-        ``state_dict()["moving_counts"]`` or :meth:`counts`).
+        ``moving_counts``, or :meth:`counts`).
 
         Raises:
             TypeError, ValueError: see

@@ -89,8 +89,9 @@ class SegmentParameters:
 
 
 def default_parameters(scale_factor: float) -> SegmentParameters:
-    """Untuned parameters: seeds a quarter ``scale_factor`` inside, mask ``d > 0``, no size limit."""
-    return SegmentParameters(seed_level=0.25 * float(scale_factor))
+    """Untuned parameters: seeds a quarter ``scale_factor`` inside, the mask
+    ``sigmoid(hot) > 0.5`` (the plain segmentation), no size limit."""
+    return SegmentParameters(seed_level=0.25 * float(scale_factor), mask_threshold=0.5)
 
 
 def predicted_distance(

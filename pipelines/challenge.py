@@ -27,7 +27,7 @@ import cc3d
 import numpy as np
 import numpy.typing as npt
 import zarr
-from funlib.geometry import Coordinate, Roi
+from funlib.geometry import Roi
 
 from gp_hotdistance import scores
 from gp_hotdistance.segment import (
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import torch
 
     from gp_hotdistance.data import Sample
+    from pipelines.evaluation import CropPrediction
 
 logger = logging.getLogger(__name__)
 
@@ -186,31 +187,19 @@ class EvalCrop:
     truths: dict[str, Placed]
 
 
-def eval_samples(data: Any) -> list[Sample]:
-    """The held-out samples of opened data (``data.eval``: one or a list)."""
-    held_out = getattr(data, "eval", None)
-    if held_out is None:
-        return []
-    return list(held_out) if isinstance(held_out, (list, tuple)) else [held_out]
+def eval_crop(crop: CropPrediction) -> EvalCrop:
+    """A crop predicted by :mod:`pipelines.evaluation`, with its truths as stored."""
+    return EvalCrop(crop.where, crop.roi, crop.prediction, sample_truths(crop.sample))
 
 
 def predict_eval_crops(
     config: Config, data: Any, model: torch.nn.Module, device: str
 ) -> list[EvalCrop]:
-    """Predict every held-out crop's labelled ROI (raw read with the model's
-    context) and read its truths as stored (instance ids kept; a class-id
-    dataset gives the class's connected components)."""
-    from gp_hotdistance.torch.inference import context_for, predict_padded
-    from pipelines.common import normalize_raw
+    """Every evaluation crop (``data.eval``) predicted as
+    :func:`pipelines.evaluation.predict_crops` does, with its truths."""
+    from pipelines.evaluation import predict_crops
 
-    crops = []
-    for index, sample in enumerate(eval_samples(data)):
-        context = Coordinate(context_for(model, config.model.output_shape)) * sample.voxel_size
-        roi = sample.labelled_roi
-        raw = normalize_raw(sample.read_raw(roi.grow(context, context)), sample.raw.dtype)
-        prediction = predict_padded(model, raw, config.model.output_shape, device)
-        crops.append(EvalCrop(f"eval{index}", roi, prediction, sample_truths(sample)))
-    return crops
+    return [eval_crop(c) for c in predict_crops(config, list(data.eval), model, device)]
 
 
 def sample_truths(sample: Sample) -> dict[str, Placed]:
@@ -399,19 +388,15 @@ def format_scores(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def tune_run(
+def tune_and_save(
     run: str | Path,
     config: Config,
-    data: Any,
-    model: torch.nn.Module,
-    device: str,
+    crops: Sequence[EvalCrop],
     iteration: int,
     instance_classes: Sequence[str] = DEFAULT_INSTANCE_CLASSES,
 ) -> dict[str, Any] | None:
-    """Predict the held-out crops, choose the segmentation parameters on
-    them (:func:`tune`) and save the choice in ``RUN/segmentation.json``.
-    ``None`` without held-out crops."""
-    crops = predict_eval_crops(config, data, model, device)
+    """Choose the segmentation parameters on ``crops`` (:func:`tune`) and
+    save them in ``RUN/segmentation.json``; ``None`` without crops."""
     if not crops:
         return None
     tuned = tune(config, crops, instance_classes)

@@ -30,7 +30,8 @@ from pipelines.challenge import (
     evaluate_containers,
     format_scores,
     open_run,
-    tune_run,
+    predict_eval_crops,
+    tune_and_save,
 )
 from pipelines.config import ConfigError
 
@@ -81,10 +82,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from pipelines.common import resolve_device
+    from pipelines.rundir import RunDirectory
 
     device = resolve_device(args.device)
-    config, data, model, iteration = open_run(args.run, device)
-    tuned = tune_run(args.run, config, data, model, device, iteration, args.instance_classes)
+    with RunDirectory(args.run):  # not while the run trains
+        config, data, model, iteration = open_run(args.run, device)
+        crops = predict_eval_crops(config, data, model, device)
+        tuned = tune_and_save(args.run, config, crops, iteration, args.instance_classes)
     if tuned is None:
         raise ConfigError(f"{args.run}: its config has no held-out crop (data.eval) to tune on")
     print(f"iteration {iteration}: chosen on the held-out crop(s):")

@@ -59,6 +59,7 @@ from pipelines.batches import (
     resolve_data,
     write_batch,
 )
+from pipelines.challenge import EvalCrop, eval_crop, format_scores, tune_and_save
 from pipelines.common import (
     make_model,
     make_predictor,
@@ -176,6 +177,19 @@ class Progress:
         self.bar.close()
 
 
+def challenge_summary(tuned: dict | None) -> dict:
+    """The summary entries of :func:`pipelines.challenge.tune_run`'s result:
+    the challenge's scores with the parameters chosen on the held-out crops
+    (saved in ``segmentation.json``) and with the untuned defaults."""
+    if tuned is None:
+        return {}
+    return {
+        "challenge_scores": tuned["scores"],
+        "challenge_default_scores": tuned["default_scores"],
+        "segmentation_parameters": {c: p.to_dict() for c, p in tuned["parameters"].items()},
+    }
+
+
 def train(config: Config, out: Path, iterations: int | None = None, quiet: bool = False) -> dict:
     """Train in run directory ``out`` (resuming from its newest complete
     checkpoint) up to ``iterations`` and evaluate the trained model.
@@ -215,7 +229,9 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
             model.load_state_dict(checkpoint.model_state)
         wall = time.perf_counter() - began
         model.eval()
-        scores = evaluate(config, data, model, device)
+        crops: list[EvalCrop] = []
+        scores = evaluate(config, data, model, device, on_crop=lambda c: crops.append(eval_crop(c)))
+        tuned = tune_and_save(out, config, crops, max(start, total))
         summary = {
             "iterations": max(start, total),
             "resumed_from": start,
@@ -227,6 +243,7 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
             "evaluation": {c: s.to_dict() for c, s in scores.items()},
             "evaluation_crops": len(data.eval),
             "device": device,
+            **challenge_summary(tuned),
         }
         written = run.write_summary(summary)
     return {**summary, "summary_written": written}
@@ -335,6 +352,19 @@ def print_scores(evaluation: dict[str, dict], crops: int) -> None:
         print(f"dice {name}: {score.describe()}")
 
 
+def print_challenge_scores(summary: dict) -> None:
+    """The challenge's scores of the evaluation crops (see :func:`challenge_summary`)."""
+    if "challenge_scores" not in summary:
+        return
+    print("challenge scores of the evaluation crops (segmentation parameters chosen on them):")
+    for line in format_scores(summary["challenge_scores"]):
+        print(f"  {line}")
+    for name, parameters in summary["segmentation_parameters"].items():
+        print(f"  {name}: {parameters}")
+    default = summary["challenge_default_scores"]["overall_score"]
+    print(f"  (untuned default parameters: overall_score {default:.3f})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.train",
@@ -395,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             f"last 50 iterations {summary['last_50_loss']:.4f}"
         )
     print_scores(summary["evaluation"], summary["evaluation_crops"])
+    print_challenge_scores(summary)
     if not summary["summary_written"]:
         print(
             f"kept {SUMMARY_NAME}, which already evaluates iteration {summary['iterations']} or later"

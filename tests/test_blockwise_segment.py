@@ -47,7 +47,7 @@ def test_segment_on_two_workers_equals_the_whole_volume(tmp_path, capsys):
     ]  # fmt: skip
     assert main([*args, "--seed-level", "15"]) == 0
     assert "segment: 8 blocks" in capsys.readouterr().out
-    params = S.SegmentParameters(seed_level=15.0, min_size=4 * 16 * 8 * 8)
+    params = S.SegmentParameters(seed_level=15.0, mask_threshold=0.5, min_size=4 * 16 * 8 * 8)
     whole = S.segment_prediction(data, ["mito", "er"], SCALE, VOXEL_SIZE, params)
     mito = zarr.open_group(str(out / "mito"), mode="r")
     assert "multiscales" in mito.attrs

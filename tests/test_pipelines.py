@@ -199,6 +199,11 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
     assert (out / "model_checkpoint_2").exists()
     counts = torch.load(out / "model_checkpoint_2", weights_only=True)["moving_counts"]
     assert set(summary["dice"]) == {"mito", "er"}
+    # the challenge's scores beside Dice, with the parameters chosen on the evaluation crop
+    assert set(summary["challenge_scores"]["label_scores"]) == {"mito", "er"}
+    assert 0.0 <= summary["challenge_scores"]["overall_score"] <= 1.0
+    chosen = json.loads((out / "segmentation.json").read_text())
+    assert chosen["iteration"] == 2 and set(chosen["parameters"]) == {"mito", "er"}
     # the summary scores the trained model: evaluating its checkpoint again agrees
     trained = common.make_model(config, common.make_predictor(config))
     trained.load_state_dict(

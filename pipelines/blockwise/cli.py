@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument(
         "--mask-threshold",
         type=float,
-        help="object mask sigmoid(hot) > this (all classes; default: the run's, else d > 0)",
+        help="object mask sigmoid(hot) > this (all classes; default: the run's, else 0.5)",
     )
     segment.add_argument("--min-size", type=float, help="smallest object, world volume")
     return parser

@@ -1,0 +1,70 @@
+"""pipelines.challenge: tuning the segmentation on evaluation crops, and the run's choice."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from funlib.geometry import Roi
+
+from gp_hotdistance.segment import SegmentParameters, default_parameters
+from pipelines import challenge
+from pipelines.config import ConfigError
+
+SCALE = 40.0
+
+
+def _config():
+    return SimpleNamespace(
+        channels=["mito", "er"], scale_factor=SCALE, data=SimpleNamespace(voxel_size=(4, 4))
+    )
+
+
+def _crop():
+    """Two discs of radius 40 whose centres are 50 apart (a neck 15 high), predicted
+    exactly; er predicted exactly too."""
+    shape = (30, 60)
+    points = (np.indices(shape).T + 0.5) * 4.0 + np.array([12.0, 8.0])  # world (y, x), last axis
+    discs = [40.0 - np.linalg.norm(points - c, axis=-1).T for c in ([70.0, 70.0], [70.0, 120.0])]
+    distance = np.maximum(*discs)
+    truth = np.where(distance > 0, np.where(discs[0] >= discs[1], 1, 2), 0).astype(np.uint64)
+    er = np.zeros(shape)
+    er[:5] = 1
+    er_distance = np.where(er > 0, 4.0, -4.0)
+    prediction = np.stack(
+        [distance, er_distance, np.tanh(distance / SCALE), np.tanh(er_distance / SCALE)]
+    ).astype(np.float32)
+    roi = Roi((12, 8), (120, 240))  # (y, x) offset, shape in world units
+    truths = {
+        "mito": challenge.Placed(truth, (4.0, 4.0), (12.0, 8.0)),
+        "er": challenge.Placed(er.astype(np.uint8), (4.0, 4.0), (12.0, 8.0)),
+    }
+    return challenge.EvalCrop("crop", roi, prediction, truths)
+
+
+def test_tuning_chooses_a_seed_level_above_the_neck(tmp_path):
+    config = _config()
+    tuned = challenge.tune(config, [_crop()])
+    mito = tuned["parameters"]["mito"]
+    # only seeds above the neck (15) separate the discs: 0.5 * 40 = 20 is the one candidate
+    assert mito.seed_level == 20.0
+    assert tuned["scores"]["label_scores"]["mito"]["f1"] == 1.0
+    assert tuned["scores"]["label_scores"]["er"]["iou"] == 1.0
+    # the untuned default (seed 10) merges them: one match, one missed disc
+    default = tuned["default_scores"]["label_scores"]["mito"]
+    assert (default["tp"], default["fp"], default["fn"]) == (1, 0, 1)
+    assert tuned["scores"]["overall_score"] > tuned["default_scores"]["overall_score"]
+    # saved in the run and read back as the run's parameters
+    challenge.save_tuning(tmp_path, 7, tuned)
+    assert challenge.run_parameters(tmp_path, config) == tuned["parameters"]
+
+
+def test_run_parameters_default_and_errors(tmp_path, caplog):
+    config = _config()
+    assert challenge.run_parameters(tmp_path, config) == {
+        c: default_parameters(SCALE) for c in config.channels
+    }
+    assert "untuned" in caplog.text
+    (tmp_path / challenge.SEGMENTATION_NAME).write_text('{"parameters": {"mito": {"seed": 1}}}')
+    with pytest.raises(ConfigError, match="segmentation.json"):
+        challenge.run_parameters(tmp_path, config)
+    assert SegmentParameters(seed_level=1.0) != default_parameters(SCALE)

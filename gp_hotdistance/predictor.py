@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -464,15 +465,31 @@ def _finite(name: str, value: Any) -> float:
     return as_float
 
 
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+"""What a channel name may be: it names datasets and files (``target/hot_<name>``),
+so letters, digits, ``_``, ``.``, ``+``, ``-``, not starting with ``.``, ``+``
+or ``-`` (no ``.``/``..``, no slashes, no spaces, no hidden names)."""
+
+
+def check_channel_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` matches :data:`CHANNEL_NAME`."""
+    if not CHANNEL_NAME.fullmatch(name):
+        raise ValueError(
+            f"channel name {name!r} is not safe as a file or dataset name: use letters, "
+            "digits, '_', '.', '+' and '-', starting with a letter, digit or '_'"
+        )
+
+
 def _check_channels(channels: Any) -> list[str]:
-    """``channels`` as a list, checked: a non-empty sequence of unique,
-    non-empty strings."""
+    """``channels`` as a list, checked: a non-empty sequence of unique
+    strings that match :data:`CHANNEL_NAME`."""
     if isinstance(channels, str) or not isinstance(channels, Sequence) or len(channels) == 0:
         raise ValueError(f"channels must be a non-empty list of names, got {channels!r}")
     names = list(channels)
     for name in names:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"channels must be non-empty strings, got {name!r} in {names}")
+        check_channel_name(name)
     if len(set(names)) != len(names):
         raise ValueError(f"channels must be unique, got {names}")
     return names

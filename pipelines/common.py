@@ -8,6 +8,7 @@ from each other.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,29 @@ def checksum_error(state: dict[str, Any]) -> str | None:
             f"instead of {str(expected)[:19]}...): the file was damaged or changed after it "
             "was written"
         )
+    return None
+
+
+def data_error(error: BaseException) -> str | None:
+    """The message of a :class:`gp_hotdistance.data.DataValueError` behind
+    ``error``, however the data pipeline wrapped it (gunpowder keeps only the
+    text of an exception raised in a node or a ``PreCache`` worker; a torch
+    ``DataLoader`` re-raises a worker's error with its traceback as text), or
+    ``None`` when there is none."""
+    from gp_hotdistance.data import DataValueError
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DataValueError):
+            return str(current)
+        texts = [str(current), *(getattr(current, "original_traceback", None) or [])]
+        for text in texts:
+            match = re.search(r"DataValueError: (.*)", text)
+            if match:
+                return match.group(1)
+        current = current.__cause__ or current.__context__
     return None
 
 

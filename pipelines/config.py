@@ -83,6 +83,7 @@ from pydantic.dataclasses import dataclass
 # cellmap-data's bracket template: "crop7/[mito,er]" -> {"mito": "crop7/mito",
 # "er": "crop7/er"}; a template without exactly one [...] group is a ValueError
 from gp_hotdistance.data import expand_label_template as expand_labels
+from gp_hotdistance.predictor import check_channel_name
 
 #: Largest side of ``model.output_shape``, in voxels.
 MAX_OUTPUT_SIDE = 4096
@@ -320,6 +321,8 @@ class Config:
         channels, dims = self.channels, self.dims
         if len(set(channels)) != len(channels):
             raise ValueError(f"channels must be unique, got {channels}")
+        for name in channels:
+            check_channel_name(name)
         for factors in self.model.downsample_factors:
             if len(factors) != dims:
                 raise ValueError(

@@ -42,7 +42,7 @@ from pipelines.batches import (
     resolve_data,
     write_batch,
 )
-from pipelines.common import make_model, make_predictor
+from pipelines.common import data_error, make_model, make_predictor
 from pipelines.config import Config, ConfigError, load_config
 
 
@@ -167,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         written = preview(config, Path(args.out), args.batches)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a refused value, raised inside the data pipeline
+        message = data_error(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     zarr_path = written[0]
     print(f"wrote {zarr_path}:")

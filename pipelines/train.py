@@ -61,6 +61,7 @@ from pipelines.batches import (
 )
 from pipelines.challenge import EvalCrop, eval_crop, format_scores, tune_and_save
 from pipelines.common import (
+    data_error,
     make_model,
     make_predictor,
     resolve_device,
@@ -407,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {error.filename}" if error.filename else ""
         print(f"error: cannot write{where}: {error.strerror or error}", file=sys.stderr)
         return 1
+    except Exception as error:  # a refused value, raised inside the data pipeline
+        message = data_error(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     print(f"device: {summary['device']}")
     if summary["trained"]:
         print(

@@ -7,14 +7,18 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import zarr
+from funlib.geometry import Roi
 
 from pipelines import common
 from pipelines import demo_data as demo_module
@@ -373,3 +377,268 @@ def test_a_file_size_limit_during_a_checkpoint_is_one_line(tmp_path):
     after = tree(out)
     assert after.pop("config.json") and before.pop("config.json")  # rewritten, same meaning
     assert after == before  # model_checkpoint_2 and summary.json byte for byte, no .lock left
+
+
+# -- values checked where data enter ---------------------------------------------
+
+
+def write_sample(root: Path, raw=None, labels=None, mask=None):
+    """A 2-D sample in ``root``: raw (32, 32) at 8 nm, per-class labels
+    ``mito`` and ``er`` over its middle (16, 16) at 8 nm, optional mask there;
+    returns the :class:`Sample` arguments as paths."""
+    from gp_hotdistance.data import write_volume
+
+    rng = np.random.default_rng(0)
+    raw = rng.random((32, 32)).astype(np.float32) if raw is None else raw
+    labels = (rng.random((16, 16)) > 0.5).astype(np.uint8) if labels is None else labels
+    write_volume(root, "raw", raw, (8, 8), (0, 0))
+    write_volume(root, "crop/mito", labels, (8, 8), (64, 64))
+    write_volume(root, "crop/er", np.zeros((16, 16), np.uint8), (8, 8), (64, 64))
+    if mask is not None:
+        write_volume(root, "mask", mask, (8, 8), (64, 64))
+    return {
+        "raw": str(root / "raw"),
+        "labels": {"mito": str(root / "crop/mito"), "er": str(root / "crop/er")},
+        "mask": None if mask is None else str(root / "mask"),
+    }
+
+
+def open_sample(paths):
+    from gp_hotdistance.data import Sample
+
+    return Sample(paths["raw"], paths["labels"], ["mito", "er"], (8, 8), mask=paths["mask"])
+
+
+CROP = Roi((64, 64), (128, 128))
+
+
+def with_values(dtype, values, shape=(16, 16)):
+    """An all-ones array of ``shape`` whose first voxels are ``values``."""
+    data = np.ones(shape, dtype=dtype)
+    data.flat[: len(values)] = values
+    return data
+
+
+@pytest.mark.parametrize(
+    ("mask", "refused"),
+    [
+        (with_values(np.float32, [np.nan]), [np.nan]),
+        (with_values(np.float32, [2.0, 2.0]), [2.0]),
+        (with_values(np.float32, [-1.0]), [-1.0]),
+        (with_values(np.float32, [0.5, 0.25, 0.0]), [0.25, 0.5]),  # no weights in sample masks
+        (with_values(np.int16, [-1, 2]), [-1, 2]),
+        (with_values(np.uint8, [255]), [255]),
+        (with_values(np.float32, [0.0, 1.0]), None),
+        (with_values(np.bool_, [False]), None),
+    ],
+)
+def test_sample_mask_values(tmp_path, mask, refused):
+    from gp_hotdistance.data import DataValueError
+
+    sample = open_sample(write_sample(tmp_path, mask=mask))
+    if refused is None:
+        _, known = sample.read_labels(CROP)
+        np.testing.assert_array_equal(known[0], mask.astype(np.uint8))
+        return
+    count = int(np.sum(~((mask == 0) | (mask == 1))))
+    with pytest.raises(DataValueError) as raised:
+        sample.read_labels(CROP)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path}/mask/s0: {count} of 256 voxels read in ")
+    assert "a sample mask holds 0 (unknown) and 1 (known) only" in message
+    assert message.endswith(f"with values such as {refused}")
+
+
+@pytest.mark.parametrize(
+    ("labels", "refused"),
+    [
+        (with_values(np.float32, [np.nan, np.nan]), [np.nan]),
+        (with_values(np.float32, [np.inf]), [np.inf]),
+        (with_values(np.float32, [-1.0]), [-1.0]),
+        (with_values(np.float64, [0.5]), [0.5]),
+        (with_values(np.int8, [-3]), [-3]),
+        (with_values(np.float32, [0.0, 2.0, 7.0]), None),  # whole numbers: ids
+        (with_values(np.uint64, [2**63 + 5]), None),
+    ],
+)
+def test_label_values(tmp_path, labels, refused):
+    from gp_hotdistance.data import DataValueError
+
+    sample = open_sample(write_sample(tmp_path, labels=labels))
+    if refused is None:
+        gt, _ = sample.read_labels(CROP)
+        np.testing.assert_array_equal(gt[0], (labels != 0).astype(np.uint8))
+        return
+    count = int(np.sum(~(np.isfinite(labels) & (labels >= 0) & (labels == np.floor(labels)))))
+    with pytest.raises(DataValueError) as raised:
+        sample.read_labels(CROP)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path}/crop/mito/s0: {count} of 256 voxels read in ")
+    assert message.endswith(
+        f"'labels are whole numbers >= 0{' (no NaN or inf)' * (labels.dtype.kind == 'f')}', with values such as {refused}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [([np.nan, np.nan, np.nan], [np.nan]), ([np.inf, -np.inf], [-np.inf, np.inf]), ([], None)],
+)
+def test_raw_values(tmp_path, values, refused):
+    """Raw is checked where it is read (per batch), not by a scan at open."""
+    from gp_hotdistance.data import DataValueError
+
+    raw = with_values(np.float32, values, shape=(32, 32))
+    sample = open_sample(write_sample(tmp_path, raw=raw))
+    inside = Roi((0, 0), (64, 64))  # the bad values are in the first row
+    if refused is None:
+        np.testing.assert_array_equal(sample.read_raw(inside), raw[:8, :8])
+        return
+    np.testing.assert_array_equal(sample.read_raw(Roi((128, 0), (64, 64))), 1.0)  # elsewhere
+    with pytest.raises(
+        DataValueError,
+        match=re.escape(
+            f"{tmp_path}/raw/s0: {len(values)} of 64 voxels read in {inside} break the rule "
+            f"'raw is finite (no NaN or inf)', with values such as {refused}"
+        ),
+    ):
+        sample.read_raw(inside)
+
+
+def _level(attrs):
+    return attrs["multiscales"][0]["datasets"][0]
+
+
+def _set(path, value):
+    """An edit of parsed ``.zattrs``: set the value at key ``path``."""
+
+    def edit(attrs):
+        node = attrs
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
+SCALE = ("multiscales", 0, "datasets", 0, "coordinateTransformations", 0, "scale")
+TRANSLATION = ("multiscales", 0, "datasets", 0, "coordinateTransformations", 1, "translation")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_set(SCALE, "48"), "g/s0: scale must be a non-empty list of numbers, got '48'"),
+        (_set(SCALE, None), "g/s0: scale must be a non-empty list of numbers, got None"),
+        (_set(SCALE, [float("inf"), 8]), "g/s0: scale must hold finite numbers, got [inf, 8]"),
+        (_set(SCALE, [True, 8]), "g/s0: scale must hold finite numbers, got [True, 8]"),
+        (_set(SCALE, [[8], 8]), "g/s0: scale must hold finite numbers, got [[8], 8]"),
+        (
+            _set(TRANSLATION, [0, 0, 0]),
+            "g/s0: translation [0.0, 0.0, 0.0] has 3 entries, but the scale [8.0, 8.0] has 2",
+        ),
+        (
+            _set(TRANSLATION, [float("nan"), 0]),
+            "g/s0: translation must hold finite numbers, got [nan, 0]",
+        ),
+        (
+            _set(SCALE[:-2], {"type": "scale"}),
+            "g/s0: coordinateTransformations must be a list of objects",
+        ),
+        (_set(SCALE[:-3], None), "g: a multiscale dataset needs a 'path' inside the group"),
+        (_set(("multiscales", 0, "datasets", 0, "path"), "../../x"), "needs a 'path' inside"),
+        (_set(("multiscales", 0, "datasets"), None), "g: 'multiscales' lists no datasets"),
+        (_set(("multiscales",), {"a": 1}), "g: 'multiscales' must be a non-empty list"),
+        (_set(("multiscales", 0, "axes"), "yx"), "g: 'axes' must be a list of axis objects"),
+        (
+            _set(("multiscales", 0, "axes"), [{"name": "x", "type": "space"}]),
+            "g/s0: axes [{'name': 'x', 'type': 'space'}] has 1 entries, but the scale",
+        ),
+    ],
+)
+def test_ome_metadata_is_validated(tmp_path, edit, message):
+    from gp_hotdistance.data import open_volume, write_volume
+
+    write_volume(tmp_path, "g", np.zeros((4, 4), np.uint8), (8, 8), (0, 0))
+    zattrs = tmp_path / "g" / ".zattrs"
+    attrs = json.loads(zattrs.read_text())
+    edit(attrs)
+    zattrs.write_text(json.dumps(attrs))  # inf and nan as JSON's Infinity and NaN
+    with pytest.raises(ValueError) as raised:
+        open_volume(tmp_path / "g", (8, 8))
+    assert message in str(raised.value)
+    assert str(raised.value).startswith(str(tmp_path / "g"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("voxel_size", "48", "voxel_size must be a non-empty list of numbers, got '48'"),
+        ("resolution", [8, None], "resolution must hold finite numbers, got [8, None]"),
+        ("offset", [float("-inf"), 0], "offset must hold finite numbers, got [-inf, 0]"),
+        ("offset", [0, 0, 0], "offset [0.0, 0.0, 0.0] and voxel_size [8.0, 8.0] differ in length"),
+    ],
+)
+def test_funlib_metadata_is_validated(tmp_path, key, value, message):
+    from gp_hotdistance.data import open_volume
+
+    array = zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=(4, 4), dtype=np.uint8)
+    array.attrs.update({"voxel_size": [8, 8], key: value})
+    if key == "resolution":
+        del array.attrs["voxel_size"]
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'a.zarr'}: {message}")):
+        open_volume(tmp_path / "a.zarr", (8, 8))
+
+
+@pytest.mark.parametrize("name", ["g/.zattrs", "g/.zgroup", "g/s0/.zarray", "g/s0/.zattrs"])
+def test_bad_json_names_the_file(tmp_path, name):
+    from gp_hotdistance.data import open_volume, write_volume
+
+    write_volume(tmp_path, "g", np.zeros((4, 4), np.uint8), (8, 8), (0, 0))
+    (tmp_path / name).write_text('{"multiscales": [')
+    path = "g" if name.count("/") == 1 else "g/s0"
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name} is not valid JSON: ")):
+        open_volume(tmp_path / path, (8, 8))
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/b", "a\\b", ".zattrs", "-x", "mito mem", ""])
+def test_channel_names_must_be_safe_as_paths(name):
+    from gp_hotdistance import HotDistancePredictor
+
+    with pytest.raises(ValueError, match="channel|channels must be non-empty"):
+        HotDistancePredictor([name, "er"], 40.0, True)
+    with pytest.raises(ConfigError, match="channel"):
+        tiny_config({"voxel_size": [8, 8], "samples": [{"raw": "r", "labels": "l"}]}).replace(
+            channels=[name, "er"]
+        )
+    assert HotDistancePredictor(["mito_mem", "er.2", "nuc+", "a-b"], 40.0, True).channels == [
+        "mito_mem",
+        "er.2",
+        "nuc+",
+        "a-b",
+    ]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_training_on_nan_raw_stops_with_one_line(tmp_path, capsys, workers):
+    """NaN raw (augmentation off: no gunpowder check on the way) stops the
+    run at the first batch that reads it, with the dataset named, however
+    the data pipeline ran (in this process or in a PreCache worker)."""
+    raw = np.full((32, 32), 0.5, dtype=np.float32)
+    raw[8:24, 8:24] = np.nan  # everywhere a batch around the crop reads
+    paths = write_sample(tmp_path / "d.zarr", raw=raw)
+    labels = f"{tmp_path}/d.zarr/crop/[mito,er]"
+    config = tiny_config(
+        {"voxel_size": [8, 8], "samples": [{"raw": paths["raw"], "labels": labels}]},
+        num_workers=workers,
+        augment=False,
+    )
+    path = write_config(config, tmp_path / "c.json")
+    out = tmp_path / "run"
+    assert train_module.main(["--config", str(path), "--out", str(out), "--quiet"]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert re.fullmatch(
+        rf"error: {tmp_path}/d.zarr/raw/s0: \d+ of \d+ voxels read in .* break the rule 'raw is "
+        r"finite \(no NaN or inf\)', with values such as \[nan\]",
+        error,
+    )
+    assert not list(out.glob("model_checkpoint_*"))

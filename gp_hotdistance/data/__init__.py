@@ -21,6 +21,7 @@ _EXPORTS = {
     "downsample_labels": "gp_hotdistance.data.resample",
     "mean_pool": "gp_hotdistance.data.resample",
     "upsample_nearest": "gp_hotdistance.data.resample",
+    "DataValueError": "gp_hotdistance.data.sample",
     "Sample": "gp_hotdistance.data.sample",
     "expand_label_template": "gp_hotdistance.data.sample",
     "union_cells": "gp_hotdistance.data.sample",

@@ -45,6 +45,8 @@ group), OME-NGFF readers, ``funlib.persistence.open_ds(".../name/s0")`` and
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -157,9 +159,23 @@ def _check_dims(name: str, voxel_size: Sequence[int], target: Coordinate) -> Non
         )
 
 
+def _check_json_files(folder: str) -> None:
+    """Raise ``ValueError`` naming the file if one of the zarr metadata files
+    in ``folder`` is not valid JSON."""
+    for meta in (".zarray", ".zgroup", ".zattrs"):
+        path = os.path.join(folder, meta)
+        if os.path.isfile(path):
+            try:
+                with open(path, "rb") as file:
+                    json.loads(file.read())
+            except (ValueError, UnicodeDecodeError) as error:
+                raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
 def _open_node(name: str) -> zarr.Array | zarr.Group:
     if not os.path.exists(name):
         raise FileNotFoundError(f"dataset {name} does not exist")
+    _check_json_files(name)
     try:
         return zarr.open(name, mode="r")
     except (zarr.errors.PathNotFoundError, ValueError) as error:
@@ -170,10 +186,19 @@ _Level = tuple[str, Coordinate, tuple[float, ...]]
 
 
 def _levels(name: str, attrs: dict) -> list[_Level]:
-    """``(path, voxel size, translation)`` of every level of a multiscale."""
-    multiscale = attrs["multiscales"][0]
+    """``(path, voxel size, translation)`` of every level of a multiscale;
+    the metadata is checked (types, lengths, finite numbers), and an error
+    names the group and the field."""
+    multiscales = attrs["multiscales"]
+    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
+        raise ValueError(
+            f"{name}: 'multiscales' must be a non-empty list of objects, got {multiscales!r}"
+        )
+    multiscale = multiscales[0]
     axes = multiscale.get("axes")
     if axes is not None:
+        if not isinstance(axes, list) or not all(isinstance(a, (dict, str)) for a in axes):
+            raise ValueError(f"{name}: 'axes' must be a list of axis objects, got {axes!r}")
         types = [a.get("type") if isinstance(a, dict) else _axis_type(a) for a in axes]
         if any(t != "space" for t in types):
             names = [a.get("name") if isinstance(a, dict) else a for a in axes]
@@ -181,26 +206,58 @@ def _levels(name: str, attrs: dict) -> list[_Level]:
                 f"{name}: only spatial axes are supported, got axes {names} of types {types}"
             )
     top_scale, top_translation = _transforms(name, multiscale.get("coordinateTransformations"))
+    datasets = multiscale.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise ValueError(f"{name}: 'multiscales' lists no datasets (got {datasets!r})")
     levels = []
-    for dataset in multiscale["datasets"]:
-        scale, translation = _transforms(
-            f"{name}/{dataset['path']}", dataset.get("coordinateTransformations")
-        )
+    for dataset in datasets:
+        path = dataset.get("path") if isinstance(dataset, dict) else None
+        if not isinstance(path, str) or not _relative_inside(path):
+            raise ValueError(
+                f"{name}: a multiscale dataset needs a 'path' inside the group, got {dataset!r}"
+            )
+        where = f"{name}/{path}"
+        scale, translation = _transforms(where, dataset.get("coordinateTransformations"))
         if scale is None:
-            raise ValueError(f"{name}/{dataset['path']}: no 'scale' coordinate transformation")
+            raise ValueError(f"{where}: no 'scale' coordinate transformation")
         dims = len(scale)
+        for field, values in (
+            ("translation", translation),
+            ("multiscale scale", top_scale),
+            ("multiscale translation", top_translation),
+            ("axes", axes),
+        ):
+            if values is not None and len(values) != dims:
+                raise ValueError(
+                    f"{where}: {field} {list(values)} has {len(values)} entries, but the "
+                    f"scale {list(scale)} has {dims}"
+                )
         translation = translation or (0.0,) * dims
         if top_scale is not None:
             translation = tuple(s * t for s, t in zip(top_scale, translation, strict=True))
             scale = tuple(s * t for s, t in zip(top_scale, scale, strict=True))
         if top_translation is not None:
             translation = tuple(t + u for t, u in zip(translation, top_translation, strict=True))
-        levels.append(
-            (dataset["path"], _integer_voxel_size(name, dataset["path"], scale), translation)
-        )
-    if not levels:
-        raise ValueError(f"{name}: 'multiscales' lists no datasets")
+        levels.append((path, _integer_voxel_size(name, path, scale), translation))
     return levels
+
+
+def _relative_inside(path: str) -> bool:
+    """Whether ``path`` is a non-empty relative path that stays inside its group."""
+    parts = path.replace("\\", "/").split("/")
+    return bool(path) and not path.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def _finite_list(where: str, field: str, value: object) -> tuple[float, ...]:
+    """``value`` as a tuple of finite floats; anything else (a string such
+    as ``"48"``, ``null``, booleans, NaN, infinities, nested lists) is a
+    ``ValueError`` naming ``where`` and ``field``."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{where}: {field} must be a non-empty list of numbers, got {value!r}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{where}: {field} must hold finite numbers, got {value!r}")
+    return tuple(float(v) for v in value)
 
 
 def _axis_type(axis_name: str) -> str:
@@ -209,17 +266,28 @@ def _axis_type(axis_name: str) -> str:
 
 
 def _transforms(
-    name: str, transforms: list[dict] | None
+    name: str, transforms: object
 ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    if transforms is None:
+        return None, None
+    if not isinstance(transforms, list) or not all(isinstance(t, dict) for t in transforms):
+        raise ValueError(
+            f"{name}: coordinateTransformations must be a list of objects, got {transforms!r}"
+        )
     scale = translation = None
-    for transform in transforms or []:
+    for transform in transforms:
         kind = transform.get("type")
         if kind == "scale" and "scale" in transform:
-            scale = tuple(float(s) for s in transform["scale"])
+            scale = _finite_list(name, "scale", transform["scale"])
         elif kind == "translation" and "translation" in transform:
-            translation = tuple(float(t) for t in transform["translation"])
+            translation = _finite_list(name, "translation", transform["translation"])
         elif kind != "identity":
             raise ValueError(f"{name}: unsupported coordinate transformation {transform}")
+    if scale is not None and translation is not None and len(scale) != len(translation):
+        raise ValueError(
+            f"{name}: translation {list(translation)} has {len(translation)} entries, but the "
+            f"scale {list(scale)} has {len(scale)}"
+        )
     return scale, translation
 
 
@@ -277,16 +345,19 @@ def _array_transform(name: str, array: zarr.Array) -> tuple[Coordinate, tuple[fl
     """Voxel size and translation of a plain array: funlib attributes, else
     the parent group's multiscale entry for this array."""
     attrs = array.attrs.asdict()
-    voxel_size = attrs.get("voxel_size", attrs.get("resolution"))
-    if voxel_size is not None:
-        offset = attrs.get("offset") or (0,) * len(voxel_size)
+    key = "voxel_size" if "voxel_size" in attrs else "resolution"
+    if key in attrs:
+        voxel_size = _finite_list(name, key, attrs[key])
+        offset = attrs.get("offset")
+        offset = (0.0,) * len(voxel_size) if offset is None else _finite_list(name, "offset", offset)
         if len(offset) != len(voxel_size):
             raise ValueError(
-                f"{name}: offset {offset} and voxel size {voxel_size} differ in length"
+                f"{name}: offset {list(offset)} and {key} {list(voxel_size)} differ in length"
             )
-        return _integer_voxel_size(name, "", voxel_size), tuple(float(o) for o in offset)
+        return _integer_voxel_size(name, "", voxel_size), offset
     parent, _, level = name.rstrip("/").replace(os.sep, "/").rpartition("/")
     if parent and os.path.exists(os.path.join(parent, ".zattrs")):
+        _check_json_files(parent)
         group = zarr.open(parent, mode="r")
         if isinstance(group, zarr.Group) and "multiscales" in group.attrs:
             for path, scale, translation in _levels(parent, group.attrs.asdict()):

@@ -25,6 +25,13 @@ Rules (see also :mod:`gp_hotdistance.data.ome`):
 - A channel with no dataset in this sample is unknown everywhere (mask 0):
   unknown is not absent.
 - Reads touch only the window of each dataset that covers the requested ROI.
+- Values are checked on every window read (per batch, never a scan of the
+  whole volume), and a bad one raises :class:`DataValueError` naming the
+  dataset, the window, how many voxels and some of their values: raw must be
+  finite (NaN, inf refused); labels hold whole numbers >= 0 (NaN, inf,
+  negative, fractional refused); a mask holds only 0 and 1 (NaN, 2, -1 and
+  fractional values such as 0.5 refused: a sample mask says known or
+  unknown, it carries no weights).
 """
 
 from __future__ import annotations
@@ -42,6 +49,50 @@ from .ome import Volume, open_volume
 from .resample import downsample_all, downsample_labels, mean_pool, upsample_nearest
 
 PathLike = str | os.PathLike
+_SHOWN_VALUES = 5
+
+
+class DataValueError(ValueError):
+    """A dataset holds values the data layer refuses (see the module docs);
+    the message names the dataset, where, how many voxels and some values."""
+
+
+def _refuse(volume: Volume, roi: Roi, bad: npt.NDArray[np.bool_], data: npt.NDArray, rule: str):
+    values = np.unique(data[bad])[:_SHOWN_VALUES].tolist()
+    raise DataValueError(
+        f"{volume.path}: {int(bad.sum())} of {data.size} voxels read in {roi} break the rule "
+        f"'{rule}', with values such as {values}"
+    )
+
+
+def check_raw_values(volume: Volume, data: npt.NDArray, roi: Roi) -> None:
+    """Raise :class:`DataValueError` if float raw ``data`` (read from
+    ``volume`` over ``roi``) holds NaN or infinities."""
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        _refuse(volume, roi, ~np.isfinite(data), data, "raw is finite (no NaN or inf)")
+
+
+def check_label_values(volume: Volume, data: npt.NDArray, roi: Roi) -> None:
+    """Raise :class:`DataValueError` unless label ``data`` holds whole
+    numbers >= 0 (ids, or 0/1)."""
+    kind = data.dtype.kind
+    if kind == "i" and data.size and data.min() < 0:
+        _refuse(volume, roi, data < 0, data, "labels are whole numbers >= 0")
+    elif kind == "f":
+        good = np.isfinite(data) & (data >= 0) & (data == np.floor(data))
+        if not good.all():
+            _refuse(volume, roi, ~good, data, "labels are whole numbers >= 0 (no NaN or inf)")
+
+
+def check_mask_values(volume: Volume, data: npt.NDArray, roi: Roi) -> None:
+    """Raise :class:`DataValueError` unless mask ``data`` holds only 0 and 1."""
+    if data.dtype.kind == "b" or not data.size:
+        return
+    if data.dtype.kind in "iu" and data.min() >= 0 and data.max() <= 1:
+        return
+    good = (data == 0) | (data == 1)
+    if not good.all():
+        _refuse(volume, roi, ~good, data, "a sample mask holds 0 (unknown) and 1 (known) only")
 
 
 def expand_label_template(template: str, channels: Sequence[str] | None = None) -> dict[str, str]:
@@ -161,7 +212,9 @@ class Sample:
                 f"{self.raw.path}: ROI {roi} leaves the raw volume's ROI {self.raw_roi}"
             )
         factors = self.voxel_size / self.raw.voxel_size
-        return mean_pool(self.raw.read(roi), factors)
+        data = self.raw.read(roi)
+        check_raw_values(self.raw, data, roi)
+        return mean_pool(data, factors)
 
     def read_raw_padded(self, roi: Roi) -> npt.NDArray[np.float32]:
         """:meth:`read_raw` of any world ``roi`` on the ``V`` grid, zeros
@@ -192,7 +245,13 @@ class Sample:
             index = roi_slices(inside, roi, self.voxel_size)
             class_id = None if self.class_ids is None else self.class_ids[channel]
             gt[(i, *index)] = _read_resampled(
-                self.labels[channel], inside, self.voxel_size, downsample_labels, class_id, windows
+                self.labels[channel],
+                inside,
+                self.voxel_size,
+                downsample_labels,
+                class_id,
+                windows,
+                check_label_values,
             )
             if self.mask is None:
                 mask[(i, *index)] = 1
@@ -201,7 +260,13 @@ class Sample:
             if not known.empty:
                 index = roi_slices(known, roi, self.voxel_size)
                 mask[(i, *index)] = _read_resampled(
-                    self.mask, known, self.voxel_size, downsample_all, None, windows
+                    self.mask,
+                    known,
+                    self.voxel_size,
+                    downsample_all,
+                    None,
+                    windows,
+                    check_mask_values,
                 )
         return gt, mask
 
@@ -237,19 +302,21 @@ def _read_resampled(
     down: Callable[[npt.NDArray, Sequence[int]], npt.NDArray[np.bool_]],
     class_id: int | None,
     windows: dict,
+    check: Callable[[Volume, npt.NDArray, Roi], None],
 ) -> npt.NDArray[np.uint8]:
     """Binary (uint8) ``volume`` over ``roi`` (on the ``voxel_size`` grid,
     inside the volume's ROI shrunk to it) at ``voxel_size``: read the window
-    of dataset voxels covering ``roi`` (or take it from ``windows``), binarise,
-    upsample the coarser axes (nearest), reduce the finer ones with ``down``,
-    crop."""
+    of dataset voxels covering ``roi`` (or take it from ``windows``), check its
+    values with ``check``, binarise, upsample the coarser axes (nearest),
+    reduce the finer ones with ``down``, crop."""
     up = Coordinate(max(v // t, 1) for v, t in zip(volume.voxel_size, voxel_size, strict=True))
     factors = Coordinate(max(t // v, 1) for v, t in zip(volume.voxel_size, voxel_size, strict=True))
     # grow to the dataset's voxel grid on the coarser axes (a no-op elsewhere)
     window = (roi - volume.offset).snap_to_grid(volume.voxel_size, mode="grow") + volume.offset
-    key = (volume.path, tuple(window.begin), tuple(window.shape))
+    key = (volume.path, tuple(window.begin), tuple(window.shape), check)
     if key not in windows:
         windows[key] = volume.read(window)
+        check(volume, windows[key], window)
     data = windows[key]
     if class_id is None:
         binary = data != 0

@@ -29,7 +29,9 @@ the demo generator did not create is ever written or removed (see
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,12 @@ from pipelines.config import Config, ConfigError, SampleConfig, SamplesDataConfi
 logger = logging.getLogger(__name__)
 
 DEMO_CONTAINER = "demo_data.zarr"
+#: ElasticAugment of the training pipeline (voxels, radians).
+CONTROL_POINT_SPACING = 8
+JITTER_SIGMA = 1.0
+ROTATION_MAX = math.pi / 8
+#: The jitter's worst growth counted in the geometry report, in sigmas.
+JITTER_BOUND = 4
 SPATIAL_AXES = {2: ["y", "x"], 3: ["z", "y", "x"]}
 
 
@@ -83,12 +91,17 @@ class Keys:
 @dataclass
 class Data:
     """The opened samples of a config (samples form): the training samples
-    with their weights and the evaluation samples."""
+    with their weights and the evaluation samples; ``where`` and
+    ``eval_where`` name each in the config (``data.samples[i]``),
+    ``skipped`` lists the unusable samples skipped (``data.skip_unusable``)."""
 
     voxel_size: Coordinate
     samples: list[Sample]
     weights: list[float]
     eval: list[Sample]
+    where: list[str]
+    eval_where: list[str]
+    skipped: list[str]
 
 
 def resolve_data(config: Config, out: Path) -> Config:
@@ -212,17 +225,166 @@ def open_sample(config: Config, sample: SampleConfig, where: str) -> Sample:
         raise ConfigError(f"{where}: {error}") from error
 
 
-def open_data(config: Config) -> Data:
-    """Open every sample of ``config`` (new form, see :func:`resolve_data`)."""
-    samples = [
-        open_sample(config, s, f"data.samples[{i}]") for i, s in enumerate(config.data.samples)
+def _named_samples(config: Config) -> list[tuple[str, SampleConfig]]:
+    data = config.data
+    return [(f"data.samples[{i}]", s) for i, s in enumerate(data.samples)] + [
+        (f"data.eval[{i}]", s) for i, s in enumerate(data.eval)
     ]
+
+
+def _keyed_paths(sample: SampleConfig) -> list[tuple[str, str]]:
+    """``(key, path)`` of every dataset a config sample names."""
+    labels = sample.label_datasets
+    keyed = [("raw", sample.raw)]
+    if labels is None:
+        keyed.append(("labels", sample.labels))
+    else:
+        keyed += [(f"labels.{c}", p) for c, p in labels.items()]
+    if sample.mask is not None:
+        keyed.append(("mask", sample.mask))
+    return keyed
+
+
+def missing_paths(config: Config) -> list[str]:
+    """``where.key: path`` for every local dataset path of the config's
+    samples that does not exist (URLs are not checked)."""
+    return [
+        f"{where}.{key}: {path}"
+        for where, sample in _named_samples(config)
+        for key, path in _keyed_paths(sample)
+        if "://" not in path and not os.path.exists(path)
+    ]
+
+
+def open_data(config: Config) -> Data:
+    """Open every sample of ``config`` (samples form, see
+    :func:`resolve_data`).
+
+    Every missing path of every sample is reported in one
+    :class:`ConfigError`. A sample that cannot be used (no labelled voxel
+    inside its raw volume, no level at an integer ratio to the training
+    voxel size, ...) is listed with its index, paths and why: all of them in
+    one :class:`ConfigError`, or, with ``data.skip_unusable``, skipped with a
+    warning (:attr:`Data.skipped`)."""
+    missing = missing_paths(config)
+    if missing:
+        raise ConfigError(f"{len(missing)} data path(s) do not exist:\n  " + "\n  ".join(missing))
+    opened: dict[str, Sample] = {}
+    unusable = []
+    for where, sample in _named_samples(config):
+        try:
+            opened[where] = open_sample(config, sample, where)
+        except ConfigError as error:
+            paths = ", ".join(f"{k} {p}" for k, p in _keyed_paths(sample))
+            why = str(error).removeprefix(f"{where}: ")
+            unusable.append(f"{where} ({paths}): {why}")
+    if unusable and not config.data.skip_unusable:
+        raise ConfigError(
+            f"{len(unusable)} sample(s) cannot be used (set data.skip_unusable: true to skip "
+            "them):\n  " + "\n  ".join(unusable)
+        )
+    for line in unusable:
+        logger.warning("skipping unusable sample %s", line)
+    train = [(w, s) for w, s in _named_samples(config) if w in opened and w.startswith("data.s")]
+    if not train:
+        raise ConfigError("no training sample can be used:\n  " + "\n  ".join(unusable))
     return Data(
         voxel_size=Coordinate(config.data.voxel_size),
-        samples=samples,
-        weights=[s.weight for s in config.data.samples],
-        eval=[open_sample(config, s, f"data.eval[{i}]") for i, s in enumerate(config.data.eval)],
+        samples=[opened[w] for w, _ in train],
+        weights=[s.weight for _, s in train],
+        eval=[s for w, s in opened.items() if w.startswith("data.eval")],
+        where=[w for w, _ in train],
+        eval_where=[w for w in opened if w.startswith("data.eval")],
+        skipped=unusable,
     )
+
+
+def augmented_axes(voxel_size: Coordinate) -> tuple[list[int], int]:
+    """The axes ``SimpleAugment`` may transpose (the trailing axes sharing
+    the last axis' voxel size, the section plane of anisotropic data) and
+    the number of trailing axes ``ElasticAugment`` deforms (that plane, or 0
+    when it has fewer than two axes)."""
+    isotropic = [a for a in range(voxel_size.dims) if voxel_size[a] == voxel_size[-1]]
+    if isotropic != list(range(voxel_size.dims - len(isotropic), voxel_size.dims)):
+        isotropic = [voxel_size.dims - 1]
+    return (isotropic, len(isotropic)) if len(isotropic) >= 2 else ([], 0)
+
+
+def augmentation_growth(config: Config, voxel_size: Coordinate, shape: Coordinate) -> Coordinate:
+    """Voxels per side by which the augmentations of :func:`build_data_pipeline`
+    grow a request of ``shape`` voxels, at worst. ``SimpleAugment`` (nearer
+    the network) may transpose the request's in-plane axes first; for every
+    such order, ``ElasticAugment``'s rotation (up to :data:`ROTATION_MAX` in
+    the last two axes) grows the box as its worst angle does, and the
+    jitter (normal, :data:`JITTER_SIGMA` voxels) is counted as
+    :data:`JITTER_BOUND` sigmas plus the voxel gunpowder adds to the source
+    box. A rarer draw only reads further into the zero padding."""
+    dims = voxel_size.dims
+    transposed, plane = augmented_axes(voxel_size)
+    if not config.training.augment or plane == 0:
+        return Coordinate((0,) * dims)
+    jitter = math.ceil(JITTER_BOUND * JITTER_SIGMA) + 1
+    worst = [0] * dims
+    for order in itertools.permutations(transposed):
+        sizes = list(shape)
+        for axis, source in zip(transposed, order, strict=True):
+            sizes[axis] = shape[source]
+        half = [(s - 1) / 2 for s in sizes]
+        a, b = half[-2], half[-1]
+        angles = [0.0, ROTATION_MAX] + [
+            t for t in (math.atan2(b, a), math.atan2(a, b)) if 0 <= t <= ROTATION_MAX
+        ]
+        half[-2] = max(a * math.cos(t) + b * math.sin(t) for t in angles)
+        half[-1] = max(a * math.sin(t) + b * math.cos(t) for t in angles)
+        for axis in range(dims):
+            growth = half[axis] - (shape[axis] - 1) / 2
+            if axis >= dims - plane:
+                growth += jitter
+            worst[axis] = max(worst[axis], math.ceil(growth - 1e-9))
+    return Coordinate(worst)
+
+
+def request_reach(
+    config: Config, voxel_size: Coordinate, input_shape: Coordinate
+) -> tuple[Coordinate, Coordinate]:
+    """World extent below and above a request's centre voxel (its corner, as
+    :class:`~gp_hotdistance.data.RandomLabelledLocation` places it) of the
+    largest request the training pipeline can send to a sample: the raw
+    input, grown by :func:`augmentation_growth`."""
+    grown = Coordinate(input_shape) + augmentation_growth(config, voxel_size, input_shape) * 2
+    below = Coordinate(n // 2 for n in grown)
+    return below * voxel_size, (grown - below) * voxel_size
+
+
+def describe_data(config: Config, data: Data, input_shape: Coordinate) -> list[str]:
+    """What a run prints before its first batch: the geometry of every
+    training sample (:func:`geometry_report`) for a network input of
+    ``input_shape`` voxels."""
+    below, above = request_reach(config, data.voxel_size, input_shape)
+    return geometry_report(data, below, above)
+
+
+def geometry_report(data: Data, below: Coordinate, above: Coordinate) -> list[str]:
+    """How each training sample serves the largest request (see
+    :func:`request_reach`): a count of those it fits, and one line per
+    sample whose raw is padded (zeros beyond its raw volume, at most how
+    many voxels per axis below and above)."""
+    padded = []
+    for where, sample in zip(data.where, data.samples, strict=True):
+        low, high = sample.raw_padding(below, above)
+        if any(low) or any(high):
+            padded.append(
+                f"  {where} ({sample.raw.path}): raw padded with zeros by up to "
+                f"{tuple(low)} voxels below and {tuple(high)} above"
+            )
+    fits = len(data.samples) - len(padded)
+    lines = [
+        f"geometry: the largest request reaches {tuple(below / data.voxel_size)} voxels below "
+        f"and {tuple(above / data.voxel_size)} above its centre (raw input plus the worst "
+        f"augmentation growth); {fits} of {len(data.samples)} training samples fit it"
+        + (", the others read zeros beyond their raw volume:" if padded else "")
+    ]
+    return lines + padded
 
 
 def build_data_pipeline(
@@ -238,12 +400,6 @@ def build_data_pipeline(
     everything else at ``output_shape``, in voxels) and its WeightNode."""
     predictor = make_predictor(config)
     voxel_size = data.voxel_size
-    for i, sample in enumerate(data.samples):
-        if not sample.raw_roi.shape >= input_shape * voxel_size:
-            raise ConfigError(
-                f"data.samples[{i}]: the raw volume {sample.raw.path} ({sample.raw_roi}) is "
-                f"smaller than the network input of {tuple(input_shape)} voxels"
-            )
     pipeline = sample_sources(
         data.samples,
         keys.raw,
@@ -252,24 +408,20 @@ def build_data_pipeline(
         weights=data.weights,
         random_shift=keys.random_shift,
         sample_index=keys.sample,
+        pad=True,
     )
     if config.training.augment:
         # deform and transpose only the trailing axes that share one voxel
         # size (the section plane of anisotropic data)
-        isotropic = [a for a in range(voxel_size.dims) if voxel_size[a] == voxel_size[-1]]
-        plane = (
-            len(isotropic)
-            if isotropic == list(range(voxel_size.dims - len(isotropic), voxel_size.dims))
-            else 1
-        )
+        transposed, plane = augmented_axes(voxel_size)
         if plane >= 2:
             pipeline += gp.ElasticAugment(
-                control_point_spacing=(8,) * plane,
-                jitter_sigma=(1.0,) * plane,
-                rotation_interval=(0, np.pi / 8),
+                control_point_spacing=(CONTROL_POINT_SPACING,) * plane,
+                jitter_sigma=(JITTER_SIGMA,) * plane,
+                rotation_interval=(0, ROTATION_MAX),
                 spatial_dims=plane,
             )
-            pipeline += gp.SimpleAugment(transpose_only=isotropic)
+            pipeline += gp.SimpleAugment(transpose_only=transposed)
         else:
             pipeline += gp.SimpleAugment(transpose_only=[])
         pipeline += gp.IntensityAugment(keys.raw, 0.9, 1.1, -0.1, 0.1)

@@ -32,6 +32,7 @@ optional and falls back to the defaults here (the embedded demo)::
         eval:                      # optional evaluation crops (a list, or one mapping)
           - {raw: ..., labels: ...}
         class_ids: [1, 2]          # only with class-id labels: ``labels: path/to/ids``
+        skip_unusable: false       # true: skip samples that cannot be used, with a warning
 
   ``labels`` is a bracket template (see :func:`expand_labels`, which is
   :func:`gp_hotdistance.data.expand_label_template`), a mapping
@@ -106,7 +107,7 @@ _MAPPING = "(mapping)"
 _UNION_TAGS = {_CONTAINER_FORM, _SAMPLES_FORM, _TEMPLATE, _MAPPING}
 
 _CONTAINER_KEYS = {"container", "raw", "gt", "mask", "eval_raw", "eval_gt"}
-_SAMPLES_KEYS = {"voxel_size", "samples", "eval"}
+_SAMPLES_KEYS = {"voxel_size", "samples", "eval", "skip_unusable"}
 
 
 class ConfigError(ValueError):
@@ -200,12 +201,16 @@ class SamplesDataConfig:
     """The samples form of ``data``: the training ``voxel_size`` (world
     units, one per axis), at least one training sample, the evaluation
     samples ``eval`` (a list; one mapping is read as a list of one; scores
-    are pooled over them) and, for class-id labels only, ``class_ids``."""
+    are pooled over them), for class-id labels only, ``class_ids``, and
+    ``skip_unusable``: skip the samples that cannot be used (no labelled
+    voxel inside their raw volume, say) with a warning instead of refusing
+    the run (see ``pipelines.batches.open_data``)."""
 
     voxel_size: list[PositiveInt]
     samples: Annotated[list[TrainingSampleConfig], Field(min_length=1)]
     eval: list[SampleConfig] = dataclasses.field(default_factory=list)
     class_ids: list[NonNegativeInt] | None = None
+    skip_unusable: StrictBool = False
 
     @field_validator("eval", mode="before")
     @classmethod

@@ -37,6 +37,7 @@ from pipelines.batches import (
     Keys,
     batch_arrays,
     build_data_pipeline,
+    describe_data,
     generate_demo_data,
     open_data,
     resolve_data,
@@ -131,6 +132,7 @@ def preview(config: Config, out: Path, batches: int) -> list[Path]:
     model = make_model(config, make_predictor(config))
     output_shape = Coordinate(config.model.output_shape)
     input_shape = Coordinate(input_shape_for(model, output_shape))
+    print("\n".join(describe_data(config, data, input_shape)), flush=True)
     keys = Keys.create(config)
     single = config.replace(training=dataclasses.replace(config.training, batch_size=1))
     pipeline, request, _ = build_data_pipeline(
@@ -145,7 +147,7 @@ def preview(config: Config, out: Path, batches: int) -> list[Path]:
             sample = int(np.asarray(batch[keys.sample].data)[0])
             offset = tuple(arrays[0].offset)
             png = out / f"batch_{index}.png"
-            write_montage(png, arrays, f"batch {index}: data.samples[{sample}], raw at {offset}")
+            write_montage(png, arrays, f"batch {index}: {data.where[sample]}, raw at {offset}")
             written.append(png)
     return written
 

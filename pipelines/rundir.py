@@ -79,6 +79,7 @@ RESUMABLE_KEYS = (
     "data.samples",
     "data.eval",
     "data.eval.*",
+    "data.skip_unusable",
 )
 
 _CHECKPOINT = re.compile(rf"^{CHECKPOINT_BASENAME}_checkpoint_(\d+)$")

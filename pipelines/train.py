@@ -54,6 +54,7 @@ from pipelines.batches import (
     Keys,
     batch_arrays,
     build_data_pipeline,
+    describe_data,
     generate_demo_data,
     open_data,
     resolve_data,
@@ -218,6 +219,9 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
 
         predictor = make_predictor(config)
         model = make_model(config, predictor)
+        if not quiet:
+            input_shape = Coordinate(input_shape_for(model, config.model.output_shape))
+            print("\n".join(describe_data(config, data, input_shape)), flush=True)
         run.write_config(config)
         checkpoint = run.newest_complete()
         start = checkpoint.iteration if checkpoint is not None else 0

@@ -133,11 +133,15 @@ def test_preview_batches_equal_the_references(fixture, previewed):
         crop = crop_of(fixture, roi)  # the centre lies inside a labelled ROI
         seen.add(crop)
 
-        # raw: the large volume's voxels at the world offset, also outside the crop
+        # raw: the large volume's voxels at the world offset, also outside the
+        # crop, and zeros beyond the raw volume
         raw, raw_roi = read(group, "raw")
         begin = (raw_roi.offset - fixture.raw_offset) / V
-        window = tuple(slice(b, b + s) for b, s in zip(begin, raw_roi.shape / V, strict=True))
-        expected = fixture.raw[window]
+        padded = np.pad(fixture.raw, 64)
+        window = tuple(
+            slice(b + 64, b + 64 + s) for b, s in zip(begin, raw_roi.shape / V, strict=True)
+        )
+        expected = padded[window]
         np.testing.assert_allclose(raw, expected / np.float32(255), rtol=1e-6)
         assert not crop_roi(fixture, crop).contains(raw_roi)  # context reaches outside
 
@@ -259,15 +263,15 @@ def test_train_on_crops_evaluates_the_held_out_crop(fixture, tmp_path):
     [
         (
             lambda v, f: v["data"].update(voxel_size=[12, 12]),
-            r"data.samples\[0\]: .*fibsem-uint8.* 12",
+            r"data.samples\[0\] \(raw .*\): .*fibsem-uint8.* 12",
         ),
         (
             lambda v, f: v["data"]["samples"][1]["labels"].update(er=str(f.container / "no")),
-            r"data.samples\[1\]: dataset .*no does not exist",
+            r"1 data path\(s\) do not exist:\n  data.samples\[1\].labels.er: .*no$",
         ),
         (
             lambda v, f: v["data"]["samples"][0].update(raw=str(f.container / "recon-1")),
-            r"data.samples\[0\]: .*recon-1 is a zarr group without OME-NGFF 'multiscales'",
+            r"data.samples\[0\] \(raw .*recon-1, .*\): .*recon-1 is a zarr group without OME-NGFF",
         ),
     ],
 )

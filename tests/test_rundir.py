@@ -325,7 +325,7 @@ def test_config_differences():
     assert refused == ["data.voxel_size"]
     assert allowed == sorted(
         ["data.container", "data.raw", "data.gt", "data.mask", "data.eval_raw", "data.eval_gt"]
-        + ["data.samples", "data.eval"]
+        + ["data.samples", "data.eval", "data.skip_unusable"]
     )
 
 

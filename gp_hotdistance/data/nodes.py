@@ -25,7 +25,8 @@ class SampleSource(gp.BatchProvider):
 
     - ``raw``: float32, interpolatable, over the sample's raw ROI; integer raw
       is divided by its dtype's maximum (``gp.Normalize``'s convention: uint8
-      / 255), float raw is kept as it is.
+      / 255), float raw is kept as it is. With ``pad``, over all of space:
+      0 beyond the raw volume (what blockwise prediction reads there).
     - ``gt``, ``mask``: ``(C, *spatial)`` uint8, not interpolatable, over the
       same ROI; outside a channel's labelled ROI gt is 0 and mask 0 (unknown).
 
@@ -33,6 +34,7 @@ class SampleSource(gp.BatchProvider):
         sample: what to read.
         raw, gt: keys to provide.
         mask: key for the mask, or ``None``.
+        pad: provide every key over all of space (see above).
     """
 
     def __init__(
@@ -41,14 +43,17 @@ class SampleSource(gp.BatchProvider):
         raw: gp.ArrayKey,
         gt: gp.ArrayKey,
         mask: gp.ArrayKey | None = None,
+        pad: bool = False,
     ):
         self.sample = sample
         self.raw = raw
         self.gt = gt
         self.mask = mask
+        self.pad = pad
 
     def setup(self) -> None:
-        roi = self.sample.raw_roi
+        dims = self.sample.voxel_size.dims
+        roi = Roi((None,) * dims, (None,) * dims) if self.pad else self.sample.raw_roi
         voxel_size = self.sample.voxel_size
         self.provides(
             self.raw,
@@ -67,7 +72,7 @@ class SampleSource(gp.BatchProvider):
         batch = gp.Batch()
         if self.raw in request:
             roi = request[self.raw].roi
-            data = self.sample.read_raw(roi)
+            data = self.sample.read_raw_padded(roi) if self.pad else self.sample.read_raw(roi)
             if np.issubdtype(self.sample.raw.dtype, np.integer):
                 data /= np.float32(np.iinfo(self.sample.raw.dtype).max)
             batch[self.raw] = gp.Array(data, self._output_spec(self.raw, roi))
@@ -193,11 +198,15 @@ def sample_sources(
     weights: Sequence[float] | None = None,
     random_shift: gp.ArrayKey | None = None,
     sample_index: gp.ArrayKey | None = None,
+    pad: bool = False,
 ) -> gp.Pipeline:
     """``SampleSource + RandomLabelledLocation`` per sample, combined by a
     ``gp.RandomProvider`` drawing sample ``i`` with probability proportional
     to ``samples[i].labelled_volume * weights[i]`` (weights default to 1).
-    ``sample_index`` (optional key) receives the index of the drawn sample."""
+    ``sample_index`` (optional key) receives the index of the drawn sample.
+    With ``pad``, raw is 0 beyond each raw volume (see :class:`SampleSource`):
+    every labelled voxel can be the centre of any request, so no request
+    fails on the data's geometry."""
     samples = list(samples)
     if not samples:
         raise ValueError("sample_sources: no samples")
@@ -208,7 +217,8 @@ def sample_sources(
             "not all 0"
         )
     sources = tuple(
-        SampleSource(s, raw, gt, mask) + RandomLabelledLocation(s, random_shift) for s in samples
+        SampleSource(s, raw, gt, mask, pad) + RandomLabelledLocation(s, random_shift)
+        for s in samples
     )
     probabilities = [s.labelled_volume * w for s, w in zip(samples, weights, strict=True)]
     return sources + gp.RandomProvider(

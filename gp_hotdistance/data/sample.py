@@ -226,6 +226,22 @@ class Sample:
             out[roi_slices(inside, roi, self.voxel_size)] = self.read_raw(inside)
         return out
 
+    def raw_padding(self, below: Coordinate, above: Coordinate) -> tuple[Coordinate, Coordinate]:
+        """Voxels beyond the raw volume, per axis below and above it, that a
+        request reading the world box ``[c - below, c + above)`` around a
+        centre voxel ``c`` (its corner) reads at worst, over every labelled
+        voxel ``c``; ``(0, ..), (0, ..)`` when every such request fits."""
+        cells = union_cells([r for r in self.labelled_rois.values() if r is not None])
+        dims = self.voxel_size.dims
+        first = Coordinate(min(c.begin[a] for c in cells) for a in range(dims))
+        last = Coordinate(max(c.end[a] for c in cells) for a in range(dims)) - self.voxel_size
+        low = first - Coordinate(below) - self.raw_roi.begin
+        high = self.raw_roi.end - (last + Coordinate(above))
+        return (
+            Coordinate(max(0, -(v // s)) for v, s in zip(low, self.voxel_size, strict=True)),
+            Coordinate(max(0, -(v // s)) for v, s in zip(high, self.voxel_size, strict=True)),
+        )
+
     def read_labels(self, roi: Roi) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
         """``(gt, mask)``, each ``(C, *spatial)`` uint8, of any world ``roi``
         on the ``V`` grid: 0/0 outside a channel's labelled ROI, the resampled

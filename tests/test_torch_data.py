@@ -242,7 +242,7 @@ def test_dataset_items_are_the_data_layer_s_arrays(demo):
         sample = data.samples[int(item["sample"])]
         offset = gp.Coordinate(item["offset"].tolist())
         output = gp.Roi(offset, gp.Coordinate(8, 8) * data.voxel_size)
-        raw = sample.read_raw(output.grow(data.voxel_size * 6, data.voxel_size * 6)) / 255
+        raw = sample.read_raw_padded(output.grow(data.voxel_size * 6, data.voxel_size * 6)) / 255
         np.testing.assert_array_equal(item["raw"][0].numpy(), raw.astype(np.float32))
         gt, mask = sample.read_labels(output)
         np.testing.assert_array_equal(item["gt"].numpy(), gt)

@@ -198,15 +198,16 @@ def sample_sources(
     weights: Sequence[float] | None = None,
     random_shift: gp.ArrayKey | None = None,
     sample_index: gp.ArrayKey | None = None,
-    pad: bool = False,
+    pad: bool = True,
 ) -> gp.Pipeline:
     """``SampleSource + RandomLabelledLocation`` per sample, combined by a
     ``gp.RandomProvider`` drawing sample ``i`` with probability proportional
     to ``samples[i].labelled_volume * weights[i]`` (weights default to 1).
     ``sample_index`` (optional key) receives the index of the drawn sample.
-    With ``pad``, raw is 0 beyond each raw volume (see :class:`SampleSource`):
-    every labelled voxel can be the centre of any request, so no request
-    fails on the data's geometry."""
+    With ``pad`` (the default), raw is 0 beyond each raw volume (see
+    :class:`SampleSource`): every labelled voxel can be the centre of any
+    request, so no request fails on the data's geometry; ``pad=False`` keeps
+    every request inside the raw volumes (centres where it fits)."""
     samples = list(samples)
     if not samples:
         raise ValueError("sample_sources: no samples")

@@ -1,7 +1,8 @@
 """Look at a preview, a snapshot or any container this project wrote, in neuroglancer.
 
-``python -m pipelines.view PATH [--batch N] [--port P] [--state-only]`` serves
-the arrays under ``PATH`` from this process with the ``neuroglancer`` Python
+``python -m pipelines.view PATH [PATH ...] [--batch N] [--port P] [--state-only]``
+serves the arrays under every ``PATH`` (overlaid, each path's layers prefixed
+by its name when there are several) from this process with the ``neuroglancer`` Python
 package (which ships its own web client: nothing is fetched from outside),
 binds to ``127.0.0.1``, prints the viewer URL and stays up until Ctrl-C.
 ``--state-only`` prints the viewer state as JSON instead and exits.
@@ -16,8 +17,8 @@ Every dataset found in the hierarchy becomes layers:
 
 - an OME-NGFF 0.4 group (attribute ``multiscales``) is one image: its first
   dataset, placed by its ``scale`` and ``translation`` transformations;
-- an array with funlib attributes (``voxel_size``, optional ``offset``,
-  ``axis_names``, ``units``) is one image;
+- an array with funlib attributes (``voxel_size``, optional ``offset`` or the
+  challenge's ``translation``, ``axis_names``, ``units``) is one image;
 - anything else is skipped with a printed note (voxel size is never assumed).
 
 Leading (channel) axes give one layer per channel, named by the attribute
@@ -26,15 +27,20 @@ Leading (channel) axes give one layer per channel, named by the attribute
 (the ``[hot x C, distance x C]`` layout of this package) and other channels by
 index. Layer style by name:
 
-- ``raw``: grayscale image; ``gt*``/``labels*``: segmentation (unsigned or
-  boolean data; any other dtype is shown as an image, with a note);
+- ``raw`` (also ``em``, ``fibsem*``): grayscale image; ``gt*``/``labels*``/
+  ``segmentation*``: segmentation (unsigned or boolean data; any other dtype
+  is shown as an image, with a note); any other array of 32- or 64-bit
+  unsigned ids (instances, e.g. ``blockwise segment``'s ``<class>`` or a
+  submission's ``cropN/<label>``) is a segmentation too;
 - ``target/dist_*`` (and ``prediction/dist_*``): blue (-1) / white (0) / red
   (+1) diverging shader over ``DISTANCE_RANGE``;
 - ``target/hot_*``, ``mask*``, ``distance_mask/*``: coloured over ``[0, 1]``;
   ``weights/*``, ``prediction/hot_*`` and others: grayscale over the value
   range of a central block of at most ``RANGE_SAMPLE_VOXELS`` voxels.
 
-Only raw, gt and the first distance target are visible at first. Each layer
+Visible at first: the first raw, every segmentation, the first distance
+channel of the most recently written ``prediction`` and the first
+container's first distance target. Each layer
 keeps its own voxel size and offset (``outputDimensions`` and the translation
 of its source transform, in voxels of that size), so positions are in world
 units and layers of different offsets and voxel sizes line up.
@@ -205,6 +211,55 @@ def find_volumes(path: Path, batch: int | None = None) -> list[Volume]:
     return volumes
 
 
+def find_all(paths: Sequence[Path], batch: int | None = None) -> list[Volume]:
+    """:func:`find_volumes` of every path, overlaid: with several paths each
+    path's layers are prefixed by its name (``name``, ``name_2``, ... if two
+    are alike). Arrays of 32- or 64-bit unsigned ids (instances) are
+    segmentation layers whatever their name."""
+    volumes: list[Volume] = []
+    used: set[str] = set()
+    for path in paths:
+        found = find_volumes(Path(path), batch)
+        if len(paths) > 1:
+            label = Path(path).name.removesuffix(".zarr") or "data"
+            prefix, n = label, 1
+            while prefix in used:
+                n += 1
+                prefix = f"{label}_{n}"
+            used.add(prefix)
+            found = [
+                dataclasses.replace(
+                    v, name=_join(prefix, v.name), container=_join(prefix, v.container)
+                )
+                for v in found
+            ]
+        volumes += found
+    return [
+        dataclasses.replace(v, role="segmentation")
+        if v.role == "other" and v.data.dtype.kind == "u" and v.data.dtype.itemsize >= 4
+        else v
+        for v in volumes
+    ]
+
+
+def newest_prediction(volumes: Sequence[Volume]) -> list[Volume]:
+    """The layers of the most recently written ``prediction`` dataset."""
+    groups: dict[tuple[str, int], list[Volume]] = {}
+    for volume in volumes:
+        if "prediction" in volume.name.split("/"):
+            groups.setdefault((volume.container, id(volume.data.array)), []).append(volume)
+    if not groups:
+        return []
+    return max(groups.values(), key=lambda group: _written(group[0].data.array))
+
+
+def _written(array: zarr.Array) -> float:
+    """Modification time of an array's directory (0 where it has none)."""
+    root = getattr(array.store, "path", None)
+    path = Path(root, array.path) if root else None
+    return path.stat().st_mtime if path is not None and path.exists() else 0.0
+
+
 def _join(prefix: str, name: str) -> str:
     return "/".join(part for part in (prefix, name) if part)
 
@@ -237,7 +292,8 @@ def _array_volumes(array: zarr.Array, name: str, where: str) -> list[Volume]:
     if array.ndim < dims:
         _note(f"skipping {where}: {array.ndim} axes but voxel_size {voxel_size}")
         return []
-    offset = tuple(float(v) for v in attrs.get("offset") or (0,) * dims)
+    placed = attrs.get("offset") or attrs.get("translation")  # funlib / the challenge's layout
+    offset = tuple(float(v) for v in placed or (0,) * dims)
     axis_names = tuple(attrs.get("axis_names") or ())[-dims:] or DEFAULT_AXES.get(dims)
     units = tuple(u or DEFAULT_UNIT for u in attrs.get("units") or ("",) * dims)[-dims:]
     return _split_channels(
@@ -348,9 +404,9 @@ def layer_role(name: str) -> str:
     parts = name.split("/")
     leaf = parts[-1]
     for top in parts:
-        if top == "raw":
+        if top in ("raw", "em") or top.startswith("fibsem"):
             return "raw"
-        if top.startswith(("gt", "labels")):
+        if top.startswith(("gt", "labels", "segmentation")):
             return "segmentation"
         if top in ("target", "prediction") and leaf.startswith("dist"):
             return "distance"
@@ -425,9 +481,10 @@ def fill_state(state: neuroglancer.ViewerState, volumes: Sequence[Volume]) -> No
     """Add one layer per volume.
 
     The view is centred on the first raw and zoomed so that its in-plane
-    extent spans ``FIT_PIXELS``. Visible: of the first container, its first
-    raw, its segmentations and its first ``target`` distance; every other
-    layer is hidden.
+    extent spans ``FIT_PIXELS``. Visible: the first raw, every segmentation
+    (labels and instances), the first distance channel of the newest
+    prediction and the first container's first ``target`` distance; every
+    other layer is hidden.
     """
     finest = min(volumes, key=lambda v: np.prod(v.voxel_size))
     state.dimensions = neuroglancer.CoordinateSpace(
@@ -445,13 +502,20 @@ def fill_state(state: neuroglancer.ViewerState, volumes: Sequence[Volume]) -> No
     state.cross_section_scale = float(max(extent[-2:]) / FIT_PIXELS)
     main = volumes[0].container
     shown = set()
+    prediction = newest_prediction(volumes)
+    prediction_shown = next(
+        (v for v in prediction if v.role == "distance"), prediction[0] if prediction else None
+    )
     for volume in volumes:
         inner = volume.name.removeprefix(volume.container).lstrip("/")
         kind = volume.role
         if kind == "distance" and not inner.startswith("target"):
             kind = "other distance"
-        visible = volume.container == main and (
-            kind == "segmentation" or (kind in ("raw", "distance") and kind not in shown)
+        visible = (
+            kind == "segmentation"
+            or volume is prediction_shown
+            or (kind == "raw" and kind not in shown)
+            or (volume.container == main and kind == "distance" and kind not in shown)
         )
         if visible:
             shown.add(kind)
@@ -472,7 +536,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Show a preview, snapshot or container of this project in a local "
         "neuroglancer viewer (bound to 127.0.0.1).",
     )
-    parser.add_argument("path", help="zarr container, group inside one, or directory of them")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="zarr container, group inside one, or directory of them; several are overlaid "
+        "(e.g. the raw data, a prediction, a segmentation)",
+    )
     parser.add_argument("--batch", type=int, help="batch_<N> to show (default: the newest)")
     parser.add_argument("--port", type=int, default=0, help="port (default: any free one)")
     parser.add_argument(
@@ -480,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        volumes = find_volumes(Path(args.path), args.batch)
+        volumes = find_all([Path(p) for p in args.paths], args.batch)
     except ViewError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -246,128 +246,130 @@ def block_fragments(
     the volume's shape, both in voxels.
     """
     ndim = distance.ndim
-    offsets = _offsets(ndim)
+    offsets = np.array(_offsets(ndim), dtype=np.int64)
     height = np.where(mask, distance, -np.inf).astype(np.float32)
-    # over the block + 1 ring: highest neighbour and its direction
-    best = np.full(tuple(s - 2 for s in height.shape), -np.inf, np.float32)
-    direction = np.full(best.shape, -1, np.int8)
-    for k, offset in enumerate(offsets):
-        neighbour = _view(height, offset, 1)
-        higher = neighbour > best
-        best[higher] = neighbour[higher]
-        direction[higher] = k
-    ring = height[(slice(1, -1),) * ndim]
+    ring_shape = tuple(s - 2 for s in height.shape)  # the block + 1 ring
     ring_mask = mask[(slice(1, -1),) * ndim]
-    seed = ring_mask & (ring > seed_level)
-    top = ring_mask & (seed | (best <= ring))  # seeds and neighbour-less tops
+    ring = height[(slice(1, -1),) * ndim]
+    # over the mask voxels of the block + 1 ring: highest neighbour and its direction
+    ring_voxels = np.flatnonzero(ring_mask)
+    read_strides = np.array([int(np.prod(height.shape[a + 1 :])) for a in range(ndim)], np.int64)
+    in_read = (np.stack(np.unravel_index(ring_voxels, ring_shape), 1) + 1) @ read_strides
+    flat_height = height.ravel()
+    own = flat_height[in_read]
+    best = np.full(ring_voxels.size, -np.inf, np.float32)
+    direction = np.full(ring_voxels.size, -1, np.int8)
+    higher = np.empty(ring_voxels.size, bool)
+    for k, delta in enumerate(offsets @ read_strides):
+        neighbour = flat_height[in_read + delta]
+        np.greater(neighbour, best, out=higher)
+        np.copyto(best, neighbour, where=higher)
+        np.copyto(direction, k, where=higher)
+    top = np.zeros(ring_shape, bool)  # seeds and neighbour-less tops
+    top.ravel()[ring_voxels] = (own > seed_level) | (best <= own)
+    ring_direction = np.full(ring_shape, -1, np.int8)
+    ring_direction.ravel()[ring_voxels] = direction
     inside = (slice(1, -1),) * ndim
     block_shape = tuple(s - 2 * HALO for s in distance.shape)
-    block_mask, block_top = ring_mask[inside], top[inside]
+    block_mask, block_top, block_height = ring_mask[inside], top[inside], ring[inside]
     connectivity = 26 if ndim == 3 else 8
     tops = cc3d.connected_components(block_top, connectivity=connectivity).astype(np.int64)
     n_tops = int(tops.max())
-    # follow the paths inside the block; a path leaving the block ends at its last voxel
+    seeded_top = np.zeros(n_tops + 1, bool)
+    seeded_top[tops[block_mask & (block_height > seed_level)]] = True
+    # paths inside the block (over its mask voxels, numbered 0..M-1): each
+    # voxel that is no top points at its highest neighbour
     size = int(np.prod(block_shape))
-    flat = np.arange(size, dtype=np.int64).reshape(block_shape)
-    parent = flat.copy()
-    block_direction = direction[inside]
-    follows = block_mask & ~block_top
     strides = np.array([int(np.prod(block_shape[a + 1 :])) for a in range(ndim)], np.int64)
-    exits = np.zeros(block_shape, bool)
-    exit_target = np.full(block_shape, -1, np.int64)  # global index of the next voxel
     global_strides = np.array([int(np.prod(volume_shape[a + 1 :])) for a in range(ndim)], np.int64)
-    coords = np.indices(block_shape)
-    for k, offset in enumerate(offsets):
-        here = follows & (block_direction == k)
-        if not here.any():
-            continue
-        target = [coords[a][here] + offset[a] for a in range(ndim)]
-        within = np.all([(t >= 0) & (t < block_shape[a]) for a, t in enumerate(target)], axis=0)
-        local = sum(t * s for t, s in zip(target, strides, strict=True))
-        idx = flat[here]
-        parent[np.unravel_index(idx[within], block_shape)] = local[within]
-        out_idx = idx[~within]
-        out_pos = np.unravel_index(out_idx, block_shape)
-        exits[out_pos] = True
-        exit_target[out_pos] = sum(
-            (t[~within] + origin[a]) * global_strides[a] for a, t in enumerate(target)
-        )
-    parent = parent.ravel()
+    origin = np.asarray(origin, np.int64)
+    voxels = np.flatnonzero(block_mask)
+    number = np.full(size, -1, np.int64)
+    number[voxels] = np.arange(voxels.size)
+    parent = np.arange(voxels.size, dtype=np.int64)
+    follows = np.flatnonzero(~block_top.ravel()[voxels])  # numbers of the voxels that follow
+    step = offsets[ring_direction[inside].ravel()[voxels[follows]]]
+    target = np.stack(np.unravel_index(voxels[follows], block_shape), 1) + step
+    within = np.all((target >= 0) & (target < np.array(block_shape)), axis=1)
+    parent[follows[within]] = number[target[within] @ strides]
+    exits = follows[~within]  # a path leaving the block ends at its last voxel inside
+    exit_target = (target[~within] + origin) @ global_strides
     while True:
         jumped = parent[parent]
         if np.array_equal(jumped, parent):
             break
         parent = jumped
-    # terminal labels: tops 1..n_tops, path exits after them
-    terminal = tops.ravel().copy()
-    exit_flat = np.flatnonzero(exits.ravel())
-    terminal[exit_flat] = n_tops + 1 + np.arange(exit_flat.size)
-    local_labels = np.where(block_mask.ravel(), terminal[parent], 0).reshape(block_shape)
-    ids, first_local, sizes = np.unique(local_labels, return_index=True, return_counts=True)
-    keep = ids != 0
-    ids, first_local, sizes = ids[keep], first_local[keep], sizes[keep]
-    seeded_top = np.zeros(n_tops + exit_flat.size + 1, bool)
-    seed_labels = tops[seed[inside]]
-    seeded_top[seed_labels] = True
-    first = (np.stack(np.unravel_index(first_local, block_shape), 1) + np.asarray(origin)) @ (
-        global_strides
-    )
+    terminal = tops.ravel()[voxels]
+    terminal[exits] = n_tops + 1 + np.arange(exits.size)
+    flat_labels = np.zeros(size, np.int64)
+    flat_labels[voxels] = terminal[parent]
+    local_labels = flat_labels.reshape(block_shape)
+    n = n_tops + exits.size
+    sizes = np.bincount(flat_labels[voxels], minlength=n + 1)
+    first_local = np.zeros(n + 1, np.int64)
+    first_local[flat_labels[voxels[::-1]]] = voxels[::-1]  # the last write, the first voxel, wins
+    ids = np.flatnonzero(sizes[1:]) + 1
+    first = (np.stack(np.unravel_index(first_local[ids], block_shape), 1) + origin) @ global_strides
+    seeded = np.zeros(n + 1, bool)
+    seeded[: n_tops + 1] = seeded_top
     labels = np.where(local_labels > 0, local_labels + id_offset, 0).astype(np.uint64)
     # joins with other blocks: paths that leave, and tops touching tops across the border
-    merges = [
-        np.stack([local_labels.ravel()[exit_flat] + id_offset, exit_target.ravel()[exit_flat]], 1)
-    ]
+    merges = [np.stack([flat_labels[voxels[exits]] + id_offset, exit_target], 1)]
     outer_ids, outer_index, outer_height = [], [], []
+    shell = np.zeros(block_shape, bool)
+    for axis in range(ndim):
+        shell[(slice(None),) * axis + (0,)] = True
+        shell[(slice(None),) * axis + (-1,)] = True
+    shell_flat = np.flatnonzero(shell & block_mask)
+    shell_coords = np.stack(np.unravel_index(shell_flat, block_shape), 1)
+    shell_labels = flat_labels[shell_flat] + id_offset
+    shell_top = block_top.ravel()[shell_flat]
+    shell_height = block_height.ravel()[shell_flat]
     inner, inner_height = [], []
-    block_height = ring[inside]
+    coordinates = np.stack(np.unravel_index(voxels, block_shape), 1)
+    voxel_labels = flat_labels[voxels]
+    flat_block_height = block_height.ravel()
+    voxel_height = flat_block_height[voxels]
     for offset in offsets:
-        shifted = tuple(
-            slice(1 + o, 1 + o + block_shape[a]) for a, o in enumerate(offset)
-        )  # neighbour within the block + 1 ring
-        neighbour_mask = ring_mask[shifted]
-        neighbour_top = top[shifted]
-        neighbour_height = ring[shifted]
-        target = [coords[a] + offset[a] for a in range(ndim)]
-        outside = np.any([(t < 0) | (t >= block_shape[a]) for a, t in enumerate(target)], axis=0)
-        both = block_mask & neighbour_mask
-        across = both & outside
-        if across.any():
-            gidx = sum((target[a][across] + origin[a]) * global_strides[a] for a in range(ndim))
-            own = local_labels[across] + id_offset
-            touching_tops = (block_top & neighbour_top)[across]
-            merges.append(np.stack([own[touching_tops], gidx[touching_tops]], 1))
-            outer_ids.append(own)
-            outer_index.append(gidx)
-            outer_height.append(np.minimum(block_height[across], neighbour_height[across]))
-        if offset > tuple(0 for _ in offset):  # each inner pair once
-            pairs = both & ~outside
-            if pairs.any():
-                src = np.nonzero(pairs)
-                dst = tuple(s + o for s, o in zip(src, offset, strict=True))
-                a, b = local_labels[src], local_labels[dst]
-                differ = a != b
-                inner.append(np.stack([a[differ] + id_offset, b[differ] + id_offset], 1))
-                inner_height.append(np.minimum(block_height[src], block_height[dst])[differ])
+        neighbour = shell_coords + offset
+        across = np.any((neighbour < 0) | (neighbour >= np.array(block_shape)), axis=1)
+        ring_index = tuple((neighbour[across] + 1).T)  # in the block + 1 ring
+        touching = ring_mask[ring_index]
+        where = np.flatnonzero(across)[touching]
+        gidx = (neighbour[where] + origin) @ global_strides
+        both_tops = shell_top[where] & top[ring_index][touching]
+        merges.append(np.stack([shell_labels[where][both_tops], gidx[both_tops]], 1))
+        outer_ids.append(shell_labels[where])
+        outer_index.append(gidx)
+        outer_height.append(np.minimum(shell_height[where], ring[ring_index][touching]))
+        if tuple(offset) > (0,) * ndim:  # each pair inside the block once
+            moved = coordinates + offset
+            valid = np.all((moved >= 0) & (moved < np.array(block_shape)), axis=1)
+            there = flat_labels[voxels[valid] + offset @ strides]
+            here = voxel_labels[valid]
+            differ = (there != here) & (there > 0)
+            if differ.any():
+                inner.append(np.stack([here[differ] + id_offset, there[differ] + id_offset], 1))
+                inner_height.append(
+                    np.minimum(
+                        voxel_height[valid][differ],
+                        flat_block_height[voxels[valid][differ] + offset @ strides],
+                    )
+                )
     return Fragments(
         labels=labels,
         ids=ids.astype(np.uint64) + np.uint64(id_offset),
-        sizes=sizes.astype(np.int64),
-        seeded=seeded_top[ids],
+        sizes=sizes[ids].astype(np.int64),
+        seeded=seeded[ids],
         first=first.astype(np.int64),
         merges=np.concatenate(merges).astype(np.int64),
         inner=np.concatenate(inner).astype(np.int64) if inner else np.zeros((0, 2), np.int64),
         inner_height=(
             np.concatenate(inner_height).astype(np.float32) if inner else np.zeros(0, np.float32)
         ),
-        outer_ids=np.concatenate(outer_ids).astype(np.int64)
-        if outer_ids
-        else np.zeros(0, np.int64),
-        outer_index=np.concatenate(outer_index) if outer_index else np.zeros(0, np.int64),
-        outer_height=(
-            np.concatenate(outer_height).astype(np.float32)
-            if outer_height
-            else np.zeros(0, np.float32)
-        ),
+        outer_ids=np.concatenate(outer_ids).astype(np.int64),
+        outer_index=np.concatenate(outer_index).astype(np.int64),
+        outer_height=np.concatenate(outer_height).astype(np.float32),
     )
 
 

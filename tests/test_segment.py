@@ -140,3 +140,78 @@ def test_predicted_distance_inverts_tanh_in_world_units():
 def test_bad_parameters_are_refused(kwargs):
     with pytest.raises(ValueError):
         S.SegmentParameters(**kwargs)
+
+
+def _reference(distance, mask, voxel_size, seed_level, min_size):
+    """The module's definition voxel by voxel, with a plain union-find."""
+    shape = distance.shape
+    voxels = [v for v in np.ndindex(shape) if mask[v]]
+    offsets = [o for o in itertools.product((-1, 0, 1), repeat=distance.ndim) if any(o)]
+
+    def neighbours(v):
+        for o in offsets:
+            u = tuple(a + b for a, b in zip(v, o, strict=True))
+            if all(0 <= c < s for c, s in zip(u, shape, strict=True)) and mask[u]:
+                yield u
+
+    parent = {v: v for v in voxels}
+
+    def find(v):
+        while parent[v] != v:
+            v = parent[v]
+        return v
+
+    def union(a, b):
+        parent[find(a)] = find(b)
+
+    top = {}
+    for v in voxels:
+        higher = [u for u in neighbours(v) if distance[u] > distance[v]]
+        best = max(higher, key=lambda u: distance[u], default=None)  # first of the highest
+        top[v] = distance[v] > seed_level or best is None
+        if not top[v]:
+            union(v, best)
+    for v in voxels:
+        for u in neighbours(v):
+            if top[v] and top[u]:
+                union(v, u)
+    basin = {v: find(v) for v in voxels}
+    seeded = {basin[v] for v in voxels if distance[v] > seed_level}
+    first = {}
+    for v in voxels:  # C order: the first voxel of each basin
+        first.setdefault(basin[v], v)
+    passes = {}
+    for v in voxels:
+        for u in neighbours(v):
+            if basin[u] != basin[v]:
+                key = (basin[v], basin[u])
+                passes[key] = max(passes.get(key, -np.inf), min(distance[u], distance[v]))
+    joins = {}
+    for (a, b), h in passes.items():
+        if a not in seeded and (a not in joins or (h, [-c for c in first[b]]) > joins[a][0]):
+            joins[a] = ((h, [-c for c in first[b]]), b)
+    for a, (_, b) in joins.items():
+        union(a, b)
+    objects = {}
+    for v in voxels:
+        objects.setdefault(find(v), []).append(v)
+    out = np.zeros(shape, np.uint64)
+    kept = [o for o in objects.values() if len(o) * np.prod(voxel_size) >= min_size]
+    for i, members in enumerate(sorted(kept, key=lambda m: m[0]), start=1):
+        for v in members:
+            out[v] = i
+    return out
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_equals_a_voxel_by_voxel_reference(dims):
+    rng = np.random.default_rng(10 + dims)
+    shape = (7, 9, 10)[-dims:]
+    distance = gaussian_filter(rng.normal(size=shape), 1.0)
+    distance = np.round(distance / distance.std() * 4).astype(np.float32)  # ties and plateaus
+    mask = (distance > -2) & (rng.random(shape) > 0.1)
+    for seed_level, min_size in ((1.0, 0.0), (3.0, 12.0)):
+        expected = _reference(distance, mask, (1, 2, 3)[-dims:], seed_level, min_size)
+        found = S.instances(distance, mask, (1, 2, 3)[-dims:], seed_level, min_size)
+        assert expected.max() > 1
+        np.testing.assert_array_equal(found, expected)

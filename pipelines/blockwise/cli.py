@@ -15,9 +15,10 @@ import numpy as np
 from funlib.geometry import Roi
 
 from gp_hotdistance.predictor import HotDistancePredictor
+from pipelines.blockwise.jobfile import JobFileError
 from pipelines.blockwise.jobs import BlockJob
-from pipelines.blockwise.plan import check_workers, plan_predict, plan_targets
-from pipelines.blockwise.run import BlockwiseError, run_job
+from pipelines.blockwise.plan import plan_predict, plan_targets
+from pipelines.blockwise.run import BlockwiseError, check_run_options, run_job
 from pipelines.blockwise.worker import check_template
 from pipelines.common import make_predictor, resolve_device
 from pipelines.config import Config, ConfigError, from_dict, load_config
@@ -86,7 +87,19 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scheduler-host",
-        help="address the workers connect to (default: detected; also DAISY_HOST)",
+        help="with --worker-command: the address of this machine that the workers connect "
+        "to (default 127.0.0.1: workers on this machine); only this address is listened on, "
+        "and only workers that prove the run's secret get through (README: Running on a "
+        "cluster)",
+    )
+    parser.add_argument(
+        "--worker-start-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a worker command that has not connected within this many seconds (queue "
+        "waits included), or has not exited this long after its worker finished, is killed "
+        "and reported (default 300)",
     )
     parser.add_argument("--log-dir", help="daisy worker logs (default: <output>.logs)")
     parser.add_argument("--no-progress", action="store_true", help="no daisy progress bar/summary")
@@ -264,6 +277,15 @@ def _roi(args: argparse.Namespace) -> Roi | None:
     return Roi(args.roi_offset, args.roi_shape)
 
 
+def _os_error(error: OSError) -> str:
+    """One line for a file-system error while preparing a run."""
+    where = f" at {error.filename}" if error.filename else ""
+    return (
+        f"file system error{where}: {error.strerror or error} (errno {error.errno}); no "
+        "block was processed and existing outputs are unchanged"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -273,7 +295,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (args.input is None) == (args.sample is None):
             raise ConfigError("give either --input (with dataset names) or --sample N")
         container = Path(args.input or ".")
-        check_workers(args.workers)
+        check_run_options(
+            args.workers,
+            args.max_retries,
+            args.block_timeout,
+            args.worker_restarts,
+            args.worker_start_timeout,
+            args.threads_per_worker,
+        )
         if args.worker_command is not None:
             check_template(args.worker_command)
         roi = _roi(args)
@@ -336,10 +365,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             worker_command=args.worker_command,
             max_worker_restarts=args.worker_restarts,
             scheduler_host=args.scheduler_host,
+            worker_start_timeout=args.worker_start_timeout,
         )
     except (ConfigError, ValueError, BlockwiseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if not isinstance(error, BlockwiseError) else 1
+    except JobFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # preparing outputs, logs or the job file: disk full, read-only
+        print(f"error: {_os_error(error)}", file=sys.stderr)
+        return 1
     if report.skipped == report.blocks:
         print(
             f"{report.task_id}: nothing to do: all {report.blocks} blocks were already done "

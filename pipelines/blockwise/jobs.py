@@ -38,6 +38,17 @@ class BlockReadError(RuntimeError):
     """A block's input that cannot be read (e.g. a corrupt chunk file)."""
 
 
+class BlockWriteError(RuntimeError):
+    """A block's output that cannot be written (disk full, read-only, ...)."""
+
+    def __init__(self, path: str, roi: Roi, error: OSError) -> None:
+        super().__init__(
+            f"cannot write {path} in {roi}: {error.strerror or error} (errno {error.errno}); "
+            "blocks finished before are kept: make room or fix the permissions and rerun "
+            "the same command to resume"
+        )
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A zarr array ``path`` of shape ``(*channels, *spatial)`` whose first
@@ -80,7 +91,16 @@ class Dataset:
         return out
 
     def write(self, array: zarr.Array, roi: Roi, data: npt.NDArray) -> None:
-        array[self._slices(roi, array.shape)] = data
+        """Write ``data`` inside ``roi``.
+
+        Raises:
+            BlockWriteError: the file system refused (disk full, read-only,
+                file-size limit, permissions).
+        """
+        try:
+            array[self._slices(roi, array.shape)] = data
+        except OSError as error:
+            raise BlockWriteError(self.path, roi, error) from error
 
     def _bad_chunk(self, array: zarr.Array, slices: tuple[slice, ...]) -> str:
         """The file of the first chunk in ``slices`` that fails to decode."""
@@ -181,14 +201,34 @@ class BlockJob:
                 **restarts,
             )
 
+    def check_block(self, write_roi: Roi) -> None:
+        """Raises ValueError unless ``write_roi`` is a block of this job's
+        grid (border blocks shrink to the volume); a scheduler hands out
+        nothing else."""
+        begin = write_roi.offset - self.volume_roi.offset
+        if (
+            write_roi.empty
+            or not self.volume_roi.contains(write_roi)
+            or begin % self.block_size != Coordinate((0,) * self.block_size.dims)
+            or any(s > b for s, b in zip(write_roi.shape, self.block_size, strict=True))
+        ):
+            raise ValueError(
+                f"block {write_roi} is not a block of this job (blocks of {self.block_size} "
+                f"tiling {self.volume_roi}); nothing was written"
+            )
+
     def check(self, block: daisy.Block) -> bool:
         return self.markers.is_done(block.write_roi)
 
     def __call__(self, block: daisy.Block) -> None:
         started = time.perf_counter()
+        self.check_block(block.write_roi)
         self._set_threads()
         seconds = self.process(block.write_roi.intersect(self.volume_roi))
-        self.markers.mark(block.write_roi)
+        try:
+            self.markers.mark(block.write_roi)
+        except OSError as error:
+            raise BlockWriteError(self.markers.path, block.write_roi, error) from error
         logger.info(
             "block %s %s done in %.2f s (%s)",
             block.block_id,

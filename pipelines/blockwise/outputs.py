@@ -51,6 +51,17 @@ class OutputSpec:
         return (self.channels, *spatial) if self.channels else spatial
 
 
+def check_output_name(name: str) -> None:
+    """Raises ValueError unless ``name`` is a relative path that stays
+    inside the output container (no absolute path, ``..``, ``.`` or empty part)."""
+    parts = str(name).split("/")
+    if str(name).startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(
+            f"output dataset name {name!r} must be a relative path inside --output "
+            "(no leading '/', no '.' or '..' parts)"
+        )
+
+
 def array_path(container: str | Path, name: str) -> Path:
     """Where the workers write output ``name``: its level array ``name/s0``."""
     return Path(container) / name / LEVEL
@@ -233,8 +244,15 @@ def prepare_outputs(
     """Check the block shape, every existing output and the done markers
     before creating anything, then create the missing outputs."""
     chunk_shape_for(block_shape)
+    for spec in specs:
+        check_output_name(spec.name)
     if container.exists() and not container.is_dir():
         raise OutputMismatchError(f"output {container} is a file, not a zarr container")
+    parent = next((p for p in container.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputMismatchError(
+            f"output {container} cannot be created: {parent} is a file, not a directory"
+        )
     container.mkdir(parents=True, exist_ok=True)
     if not (container / ".zgroup").exists():
         zarr.open_group(str(container), mode="a")

@@ -262,8 +262,10 @@ def plan_targets(
         values = [float(context)] if np.isscalar(context) else [float(c) for c in context]
         if len(values) == 1:
             values = values * spatial
-        if len(values) != spatial or any(c < 0 for c in values):
-            raise ValueError(f"context must be one or {spatial} non-negative values, got {context}")
+        if len(values) != spatial or not all(math.isfinite(c) and c >= 0 for c in values):
+            raise ValueError(
+                f"context must be one or {spatial} finite non-negative values, got {context}"
+            )
         context_world = whole_voxels(values, voxel_size)
     job = TargetsJob(
         task_id="targets",

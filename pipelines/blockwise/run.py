@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import math
 import os
-import pickle
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +15,14 @@ import daisy
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
+from pipelines.blockwise.jobfile import new_secret, take_notes, write_job
 from pipelines.blockwise.jobs import BlockJob
-from pipelines.blockwise.worker import CommandLauncher, check_template
+from pipelines.blockwise.worker import NOTES, CommandLauncher, check_template
 
 logger = logging.getLogger(__name__)
+
+
+LOOPBACK = "127.0.0.1"  # where the daisy scheduler listens, whatever the workers
 
 
 class BlockwiseError(RuntimeError):
@@ -48,6 +52,34 @@ def default_threads(num_workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, num_workers))
 
 
+def check_run_options(
+    num_workers: int = 1,
+    max_retries: int = 2,
+    timeout: float | None = 600.0,
+    max_worker_restarts: int | None = None,
+    worker_start_timeout: float = 300.0,
+    threads: int | None = None,
+) -> None:
+    """Raises ValueError, naming the command-line option, for a worker
+    count or thread count below 1, negative retries or restarts, or a
+    timeout that is not a positive finite number of seconds."""
+    counts = {
+        "--workers": (num_workers, 1),
+        "--max-retries": (max_retries, 0),
+        "--worker-restarts": (max_worker_restarts, 0),
+        "--threads-per-worker": (threads, 1),
+    }
+    for option, (value, least) in counts.items():
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < least):
+            raise ValueError(f"{option} must be at least {least}, got {value}")
+    for option, seconds in (
+        ("--block-timeout", timeout),
+        ("--worker-start-timeout", worker_start_timeout),
+    ):
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"{option} must be a positive number of seconds, got {seconds}")
+
+
 def run_job(
     job: BlockJob,
     num_workers: int = 1,
@@ -59,6 +91,7 @@ def run_job(
     worker_command: str | None = None,
     max_worker_restarts: int | None = None,
     scheduler_host: str | None = None,
+    worker_start_timeout: float = 300.0,
 ) -> Report:
     """Run ``job`` on daisy with ``num_workers`` worker processes.
 
@@ -69,15 +102,19 @@ def run_job(
     a command template instead of as a local subprocess (see
     :mod:`pipelines.blockwise.worker`); ``max_worker_restarts`` bounds how
     often daisy restarts workers that exit with an error (default daisy's).
-    ``scheduler_host`` is the address workers connect to (default: daisy
-    detects this host's address; the scheduler listens on every interface).
+    The daisy scheduler listens on loopback only. Launched workers reach
+    it through an authenticated relay on ``scheduler_host`` (default
+    loopback: workers on this machine), proving the run's secret (see
+    :mod:`pipelines.blockwise.relay`); a launched command that has not
+    connected within ``worker_start_timeout`` seconds, or has not exited
+    that long after its worker finished, is killed and reported.
 
     Raises:
-        BlockwiseError: some block is not done after its retries, or the
-            workers kept failing.
+        ValueError: an option out of range (:func:`check_run_options`).
+        BlockwiseError: some block is not done after its retries, the
+            workers kept failing, or the scheduler stopped.
     """
-    if num_workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {num_workers}")
+    check_run_options(num_workers, max_retries, timeout, max_worker_restarts, worker_start_timeout)
     from daisy import logging as daisy_logging
 
     logs = Path(log_dir) if log_dir is not None else Path(str(job.output).rstrip("/") + ".logs")
@@ -85,12 +122,23 @@ def run_job(
     if not multiprocessing:
         job = dataclasses.replace(job, threads=0)  # leave this process's thread pools alone
     launcher = None
+    job_files: tuple[Path, ...] = ()
     if worker_command is not None:
         check_template(worker_command)
-        job_file = logs / job.task_id / "job.pickle"
-        job_file.parent.mkdir(parents=True, exist_ok=True)
-        job_file.write_bytes(pickle.dumps(job))
-        launcher = CommandLauncher(worker_command, str(job_file), str(logs / job.task_id))
+        task_logs = logs / job.task_id
+        job_files = (task_logs / "job.pickle", task_logs / "job.key")
+        task_logs.mkdir(parents=True, exist_ok=True)
+        take_notes(task_logs / NOTES)  # an earlier run's
+        secret = new_secret()
+        write_job(*job_files, job, secret)
+        launcher = CommandLauncher(
+            worker_command,
+            *map(str, job_files),
+            str(task_logs),
+            secret,
+            scheduler_host or LOOPBACK,
+            worker_start_timeout,
+        )
     task = job.task(num_workers, max_retries, timeout, launcher, max_worker_restarts)
     started = time.perf_counter()
     state = None
@@ -102,11 +150,20 @@ def run_job(
             return_states=True,
             progress=progress,
             summary=progress,
-            host=scheduler_host,
+            host=LOOPBACK,
         )
         state = states[job.task_id]
-    except Exception as error:  # abandoned (workers keep crashing) or a serial-mode error
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # abandoned, a serial-mode error, a scheduler panic
         failure = error
+        if type(error).__name__ == "PanicException":
+            _stop_workers()  # daisy left them running
+    finally:
+        for path in job_files:
+            path.unlink(missing_ok=True)
+    for note in take_notes(logs / job.task_id / NOTES):
+        logger.warning("%s: %s", job.task_id, note)
     seconds = time.perf_counter() - started
     done = job.markers.done()
     if failure is not None or state is None or not done.all():
@@ -123,6 +180,11 @@ def run_job(
             assert state is not None
             error = state.last_worker_error or "(no error recorded)"
             counts = f"failed {state.failed_count}, orphaned {state.orphaned_count}"
+        written = _write_error(error)
+        if written is not None:  # one line: what, where, and that resuming works
+            raise BlockwiseError(
+                f"{job.task_id}: {len(missing)} of {done.size} blocks not done: {written}"
+            ) from failure
         raise BlockwiseError(
             f"{job.task_id}: {len(missing)} of {done.size} blocks not done after "
             f"{max_retries} retries ({counts}); missing write ROIs: {missing[:10]}"
@@ -131,7 +193,9 @@ def run_job(
     retried = state.first_worker_error
     if retried:
         logger.warning(
-            "%s: some blocks failed and were retried; first error:\n%s", job.task_id, retried
+            "%s: some blocks or workers failed and were retried; first error:\n%s",
+            job.task_id,
+            retried,
         )
     if int(state.skipped_count) == int(state.total_block_count):
         logger.info(
@@ -151,16 +215,73 @@ def run_job(
     )
 
 
+def _stop_workers(grace: float = 10.0) -> None:
+    """SIGTERM this process's daisy worker subprocesses (found in
+    ``/proc``), SIGKILL those alive after ``grace`` seconds (launchers use
+    some of it to stop their worker commands)."""
+    import signal
+
+    def workers() -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+                command = (stat.parent / "cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if (
+                int(parent) == os.getpid()
+                and state != "Z"
+                and b"daisy._subprocess_worker" in command
+            ):
+                found.append(int(stat.parent.name))
+        return found
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
+        pids = workers()
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pids = workers()
+        if not pids:
+            return
+
+
+def _write_error(error: str) -> str | None:
+    """The message of a :class:`~pipelines.blockwise.jobs.BlockWriteError`
+    in a worker's error text (a traceback), or None."""
+    found = re.findall(r"BlockWriteError: (.*)", error)
+    return found[-1].strip() if found else None
+
+
 def _failure_message(failure: BaseException, worker_command: str | None, logs: Path) -> str:
     """What stopped a run, for the user: daisy's abandonment error names its
     own ``max_worker_restarts`` knob, which is no option of this command."""
     text = str(failure)
+    if type(failure).__name__ == "PanicException":  # raised by daisy's Rust scheduler
+        return (
+            f"the daisy scheduler stopped on an internal error ({text}); a client that is not "
+            "one of this run's workers may have connected to it (e.g. released a block it "
+            "did not process). Finished blocks are kept: rerun the same command to resume"
+        )
     if "max_worker_restarts" not in text and "abandoned" not in text:
         return f"{type(failure).__name__}: {failure}"
     started = f"the worker command {worker_command!r}" if worker_command else "the worker processes"
-    last = text.split("last error:", 1)[1].strip() if "last error:" in text else ""
+    found = re.search(
+        r"(?is)last (?:worker )?error:\s*(.*?)\s*(?:\nFix the worker error.*)?$", text
+    )
+    last = found.group(1) if found else ""
+    separator = "\n"
+    launcher = re.findall(r"WorkerCommandError: (.*)", last)
+    if launcher:  # the launcher's own one-line reason (timeouts, exit status)
+        last, separator = launcher[-1], " "
     return (
         f"{started} kept exiting with errors, so the run was abandoned (--worker-restarts "
         f"sets how often they are restarted); worker logs are in {logs}"
-        + (f"; last worker error:\n{last}" if last else "")
+        + (f"; last worker error:{separator}{last}" if last else "")
     )

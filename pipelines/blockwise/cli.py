@@ -277,6 +277,18 @@ def _roi(args: argparse.Namespace) -> Roi | None:
     return Roi(args.roi_offset, args.roi_shape)
 
 
+def _check_run_options(args: argparse.Namespace) -> None:
+    """:func:`check_run_options` of the command line's run options."""
+    check_run_options(
+        args.workers,
+        args.max_retries,
+        args.block_timeout,
+        args.worker_restarts,
+        args.worker_start_timeout,
+        args.threads_per_worker,
+    )
+
+
 def _os_error(error: OSError) -> str:
     """One line for a file-system error while preparing a run."""
     where = f" at {error.filename}" if error.filename else ""
@@ -295,14 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (args.input is None) == (args.sample is None):
             raise ConfigError("give either --input (with dataset names) or --sample N")
         container = Path(args.input or ".")
-        check_run_options(
-            args.workers,
-            args.max_retries,
-            args.block_timeout,
-            args.worker_restarts,
-            args.worker_start_timeout,
-            args.threads_per_worker,
-        )
+        _check_run_options(args)
         if args.worker_command is not None:
             check_template(args.worker_command)
         roi = _roi(args)
@@ -431,7 +436,7 @@ def _segment(args: argparse.Namespace) -> int:
         raise ConfigError("segment reads --input with --prediction (no --sample, no ROI)")
     if args.block_shape is None:
         raise ConfigError("--block-shape is required for segment")
-    check_workers(args.workers)
+    _check_run_options(args)
     if args.worker_command is not None:
         check_template(args.worker_command)
     channels, scale_factor, parameters = _segment_settings(args)
@@ -455,6 +460,7 @@ def _segment(args: argparse.Namespace) -> int:
         "worker_command": args.worker_command,
         "max_worker_restarts": args.worker_restarts,
         "scheduler_host": args.scheduler_host,
+        "worker_start_timeout": args.worker_start_timeout,
     }
     if relabel.markers.done().all():  # nothing to do: no workers started
         print(

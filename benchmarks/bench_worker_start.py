@@ -27,7 +27,7 @@ from funlib.geometry import Roi
 
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
-from pipelines.demo_data import make_demo_data
+from tests.helpers import write_volumes
 
 WORKER = """
 import pickle, sys, time
@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_worker_start_") as work:
         work = Path(work)
         data = work / "data.zarr"
-        make_demo_data(data, shape=(32, 64, 64), voxel_size=(8, 8, 8), offset=(0, 0, 0), seed=0)
+        write_volumes(data, (32, 64, 64), (8, 8, 8), (0, 0, 0), seed=0)
         predictor = HotDistancePredictor(["mito", "er"], 40.0, mask_distances=True)
         job = bw.plan_targets(data / "gt", work / "out.zarr", predictor, (16, 32, 32))
         write = Roi(job.volume_roi.offset, job.block_size)

@@ -15,11 +15,10 @@ sample, and every voxel outside a sample's labelled ROI, has mask 0 there:
 its hot and distance weights are 0 and it adds nothing to the moving counts
 (``WeightNode``'s per-channel mask). Raw around a crop is real data from the
 large raw volume. ``PreCache`` sits before ``WeightNode`` so that the moving
-class counts live in the requesting process (``train`` saves them beside
+class counts live in the requesting process (``train`` saves them inside
 every checkpoint).
 
-The demo: a config whose data is the container form with ``container: null``
-(the default) trains on :func:`pipelines.demo_data.make_cellmap_demo` in
+The demo: a config without a data section (the default) trains on :func:`pipelines.demo_data.make_cellmap_demo` in
 ``<run directory>/demo_data.zarr``; any ``demo_data.zarr`` container that a
 samples-form config names and that does not exist is generated the same way
 (``configs/demo_2d.yaml`` names ``runs/demo/demo_data.zarr``). Nothing that
@@ -42,8 +41,8 @@ from funlib.geometry import Coordinate
 
 from gp_hotdistance import DistanceMaskNode, TargetNode, WeightNode
 from gp_hotdistance.data import Sample, sample_sources, write_volume
-from pipelines.common import make_predictor
-from pipelines.config import Config, ConfigError, SampleConfig, SamplesDataConfig, from_dict
+from pipelines.common import make_predictor, open_sample
+from pipelines.config import Config, ConfigError, SampleConfig, from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -105,29 +104,13 @@ class Data:
 
 
 def resolve_data(config: Config, out: Path) -> Config:
-    """``config`` with its data in the samples form: the container form with
-    ``container: null`` (the default) becomes the demo in
-    ``out/demo_data.zarr`` (nothing is written here; see
-    :func:`generate_demo_data`). The container form with a container is
-    refused with the samples form spelled out."""
+    """``config`` with a data section: without one (``data: None``, the
+    default) the demo in ``out/demo_data.zarr`` (nothing is written here;
+    see :func:`generate_demo_data`)."""
     from pipelines.demo_data import make_cellmap_demo
 
-    if isinstance(config.data, SamplesDataConfig):
+    if config.data is not None:
         return config
-    if config.data.container is not None:
-        raise ConfigError(
-            f"data.container {config.data.container!r}: train, preview and blockwise "
-            "--config no longer read the single-container form. Write the data section as\n"
-            "  data:\n"
-            "    voxel_size: [8, 8, 8]        # training voxel size, world units\n"
-            "    samples:\n"
-            "      - raw: data.zarr/raw          # OME-NGFF multiscale group or funlib array\n"
-            "        labels: data.zarr/labels    # class-id dataset (with class_ids), or\n"
-            "                                    # {mito: path, er: path}, or crop/[mito,er]\n"
-            "        mask: data.zarr/mask        # optional, 1 = annotated\n"
-            "    eval: {raw: ..., labels: ...}   # optional held-out sample\n"
-            "(paths relative to the config file; see the README)"
-        )
     demo = make_cellmap_demo(
         Path(out).absolute() / DEMO_CONTAINER, write=False, **_demo_kwargs(config)
     )
@@ -209,22 +192,6 @@ def _paths(sample: SampleConfig) -> list[str]:
     return paths + ([sample.mask] if sample.mask is not None else [])
 
 
-def open_sample(config: Config, sample: SampleConfig, where: str) -> Sample:
-    """The data layer's :class:`Sample` for one config sample; its errors
-    become :class:`ConfigError` s naming ``where`` (e.g. ``data.samples[1]``)."""
-    try:
-        return Sample(
-            sample.raw,
-            sample.label_datasets if sample.label_datasets is not None else sample.labels,
-            config.channels,
-            config.data.voxel_size,
-            class_ids=config.data.class_ids,
-            mask=sample.mask,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        raise ConfigError(f"{where}: {error}") from error
-
-
 def _named_samples(config: Config) -> list[tuple[str, SampleConfig]]:
     data = config.data
     return [(f"data.samples[{i}]", s) for i, s in enumerate(data.samples)] + [
@@ -257,8 +224,7 @@ def missing_paths(config: Config) -> list[str]:
 
 
 def open_data(config: Config) -> Data:
-    """Open every sample of ``config`` (samples form, see
-    :func:`resolve_data`).
+    """Open every sample of ``config`` (with data, see :func:`resolve_data`).
 
     Every missing path of every sample is reported in one
     :class:`ConfigError`. A sample that cannot be used (no labelled voxel

@@ -1,5 +1,6 @@
-"""The layer the scripts share: predictor, model, device, raw normalisation,
-checkpoints and datasets.
+"""The layer the scripts share: predictor, model, device, checkpoints and
+the samples of a config (raw normalisation is the data layer's
+:func:`gp_hotdistance.data.normalize_raw`).
 
 ``train``, ``preview``, ``view`` and ``blockwise`` import from here and never
 from each other.
@@ -12,15 +13,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines.config import Config, ConfigError
 
 if TYPE_CHECKING:
     import torch
-    from funlib.persistence import Array
+
+    from gp_hotdistance.data import Sample
+    from pipelines.config import SampleConfig
 
 CHECKPOINT_BASENAME = "model"
 COUNTS_PATTERN = "moving_counts_{iteration}.json"
@@ -28,14 +28,17 @@ CHECKSUM_KEY = "checksum"
 """The key of a checkpoint's :func:`state_checksum` (of every other key)."""
 
 
-def make_predictor(config: Config) -> HotDistancePredictor:
-    """The predictor a config describes."""
+def make_predictor(config: Config, class_ids: list[int] | None = None) -> HotDistancePredictor:
+    """The predictor a config describes; ``class_ids`` (default
+    ``data.class_ids``) map class-id labels to the channels."""
+    if class_ids is None and config.data is not None:
+        class_ids = config.data.class_ids
     return HotDistancePredictor(
         channels=config.channels,
         scale_factor=config.scale_factor,
         mask_distances=config.mask_distances,
         kernel_size=config.model.head_kernel_size,
-        class_ids=config.data.class_ids,
+        class_ids=class_ids,
     )
 
 
@@ -63,15 +66,6 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device is {name!r}, but no CUDA device is available")
     return name
-
-
-def normalize_raw(data: npt.ArrayLike, dtype: npt.DTypeLike) -> npt.NDArray[np.float32]:
-    """Raw as float32, integers divided by their dtype's maximum (what
-    ``gunpowder.Normalize`` does in training); zeros stay zeros."""
-    out = np.array(data, dtype=np.float32)
-    if np.issubdtype(np.dtype(dtype), np.integer):
-        out /= np.iinfo(np.dtype(dtype)).max
-    return out
 
 
 def checkpoint_path(out: Path, iteration: int) -> Path:
@@ -183,12 +177,27 @@ def load_model(config: Config, checkpoint: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
-def open_dataset(container: Path, name: str) -> Array:
-    """The funlib dataset ``container/name``; a missing one is a
-    :class:`ConfigError` naming it."""
-    from funlib.persistence import open_ds
+def open_sample(
+    config: Config,
+    sample: SampleConfig,
+    where: str,
+    voxel_size: list[int] | None = None,
+) -> Sample:
+    """The data layer's :class:`~gp_hotdistance.data.Sample` for one sample
+    of ``config``, read at ``voxel_size`` (default ``config.data.voxel_size``);
+    its errors become :class:`ConfigError` s naming ``where`` (e.g.
+    ``data.samples[1]``)."""
+    from gp_hotdistance.data import Sample
 
-    path = Path(container) / name
-    if not path.exists():
-        raise ConfigError(f"dataset {path} does not exist")
-    return open_ds(str(path))
+    labels = sample.label_datasets
+    try:
+        return Sample(
+            sample.raw,
+            sample.labels if labels is None else labels,
+            config.channels,
+            config.data.voxel_size if voxel_size is None else voxel_size,
+            class_ids=config.data.class_ids if labels is None else None,
+            mask=sample.mask,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(f"{where}: {error}") from error

@@ -1,44 +1,33 @@
 """Configuration of the training, preview and blockwise pipelines.
 
 A config is a JSON or YAML file with the sections below; every key is
-optional and falls back to the defaults here (the embedded demo)::
+optional and falls back to the defaults here::
 
     channels: [mito, er]
     scale_factor: 40.0
     mask_distances: true
-    data: {container: null, raw: raw, gt: gt, mask: mask,
-           eval_raw: eval/raw, eval_gt: eval/gt}
+    data:                          # default (no data section): the generated demo
+      voxel_size: [8, 8, 8]        # training voxel size, world units
+      samples:
+        - raw: jrc_x.zarr/recon-1/em/fibsem-uint8
+          labels: jrc_x.zarr/recon-1/labels/groundtruth/crop7/[mito,er]
+        - raw: jrc_x.zarr/recon-1/em/fibsem-uint8
+          labels: {mito: jrc_x.zarr/recon-1/labels/groundtruth/crop9/mito}
+          mask: null               # optional annotated-region mask (1 = known)
+          weight: 1.0              # optional sampling weight (> 0)
+      eval:                        # optional evaluation crops (a list, or one mapping)
+        - {raw: ..., labels: ...}
+      class_ids: [1, 2]            # only with class-id labels: ``labels: path/to/ids``
+      skip_unusable: false         # true: skip samples that cannot be used, with a warning
     model: {num_fmaps: 12, fmap_inc_factor: 2, num_convs: 2, head_kernel_size: 1,
             downsample_factors: [[2, 2], [2, 2]], output_shape: [64, 64]}
     training: {iterations: 4000, batch_size: 1, learning_rate: 0.001, ...}
 
-``data`` takes one of two forms:
+``labels`` is a bracket template (see :func:`expand_labels`, which is
+:func:`gp_hotdistance.data.expand_label_template`), a mapping from class to
+dataset, or a plain path to one class-id dataset.
 
-- the *container form* (:class:`DataConfig`): one zarr ``container`` with
-  funlib.persistence metadata holding the datasets ``raw``, ``gt``, ``mask``,
-  ``eval_raw``, ``eval_gt``; ``container: null`` means: generate the demo
-  dataset into the output directory;
-- the *samples form* (:class:`SamplesDataConfig`) for real data::
-
-      data:
-        voxel_size: [8, 8, 8]      # training voxel size, world units
-        samples:
-          - raw: jrc_x.zarr/recon-1/em/fibsem-uint8
-            labels: jrc_x.zarr/recon-1/labels/groundtruth/crop7/[mito,er]
-          - raw: jrc_x.zarr/recon-1/em/fibsem-uint8
-            labels: {mito: jrc_x.zarr/recon-1/labels/groundtruth/crop9/mito}
-            mask: null             # optional annotated-region mask (1 = known)
-            weight: 1.0            # optional sampling weight (> 0)
-        eval:                      # optional evaluation crops (a list, or one mapping)
-          - {raw: ..., labels: ...}
-        class_ids: [1, 2]          # only with class-id labels: ``labels: path/to/ids``
-        skip_unusable: false       # true: skip samples that cannot be used, with a warning
-
-  ``labels`` is a bracket template (see :func:`expand_labels`, which is
-  :func:`gp_hotdistance.data.expand_label_template`), a mapping
-  from class to dataset, or a plain path to one class-id dataset.
-
-Paths (``data.container`` and every path of a sample) are absolute or
+Paths (every path of a sample) are absolute or
 relative to the directory of the config file; :func:`load_config` makes them
 absolute. Paths holding ``://`` (URLs) are kept as they are.
 
@@ -100,14 +89,24 @@ PositiveInt = Annotated[StrictInt, Field(ge=1)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 Name = Annotated[StrictStr, Field(min_length=1)]
 # union tags name the form in error locations; _locate drops them
-_CONTAINER_FORM = "(container form)"
-_SAMPLES_FORM = "(samples form)"
 _TEMPLATE = "(template)"
 _MAPPING = "(mapping)"
-_UNION_TAGS = {_CONTAINER_FORM, _SAMPLES_FORM, _TEMPLATE, _MAPPING}
+_UNION_TAGS = {_TEMPLATE, _MAPPING}
 
+# keys of the single-container form that this project no longer reads
 _CONTAINER_KEYS = {"container", "raw", "gt", "mask", "eval_raw", "eval_gt"}
-_SAMPLES_KEYS = {"voxel_size", "samples", "eval", "skip_unusable"}
+SAMPLES_FORM_HELP = (
+    "Write the data section as\n"
+    "  data:\n"
+    "    voxel_size: [8, 8, 8]        # training voxel size, world units\n"
+    "    samples:\n"
+    "      - raw: data.zarr/raw          # OME-NGFF multiscale group or funlib array\n"
+    "        labels: data.zarr/labels    # class-id dataset (with class_ids), or\n"
+    "                                    # {mito: path, er: path}, or crop/[mito,er]\n"
+    "        mask: data.zarr/mask        # optional, 1 = annotated\n"
+    "    eval: {raw: ..., labels: ...}   # optional held-out sample\n"
+    "(paths relative to the config file; see the README)"
+)
 
 
 class ConfigError(ValueError):
@@ -131,27 +130,6 @@ Labels = Annotated[
     Annotated[Name, Tag(_TEMPLATE)] | Annotated[dict[Name, Name], Tag(_MAPPING)],
     Discriminator(_labels_form),
 ]
-
-
-@dataclass(frozen=True, config=_SECTION)
-class DataConfig:
-    """The container form of ``data``: a zarr ``container`` with
-    funlib.persistence metadata (``None``: the generated demo) and dataset
-    names inside it. ``gt`` is channels-first binary or a class-id volume
-    (``class_ids``: one id per channel, default ``1..C``)."""
-
-    container: StrictStr | None = None
-    raw: Name = "raw"
-    gt: Name = "gt"
-    mask: Name | None = "mask"
-    eval_raw: Name | None = "eval/raw"
-    eval_gt: Name | None = "eval/gt"
-    class_ids: list[NonNegativeInt] | None = None
-
-    @field_validator("container")
-    @classmethod
-    def _resolve_container(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _resolve(value, info)
 
 
 @dataclass(frozen=True, config=_SECTION)
@@ -198,13 +176,13 @@ class TrainingSampleConfig(SampleConfig):
 
 @dataclass(frozen=True, config=_SECTION)
 class SamplesDataConfig:
-    """The samples form of ``data``: the training ``voxel_size`` (world
-    units, one per axis), at least one training sample, the evaluation
-    samples ``eval`` (a list; one mapping is read as a list of one; scores
-    are pooled over them), for class-id labels only, ``class_ids``, and
-    ``skip_unusable``: skip the samples that cannot be used (no labelled
-    voxel inside their raw volume, say) with a warning instead of refusing
-    the run (see ``pipelines.batches.open_data``)."""
+    """The ``data`` section: the training ``voxel_size`` (world units, one
+    per axis), at least one training sample, the evaluation samples ``eval``
+    (a list; one mapping is read as a list of one; scores are pooled over
+    them), for class-id labels only, ``class_ids``, and ``skip_unusable``:
+    skip the samples that cannot be used (no labelled voxel inside their raw
+    volume, say) with a warning instead of refusing the run (see
+    ``pipelines.batches.open_data``)."""
 
     voxel_size: list[PositiveInt]
     samples: Annotated[list[TrainingSampleConfig], Field(min_length=1)]
@@ -218,18 +196,6 @@ class SamplesDataConfig:
         if value is None:
             return []
         return [value] if isinstance(value, Mapping | SampleConfig) else value
-
-
-def _data_form(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return _SAMPLES_FORM if _SAMPLES_KEYS & set(value) else _CONTAINER_FORM
-    return _SAMPLES_FORM if isinstance(value, SamplesDataConfig) else _CONTAINER_FORM
-
-
-Data = Annotated[
-    Annotated[DataConfig, Tag(_CONTAINER_FORM)] | Annotated[SamplesDataConfig, Tag(_SAMPLES_FORM)],
-    Discriminator(_data_form),
-]
 
 
 @dataclass(frozen=True, config=_SECTION)
@@ -298,26 +264,27 @@ class TrainingConfig:
 
 @dataclass(frozen=True, config=_SECTION)
 class Config:
-    """Everything a training run needs."""
+    """Everything a training run needs; ``data=None`` is the demo (generated
+    into the run directory, see :func:`pipelines.batches.resolve_data`)."""
 
     channels: Annotated[list[Name], Field(min_length=1)] = dataclasses.field(
         default_factory=lambda: ["mito", "er"]
     )
     scale_factor: Annotated[StrictFloat, Field(gt=0)] = 40.0
     mask_distances: StrictBool = True
-    data: Data = dataclasses.field(default_factory=DataConfig)
+    data: SamplesDataConfig | None = None
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
 
     @field_validator("data", mode="before")
     @classmethod
-    def _one_data_form(cls, value: Any) -> Any:
+    def _samples_form(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            container, samples = _CONTAINER_KEYS & set(value), _SAMPLES_KEYS & set(value)
-            if container and samples:
+            old = sorted(_CONTAINER_KEYS & set(value))
+            if old:
                 raise ValueError(
-                    f"mixes the container form (keys {sorted(container)}) with the "
-                    f"samples form (keys {sorted(samples)}); use one of them"
+                    f"the keys {old} belong to the single-container form, which is "
+                    f"no longer read. {SAMPLES_FORM_HELP}"
                 )
         return value
 
@@ -334,14 +301,14 @@ class Config:
                     f"model.downsample_factors entries must be {dims} positive ints (one per "
                     f"axis of model.output_shape {self.model.output_shape}), got {factors}"
                 )
-        class_ids = self.data.class_ids
+        class_ids = None if self.data is None else self.data.class_ids
         if class_ids is not None and (
             len(class_ids) != len(channels) or len(set(class_ids)) != len(class_ids)
         ):
             raise ValueError(
                 f"data.class_ids must hold one unique id per channel {channels}, got {class_ids}"
             )
-        if isinstance(self.data, SamplesDataConfig):
+        if self.data is not None:
             self._check_samples(self.data)
         return self
 
@@ -394,9 +361,7 @@ class Config:
 # element before it
 _KEYS_OF = {
     (): Config,
-    ("data",): DataConfig,
-    (_CONTAINER_FORM,): DataConfig,
-    (_SAMPLES_FORM,): SamplesDataConfig,
+    ("data",): SamplesDataConfig,
     ("eval",): SampleConfig,
     ("model",): ModelConfig,
     ("training",): TrainingConfig,

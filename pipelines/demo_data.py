@@ -17,10 +17,6 @@ translation inside the raw volume; the first class holds instance ids
 label voxel off the ``V`` grid. The scene is drawn on the label grid and raw
 is mean-pooled from it.
 
-:func:`make_demo_data` writes the older single container (``raw``, ``gt``,
-``mask``, ``eval/raw``, ``eval/gt`` at one voxel size), which the blockwise
-tools read.
-
 Organelles (sizes in world units, so anisotropic data looks alike):
 
 - ``mito``: elongated ellipsoids, dark membrane rim, medium interior with darker
@@ -31,7 +27,6 @@ Organelles (sizes in world units, so anisotropic data looks alike):
 Classes do not overlap (nucleus before mito before er). Usage::
 
     python -m pipelines.demo_data --out demo_data.zarr
-    python -m pipelines.demo_data --single --out demo.zarr
 
 Nothing is ever written into a path that something else created: the
 container must not exist, or must hold the marker file :data:`MARKER` that
@@ -56,7 +51,6 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import prepare_ds
 from scipy import ndimage
 
 from gp_hotdistance.data import mean_pool, write_volume
@@ -64,7 +58,6 @@ from gp_hotdistance.data import mean_pool, write_volume
 KNOWN_CLASSES = ("mito", "er", "nucleus")
 
 # Default geometry, per (dims, anisotropic).
-DEFAULT_SHAPE = {(3, False): (48, 192, 192), (3, True): (16, 192, 192), (2, False): (384, 384)}
 DEFAULT_VOXEL_SIZE = {(3, False): (8, 8, 8), (3, True): (40, 4, 4), (2, False): (8, 8)}
 
 # Intensities (0-255) before blur and noise.
@@ -174,28 +167,6 @@ def claim_container(path: str | Path) -> Path:
             marker,
         )
     return path
-
-
-@dataclass(frozen=True)
-class DemoData:
-    """Where the demo datasets are and what they hold.
-
-    Dataset names are relative to ``path``; open one with
-    ``funlib.persistence.open_ds(str(path / name))``. ``voxel_size`` and
-    ``offset`` are in world units, ``shape`` and ``eval_shape`` in voxels.
-    """
-
-    path: Path
-    raw: str
-    gt: str
-    mask: str
-    eval_raw: str
-    eval_gt: str
-    channels: tuple[str, ...]
-    voxel_size: tuple[int, ...]
-    offset: tuple[int, ...]
-    shape: tuple[int, ...]
-    eval_shape: tuple[int, ...]
 
 
 def _world_grid(shape: Sequence[int], voxel_size: Sequence[int]) -> list[npt.NDArray[np.float32]]:
@@ -375,105 +346,6 @@ def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
     return classes
 
 
-def _write(path: Path, name: str, data: np.ndarray, voxel_size, offset, channels: bool) -> None:
-    spatial = ["z", "y", "x"][-len(voxel_size) :]
-    chunk_shape = tuple(min(s, 64) for s in data.shape)
-    array = prepare_ds(
-        str(path / name),
-        shape=data.shape,
-        offset=offset,
-        voxel_size=voxel_size,
-        axis_names=(["c^"] if channels else []) + spatial,
-        chunk_shape=chunk_shape,
-        dtype=data.dtype,
-        mode="w",
-    )
-    array[array.roi] = data
-
-
-def make_demo_data(
-    path: str | Path,
-    shape: Sequence[int] | None = None,
-    voxel_size: Sequence[int] | None = None,
-    classes: Sequence[str] = ("mito", "er"),
-    seed: int = 0,
-    anisotropic: bool = False,
-    dims: int = 3,
-    offset: Sequence[int] | None = None,
-    eval_shape: Sequence[int] | None = None,
-    eval_seed: int | None = None,
-) -> DemoData:
-    """Write the synthetic demo datasets into the zarr container ``path``.
-
-    Args:
-        path: The zarr container to create: nothing may exist there yet,
-            unless it is a demo container (see :func:`claim_container`).
-        shape: Spatial shape in voxels. Default ``(48, 192, 192)``, or
-            ``(16, 192, 192)`` if ``anisotropic``, or ``(384, 384)`` for 2-D.
-        voxel_size: World units per voxel. Default ``(8, 8, 8)``, ``(40, 4, 4)``
-            if ``anisotropic``, or ``(8, 8)`` for 2-D.
-        classes: Channel names, a subset of ``("mito", "er", "nucleus")``.
-        seed: Seed of the training volume.
-        anisotropic: Use the anisotropic 3-D defaults.
-        dims: 2 or 3 spatial dimensions.
-        offset: World offset of every dataset, a multiple of ``voxel_size``
-            (may be negative). Default all zeros.
-        eval_shape: Spatial shape of the held-out volume. Default ``shape``.
-        eval_seed: Seed of the held-out volume. Default ``seed + 1``.
-
-    Raises:
-        ValueError: On unknown or repeated classes, dims other than 2/3,
-            ``anisotropic`` with 2-D, or shapes, voxel sizes or an offset
-            that do not fit ``dims``.
-        DemoPathError: ``path`` holds something the demo did not create.
-    """
-    if dims not in (2, 3):
-        raise ValueError(f"dims must be 2 or 3, got dims={dims!r}")
-    if anisotropic and dims != 3:
-        raise ValueError("anisotropic=True needs dims=3")
-    classes = _check_classes(classes)
-    shape = tuple(shape) if shape is not None else DEFAULT_SHAPE[(dims, anisotropic)]
-    voxel_size = (
-        tuple(voxel_size) if voxel_size is not None else DEFAULT_VOXEL_SIZE[(dims, anisotropic)]
-    )
-    offset = tuple(offset) if offset is not None else (0,) * dims
-    eval_shape = tuple(eval_shape) if eval_shape is not None else shape
-    for name, value, minimum in (
-        ("shape", shape, 1),
-        ("eval_shape", eval_shape, 1),
-        ("voxel_size", voxel_size, 1),
-    ):
-        if len(value) != dims or not all(int(v) == v and v >= minimum for v in value):
-            raise ValueError(f"{name} must be {dims} positive ints, got {name}={value!r}")
-    if len(offset) != dims or any(o % vs != 0 for o, vs in zip(offset, voxel_size, strict=True)):
-        raise ValueError(
-            f"offset must be {dims} multiples of voxel_size={voxel_size}, got offset={offset!r}"
-        )
-    eval_seed = seed + 1 if eval_seed is None else eval_seed
-
-    path = claim_container(path)
-    raw, gt, mask = generate(shape, voxel_size, classes, seed)
-    _write(path, "raw", raw, voxel_size, offset, channels=False)
-    _write(path, "gt", gt, voxel_size, offset, channels=True)
-    _write(path, "mask", mask, voxel_size, offset, channels=False)
-    eval_raw, eval_gt, _ = generate(eval_shape, voxel_size, classes, eval_seed)
-    _write(path, "eval/raw", eval_raw, voxel_size, offset, channels=False)
-    _write(path, "eval/gt", eval_gt, voxel_size, offset, channels=True)
-    return DemoData(
-        path=path,
-        raw="raw",
-        gt="gt",
-        mask="mask",
-        eval_raw="eval/raw",
-        eval_gt="eval/gt",
-        channels=classes,
-        voxel_size=voxel_size,
-        offset=offset,
-        shape=shape,
-        eval_shape=eval_shape,
-    )
-
-
 @dataclass(frozen=True)
 class CellmapDemo:
     """What :func:`make_cellmap_demo` wrote. Paths are absolute; world
@@ -648,8 +520,8 @@ def _add_level(group_path: Path, s0: npt.NDArray[np.uint8], voxel_size: Coordina
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m pipelines.demo_data --out demo_data.zarr``
-    (``--single`` for the single-container form). Returns the exit status:
+    """Command line: ``python -m pipelines.demo_data --out demo_data.zarr``.
+    Returns the exit status:
     2 when ``--out`` holds something the demo did not create."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -658,28 +530,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="zarr container to create (refused if it exists, unless an earlier run of this "
         "command created it)",
     )
-    parser.add_argument(
-        "--single",
-        action="store_true",
-        help="write the single container (raw, gt, mask, eval/raw, eval/gt) instead of the "
-        "CellMap layout",
-    )
     parser.add_argument("--shape", type=int, nargs="+", help="(raw) spatial shape in voxels")
     parser.add_argument("--voxel-size", type=int, nargs="+", help="world units per voxel")
-    parser.add_argument(
-        "--offset", type=int, nargs="+", help="world offset (may be negative; --single only)"
-    )
     parser.add_argument("--classes", nargs="+", default=["mito", "er"], choices=KNOWN_CLASSES)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--dims", type=int, choices=(2, 3), help="default 2 (CellMap layout), 3 (--single)"
-    )
+    parser.add_argument("--dims", type=int, choices=(2, 3), help="default 2")
     parser.add_argument("--anisotropic", action="store_true", help="(40, 4, 4)-style voxels")
     args = parser.parse_args(argv)
     if args.anisotropic and args.dims is None:
         args.dims = 3
-    if args.offset is not None and not args.single:
-        parser.error("--offset is for --single only")
     try:
         _write_demo(args)
     except DemoPathError as error:
@@ -689,23 +548,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _write_demo(args: argparse.Namespace) -> None:
-    if args.single:
-        data = make_demo_data(
-            args.out,
-            shape=args.shape,
-            voxel_size=args.voxel_size,
-            classes=args.classes,
-            seed=args.seed,
-            anisotropic=args.anisotropic,
-            dims=args.dims or 3,
-            offset=args.offset,
-        )
-        print(
-            f"wrote {data.path}: {data.raw}, {data.gt}, {data.mask}, {data.eval_raw}, "
-            f"{data.eval_gt}; channels {list(data.channels)}, shape {data.shape}, "
-            f"voxel size {data.voxel_size}"
-        )
-        return
     demo = make_cellmap_demo(
         args.out,
         raw_shape=args.shape,

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from gp_hotdistance.data import Sample
+from gp_hotdistance.data import Sample, normalize_raw
 from gp_hotdistance.torch.inference import context_for, predict_padded
 from gp_hotdistance.torch.postprocess import segment
-from pipelines.common import normalize_raw
 from pipelines.config import Config
 
 logger = logging.getLogger(__name__)

@@ -70,12 +70,6 @@ SUMMARY_NAME = "summary.json"
 #: whether they fit the network, and a difference is refused.
 RESUMABLE_KEYS = (
     "training.*",
-    "data.container",
-    "data.raw",
-    "data.gt",
-    "data.mask",
-    "data.eval_raw",
-    "data.eval_gt",
     "data.samples",
     "data.eval",
     "data.eval.*",

@@ -181,3 +181,35 @@ def tiny_config(data_section, dims=2, **training):
             "training": settings,
         }
     )
+
+
+def write_volumes(
+    path,
+    shape: Sequence[int],
+    voxel_size: Sequence[int],
+    offset: Sequence[int],
+    seed: int = 0,
+    classes: Sequence[str] = ("mito", "er"),
+) -> None:
+    """The synthetic demo scene (:func:`pipelines.demo_data.generate`) as
+    funlib arrays ``raw`` (uint8), ``gt`` (``(C, *spatial)`` uint8) and
+    ``mask`` in the container ``path``: what the blockwise tools read with
+    ``--input path --raw raw --gt gt --mask mask``."""
+    from funlib.persistence import prepare_ds
+
+    from pipelines.demo_data import generate
+
+    raw, gt, mask = generate(tuple(shape), tuple(voxel_size), tuple(classes), seed)
+    spatial = ["z", "y", "x"][-len(voxel_size) :]
+    for name, data, channels in (("raw", raw, False), ("gt", gt, True), ("mask", mask, False)):
+        array = prepare_ds(
+            str(path / name),
+            shape=data.shape,
+            offset=offset,
+            voxel_size=voxel_size,
+            axis_names=(["c^"] if channels else []) + spatial,
+            chunk_shape=tuple(min(s, 64) for s in data.shape),
+            dtype=data.dtype,
+            mode="w",
+        )
+        array[array.roi] = data

@@ -23,12 +23,13 @@ from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, prepare_ds
 
 from gp_hotdistance import functional as F
+from gp_hotdistance.data import normalize_raw
 from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
-from pipelines.common import load_model, normalize_raw
+from pipelines.common import load_model
 from pipelines.config import load_config
-from tests.helpers import blockwise_targets_args
+from tests.helpers import blockwise_targets_args, write_volumes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,10 +48,8 @@ def _daisy_logs_in_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from pipelines.demo_data import make_demo_data
-
     path = tmp_path_factory.mktemp("data") / "data.zarr"
-    make_demo_data(path, shape=SHAPE, voxel_size=VOXEL_SIZE, offset=OFFSET, seed=3)
+    write_volumes(path, SHAPE, VOXEL_SIZE, OFFSET, seed=3)
     return path
 
 
@@ -172,7 +171,8 @@ _DRIVER = """
 import dataclasses, pickle, sys, time
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
-from pipelines.common import load_model, normalize_raw
+from gp_hotdistance.data import normalize_raw
+from pipelines.common import load_model
 from pipelines.config import load_config
 
 class Slow(bw.TargetsJob):
@@ -429,6 +429,20 @@ def test_predict_block_shape_must_be_tile_multiple(data, run_dir, tmp_path):
     with pytest.raises(ValueError, match="multiple of the model's output tile"):
         bw.plan_predict(run_dir, data / "raw", tmp_path / "out.zarr", (12, 32, 32))
     assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize("command", ["targets", "predict"])
+def test_input_without_a_dataset_name_is_a_clear_error(tmp_path, capsys, command):
+    """``--input`` reads only the datasets named on the command line, the
+    config's data section describes samples."""
+    config = Path(__file__).parents[1] / "configs" / "samples_3d.yaml"
+    extra = ["--config", str(config)] if command == "targets" else ["--run", str(tmp_path)]
+    argv = [command, "--input", str(tmp_path / "x.zarr"), "--output", str(tmp_path / "o.zarr")]
+    assert bw.main([*argv, "--block-shape", "8", "8", "8", *extra]) == 2
+    flag = "--gt" if command == "targets" else "--raw"
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --input needs {flag}, the dataset inside it to read")
+    assert "--sample N" in error and not (tmp_path / "o.zarr").exists()
 
 
 def test_help_documents_units(capsys):

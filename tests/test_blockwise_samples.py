@@ -92,8 +92,9 @@ def test_sample_predict_equals_one_piece(fixture, run_dir, tmp_path):
     """Prediction over a world ROI of the sample equals ``predict_volume`` of
     the same raw (``Sample.read_raw`` over the ROI grown by the model's
     context, all inside the raw); the default ROI is the labelled one."""
+    from gp_hotdistance.data import normalize_raw
     from gp_hotdistance.torch.inference import context_for, predict_volume
-    from pipelines.common import load_model, normalize_raw
+    from pipelines.common import load_model
     from pipelines.config import load_config
 
     sample = Sample(fixture.raw_path, fixture.label_paths("crop9"), CHANNELS, VOXEL_SIZE)

@@ -1,4 +1,4 @@
-"""The config schema: defaults, the two data forms, paths, and each error."""
+"""The config schema: defaults, the data section, paths, and each error."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pipelines.config import (
     MAX_OUTPUT_VOXELS,
     Config,
     ConfigError,
-    DataConfig,
     SamplesDataConfig,
     expand_labels,
     from_dict,
@@ -39,7 +38,7 @@ def test_defaults_are_the_demo():
     assert config == Config()
     assert config.channels == ["mito", "er"] and config.scale_factor == 40.0
     assert config.dims == 2
-    assert config.data == DataConfig(container=None, raw="raw", gt="gt", mask="mask")
+    assert config.data is None  # the demo, generated into the run directory
     assert (config.training.iterations, config.training.seed) == (4000, 0)
 
 
@@ -76,7 +75,7 @@ def test_replace_validates():
     with pytest.raises(ConfigError, match=r"scale_factor: Input should be greater than 0, got 0"):
         config.replace(scale_factor=0)
     with pytest.raises(ConfigError, match=r"data.class_ids must hold one unique id per channel"):
-        config.replace(channels=["a", "b", "c"], data={"class_ids": [1, 2]})
+        config.replace(channels=["a", "b", "c"], data=samples_data(class_ids=[1, 2]))
 
 
 # -- errors: each names the key path and the value ------------------------------
@@ -89,7 +88,7 @@ def test_replace_validates():
         ({"scale_factor": float("nan")}, r"scale_factor: Input should be a finite number, got nan"),
         ({"scale_factor": True}, r"scale_factor: Input should be a valid number, got True"),
         (
-            {"data": {"class_ids": [3, 3]}},
+            {"data": samples_data(samples=[{"raw": "r", "labels": "ids"}], class_ids=[3, 3])},
             r"data.class_ids must hold one unique id per channel \['mito', 'er'\], got \[3, 3\]",
         ),
         ({"data": {"class_ids": [1, -2]}}, r"data.class_ids\[1\]: .* greater than or equal to 0"),
@@ -149,6 +148,16 @@ def test_replace_validates():
         ({"model": {"fmap_inc_factor": "2"}}, r"model.fmap_inc_factor: .* integer, got '2'"),
         ({"training": {"iteration": 5}}, r"training.iteration: unknown key; known: \['iterations'"),
         ("not a mapping", r"config must be a mapping of sections, got 'not a mapping'"),
+        ({"chanels": ["a"]}, r"chanels: unknown key; known: \['channels', "),
+        ({"training": {"iterations": "10"}}, r"training.iterations: .* valid integer, got '10'"),
+        ({"scale_factor": -1.0}, r"scale_factor: Input should be greater than 0, got -1.0"),
+        ({"model": {"output_shape": [8]}}, r"model.output_shape: List should have at least 2"),
+        (
+            {"model": {"output_shape": [8, 8], "downsample_factors": [[2, 2, 2]]}},
+            r"downsample_factors entries must be 2 positive ints",
+        ),
+        ({"data": []}, r"data: Input should be a dictionary .*, got \[\]"),
+        ({"mask_distances": "yes"}, r"mask_distances: Input should be a valid boolean, got 'yes'"),
     ],
 )
 def test_errors_name_key_and_value(values, message):
@@ -199,9 +208,21 @@ def test_samples_form_paths_are_relative_to_the_config_file(tmp_path, monkeypatc
     assert from_dict(values).data.samples[0].raw == "../d.zarr/raw"
 
 
-def test_container_path_is_relative_to_the_config_file(tmp_path):
-    (tmp_path / "c.yaml").write_text("data: {container: demo.zarr}\n")
-    assert load_config(tmp_path / "c.yaml").data.container == str(tmp_path / "demo.zarr")
+@pytest.mark.parametrize(
+    "data, keys",
+    [
+        ({"container": "demo.zarr"}, "['container']"),
+        ({"container": "c.zarr", "raw": "raw", "gt": "gt"}, "['container', 'gt', 'raw']"),
+        ({"raw": "raw", "eval_gt": "eval/gt"}, "['eval_gt', 'raw']"),
+    ],
+)
+def test_single_container_form_is_refused(tmp_path, data, keys):
+    (tmp_path / "c.json").write_text(json.dumps({"data": data}))
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(tmp_path / "c.json")
+    message = str(excinfo.value)
+    assert f"data: the keys {keys} belong to the single-container form" in message
+    assert "    samples:\n      - raw: data.zarr/raw" in message  # the form to write instead
 
 
 def test_class_id_labels_take_class_ids():
@@ -262,8 +283,7 @@ def test_class_id_labels_take_class_ids():
         (samples_data(samples=[{"raw": "r", "labels": {"er": 3}}]), r"labels.er: .* string, got 3"),
         (
             {**samples_data(), "container": "c.zarr", "raw": "raw"},
-            r"data: mixes the container form \(keys \['container', 'raw'\]\) with the samples "
-            r"form \(keys \['samples', 'voxel_size'\]\)",
+            r"data: the keys \['container', 'raw'\] belong to the single-container form",
         ),
     ],
 )

@@ -200,3 +200,21 @@ def test_reads_touch_only_the_needed_chunks(tmp_path):
     np.testing.assert_array_equal(sample.read_raw(roi), fixture.raw[window])
     with pytest.raises(RuntimeError):  # a corrupted chunk, were it read
         sample.read_raw(Roi((-32, -32, -32), (8, 8, 8)))
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (np.array([0, 51, 255], np.uint8), [0.0, 0.2, 1.0]),  # / 255
+        (np.array([0, 65535], np.uint16), [0.0, 1.0]),  # / 65535
+        (np.array([-0.5, 3.0], np.float64), [-0.5, 3.0]),  # floats are kept
+    ],
+)
+def test_normalize_raw(data, expected):
+    from gp_hotdistance.data import normalize_raw
+
+    before = data.copy()
+    out = normalize_raw(data, data.dtype)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.array(expected, np.float32))
+    np.testing.assert_array_equal(data, before)  # the input is not modified

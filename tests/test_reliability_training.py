@@ -32,7 +32,6 @@ from pipelines.demo_data import (
     DemoPathError,
     is_demo_container,
     make_cellmap_demo,
-    make_demo_data,
 )
 from pipelines.rundir import RunDirectory, RunDirectoryWriteError
 from tests.helpers import tiny_config
@@ -86,18 +85,16 @@ def write_config(config, path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("writer", [make_cellmap_demo, make_demo_data])
-def test_demo_refuses_a_users_folder(users_container, writer):
+def test_demo_refuses_a_users_folder(users_container):
     before = tree(users_container.parent)
     with pytest.raises(DemoPathError, match=f"{users_container}.*a folder without the {MARKER}"):
-        writer(users_container)
+        make_cellmap_demo(users_container)
     assert tree(users_container.parent) == before
 
 
-@pytest.mark.parametrize("single", [[], ["--single"]])
-def test_demo_cli_refuses_an_existing_out(users_container, capsys, single):
+def test_demo_cli_refuses_an_existing_out(users_container, capsys):
     before = tree(users_container.parent)
-    assert demo_module.main(["--out", str(users_container), *single]) == 2
+    assert demo_module.main(["--out", str(users_container)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: {users_container} already exists (a folder without the ")
     assert error.count("\n") == 1

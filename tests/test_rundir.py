@@ -319,14 +319,27 @@ def test_config_differences():
     refused, allowed = config_differences(old, new)
     assert refused == ["channels", "model.num_fmaps", "scale_factor"]
     assert allowed == ["training.iterations", "training.num_workers"]
-    # the samples form replaces the container form: voxel_size is new
-    samples = small_config(data={"voxel_size": [4, 4], "samples": [{"raw": "r", "labels": "l"}]})
-    refused, allowed = config_differences(old, samples)
-    assert refused == ["data.voxel_size"]
-    assert allowed == sorted(
-        ["data.container", "data.raw", "data.gt", "data.mask", "data.eval_raw", "data.eval_gt"]
-        + ["data.samples", "data.eval", "data.skip_unusable"]
+    # where the data lie may change, the voxel size may not
+    first = small_config(data={"voxel_size": [8, 8], "samples": [{"raw": "r", "labels": "l"}]})
+    moved = small_config(
+        data={
+            "voxel_size": [4, 4],
+            "samples": [{"raw": "elsewhere/r", "labels": "l"}],
+            "eval": {"raw": "e", "labels": "l"},
+        }
     )
+    refused, allowed = config_differences(first, moved)
+    assert refused == ["data.voxel_size"]
+    assert allowed == ["data.eval", "data.samples"]
+    moved_eval = small_config(
+        data={**first.to_dict()["data"], "eval": {"raw": "e2", "labels": "l"}}
+    )
+    assert config_differences(moved, moved_eval) == (
+        ["data.voxel_size"],
+        ["data.eval", "data.samples"],
+    )
+    skipping = small_config(data={**first.to_dict()["data"], "skip_unusable": True})
+    assert config_differences(first, skipping) == ([], ["data.skip_unusable"])
 
 
 def test_check_config_refuses_a_meaning_change_before_writing(tmp_path):

@@ -24,6 +24,7 @@ _EXPORTS = {
     "DataValueError": "gp_hotdistance.data.sample",
     "Sample": "gp_hotdistance.data.sample",
     "expand_label_template": "gp_hotdistance.data.sample",
+    "normalize_raw": "gp_hotdistance.data.sample",
     "union_cells": "gp_hotdistance.data.sample",
 }
 

@@ -17,16 +17,16 @@ import gunpowder as gp
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from .sample import Sample, union_cells
+from .sample import Sample, normalize_raw, union_cells
 
 
 class SampleSource(gp.BatchProvider):
     """Provide a :class:`Sample` at its training voxel size ``V``.
 
-    - ``raw``: float32, interpolatable, over the sample's raw ROI; integer raw
-      is divided by its dtype's maximum (``gp.Normalize``'s convention: uint8
-      / 255), float raw is kept as it is. With ``pad``, over all of space:
-      0 beyond the raw volume (what blockwise prediction reads there).
+    - ``raw``: float32, interpolatable, over the sample's raw ROI, normalised
+      by :func:`~gp_hotdistance.data.normalize_raw` (uint8 / 255). With
+      ``pad``, over all of space: 0 beyond the raw volume (what blockwise
+      prediction reads there).
     - ``gt``, ``mask``: ``(C, *spatial)`` uint8, not interpolatable, over the
       same ROI; outside a channel's labelled ROI gt is 0 and mask 0 (unknown).
 
@@ -73,8 +73,7 @@ class SampleSource(gp.BatchProvider):
         if self.raw in request:
             roi = request[self.raw].roi
             data = self.sample.read_raw_padded(roi) if self.pad else self.sample.read_raw(roi)
-            if np.issubdtype(self.sample.raw.dtype, np.integer):
-                data /= np.float32(np.iinfo(self.sample.raw.dtype).max)
+            data = normalize_raw(data, self.sample.raw.dtype)
             batch[self.raw] = gp.Array(data, self._output_spec(self.raw, roi))
         labels = {}
         for index, key in enumerate((self.gt, self.mask)):

@@ -119,6 +119,17 @@ def expand_label_template(template: str, channels: Sequence[str] | None = None) 
     return {n: f"{head}{n}{tail}" for n in names}
 
 
+def normalize_raw(data: npt.ArrayLike, dtype: npt.DTypeLike) -> npt.NDArray[np.float32]:
+    """Raw intensities as the network sees them in training, evaluation and
+    prediction alike: float32, integer raw divided by the maximum of its
+    ``dtype`` (``gp.Normalize``'s convention: uint8 / 255), float raw kept as
+    it is. ``data`` is not modified."""
+    out = np.array(data, dtype=np.float32)
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        out /= np.float32(np.iinfo(np.dtype(dtype)).max)
+    return out
+
+
 class Sample:
     """A raw volume plus label datasets, read at the training voxel size.
 
@@ -203,9 +214,9 @@ class Sample:
         )
 
     def read_raw(self, roi: Roi) -> npt.NDArray[np.float32]:
-        """Raw intensities (float32, not normalised) of world ``roi`` at the
-        training voxel size; ``roi`` must be on the ``V`` grid and inside
-        :attr:`raw_roi`."""
+        """Raw intensities (float32, not normalised: see
+        :func:`normalize_raw`) of world ``roi`` at the training voxel size;
+        ``roi`` must be on the ``V`` grid and inside :attr:`raw_roi`."""
         self._check_roi(roi)
         if not self.raw_roi.contains(roi):
             raise ValueError(

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(targets)
     targets.add_argument(
-        "--gt", default=None, help="gt dataset in --input (default: config data.gt)"
+        "--gt", default=None, help="gt dataset inside --input (required with --input)"
     )
     targets.add_argument(
         "--mask",
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--iteration", type=int, help="checkpoint iteration (default: newest)")
     predict.add_argument(
-        "--raw", default=None, help="raw dataset in --input (default: config data.raw)"
+        "--raw", default=None, help="raw dataset inside --input (required with --input)"
     )
     predict.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     predict.add_argument("--prediction", default="prediction", help="output dataset")
@@ -219,12 +219,11 @@ def _targets_predictor(args: argparse.Namespace) -> tuple[HotDistancePredictor, 
         config = config.replace(channels=list(args.channels))
     if args.scale_factor is not None:
         config = config.replace(scale_factor=float(args.scale_factor))
-    if args.class_ids is not None:
-        config = config.replace(
-            data=dataclasses.replace(config.data, class_ids=list(args.class_ids))
-        )
+    class_ids = None if args.class_ids is None else list(args.class_ids)
+    if class_ids is not None and config.data is not None:
+        config = config.replace(data=dataclasses.replace(config.data, class_ids=class_ids))
     config = from_dict(config.to_dict())
-    return make_predictor(config), config
+    return make_predictor(config, class_ids), config
 
 
 def config_sample(config: Config, index: int, run_config: Config) -> Sample:
@@ -234,32 +233,22 @@ def config_sample(config: Config, index: int, run_config: Config) -> Sample:
     Raises:
         ConfigError: the config has no samples form or no sample ``index``.
     """
-    from gp_hotdistance.data import Sample
+    from pipelines.common import open_sample
 
-    samples = getattr(config.data, "samples", None)
-    voxel_size = getattr(run_config.data, "voxel_size", None)
-    if samples is None or voxel_size is None:
+    if config.data is None or run_config.data is None:
         raise ConfigError(
             "--sample needs a config whose data section lists samples (data.samples, "
-            "data.voxel_size); this config uses dataset names in a container (--input)"
+            "data.voxel_size); this one has none (the demo): give a config with --config, "
+            "or --input with --raw/--gt"
         )
+    samples = config.data.samples
     if not 0 <= index < len(samples):
         raise ConfigError(
             f"--sample {index}: the config has {len(samples)} sample(s), 0..{len(samples) - 1}"
         )
-    entry = samples[index]
-    labels = entry.label_datasets
-    try:
-        return Sample(
-            entry.raw,
-            entry.labels if labels is None else labels,
-            config.channels,
-            voxel_size,
-            class_ids=config.data.class_ids if labels is None else None,
-            mask=entry.mask,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        raise ConfigError(f"data.samples[{index}]: {error}") from error
+    return open_sample(
+        config, samples[index], f"data.samples[{index}]", voxel_size=run_config.data.voxel_size
+    )
 
 
 def _roi(args: argparse.Namespace) -> Roi | None:
@@ -311,6 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.worker_command is not None:
             check_template(args.worker_command)
         roi = _roi(args)
+        dataset = "--gt" if args.command == "targets" else "--raw"
+        if args.input is not None and not getattr(args, dataset[2:]):
+            raise ConfigError(
+                f"--input needs {dataset}, the dataset inside it to read (for example "
+                f"--input {container} {dataset} {dataset[2:]}), or give --sample N instead"
+            )
         if args.command == "targets":
             predictor, config = _targets_predictor(args)
             if args.block_shape is None:
@@ -321,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 gt: Path | Sample = config_sample(config, args.sample, config)
                 mask = None
             else:
-                gt = container / (args.gt or config.data.gt)
+                gt = container / args.gt
                 mask = None if args.mask is None else container / args.mask
             job: BlockJob = plan_targets(
                 gt,
@@ -346,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 source = run_config if args.config is None else load_config(args.config)
                 raw: Path | Sample = config_sample(source, args.sample, run_config)
             else:
-                raw = container / (args.raw or run_config.data.raw)
+                raw = container / args.raw
             job = plan_predict(
                 args.run,
                 raw,

@@ -362,9 +362,9 @@ class PredictJob(BlockJob):
         return self._cache["model"]
 
     def process(self, write_roi: Roi) -> dict[str, float]:
+        from gp_hotdistance.data import normalize_raw
         from gp_hotdistance.torch.inference import predict_padded
         from gp_hotdistance.torch.postprocess import segment
-        from pipelines.common import normalize_raw
 
         if (self.raw is None) == (self.sample is None):
             raise ValueError("a PredictJob needs either a raw dataset or a sample")
@@ -440,8 +440,8 @@ def sample_signature(sample: Sample) -> dict[str, Any]:
 
 def sample_raw_padded(sample: Sample, roi: Roi) -> npt.NDArray[np.float32]:
     """Normalised raw of ``roi`` at the sample's voxel size (see
-    ``pipelines.common.normalize_raw``), zeros outside its raw ROI."""
-    from pipelines.common import normalize_raw
+    ``gp_hotdistance.data.normalize_raw``), zeros outside its raw ROI."""
+    from gp_hotdistance.data import normalize_raw
 
     voxel_size = sample.voxel_size
     out = np.zeros(tuple(roi.shape / voxel_size), dtype=np.float32)

@@ -415,8 +415,10 @@ def make_cellmap_demo(
         write: ``False``: only describe what would be written.
 
     Raises:
-        ValueError: as :func:`make_demo_data`, and for label factors that do
-            not divide ``voxel_size`` or crops smaller than one voxel.
+        ValueError: unknown or repeated classes, dims other than 2/3,
+            ``anisotropic`` with 2-D, shapes or voxel sizes that do not fit
+            ``dims``, label factors that do not divide ``voxel_size``, or
+            crops smaller than one voxel.
         DemoPathError: ``path`` holds something the demo did not create
             (only with ``write``).
     """

@@ -507,9 +507,8 @@ def read_crop_rows(path: str | Path) -> list[CropRow]:
 def read_raw_at(path: str, roi: Roi, voxel_size: Coordinate) -> npt.NDArray[np.float32]:
     """Normalised raw of world ``roi`` at ``voxel_size`` (mean-pooled from a
     finer level), zeros outside the raw volume."""
-    from gp_hotdistance.data import mean_pool, open_volume
+    from gp_hotdistance.data import mean_pool, normalize_raw, open_volume
     from gp_hotdistance.geometry import roi_slices
-    from pipelines.common import normalize_raw
 
     try:
         volume = open_volume(path, voxel_size)

@@ -521,9 +521,9 @@ def test_a_rerun_with_nothing_to_train_evaluates_the_restored_model(
     evaluated = []
     evaluate = train_module.evaluate
 
-    def recording(config, container, model, device):
+    def recording(config, container, model, device, **options):
         evaluated.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        return evaluate(config, container, model, device)
+        return evaluate(config, container, model, device, **options)
 
     monkeypatch.setattr(train_module, "evaluate", recording)
     out = tmp_path / "run"

@@ -138,18 +138,30 @@ def test_job_file_is_sealed_and_refuses_planted_links(tmp_path):
     assert read_job(job, secret) == [3]
 
 
-def test_planted_job_file_link_stops_a_cluster_run(data, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "name, extra",
+    [("job.pickle", ["--worker-command", "{command}"]), ("worker_0.err", [])],
+)
+def test_link_planted_in_the_log_directory_stops_the_run(data, tmp_path, capsys, name, extra):
+    """A link where this run (job.pickle) or daisy (a worker's log) would
+    write stops the run before any worker starts; the task's log directory
+    is then 0700, so nothing can be planted while a run goes."""
     output = tmp_path / "out.zarr"
     logs = tmp_path / "out.zarr.logs" / "targets"
-    logs.mkdir(parents=True)
+    logs.mkdir(parents=True, mode=0o775)
     victim = tmp_path / "victim.txt"
     victim.write_text("the user's results")
-    (logs / "job.pickle").symlink_to(victim)
-    assert bw.main(_args(data, output, "--worker-command", "{command}")) == 1
-    assert f"refusing to write {logs / 'job.pickle'}: it is a symbolic link" in (
+    (logs / name).symlink_to(victim)
+    assert bw.main(_args(data, output, *extra)) == 1
+    assert f"refusing to use the log directory {logs}: {name} is a symbolic link" in (
         capsys.readouterr().err
     )
     assert victim.read_text() == "the user's results"
+    assert oct(logs.stat().st_mode & 0o777) == "0o700"
+    assert not zarr.open_array(str(output / "done" / "targets"), mode="r")[...].any()  # no block
+    (logs / name).unlink()
+    if not extra:
+        assert bw.main(_args(data, output)) == 0  # once removed, the run goes
 
 
 # ---------------------------------------------------------------------------

@@ -38,6 +38,37 @@ def new_secret() -> bytes:
     return secrets.token_bytes(SECRET_BYTES)
 
 
+def private_directory(path: str | Path) -> Path:
+    """Create the directory ``path`` (mode 0700), or make an existing one of
+    this user 0700, so that no one else can plant names in it; returns it.
+
+    Raises:
+        JobFileError: ``path`` is a symbolic link or not a directory of this
+            user, or holds a symbolic link or another user's file (planted
+            where daisy or this run would write).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a directory of this user"
+        raise JobFileError(f"refusing to use the log directory {path}: it is {kind}")
+    os.chmod(path, 0o700)
+    for entry in os.scandir(path):
+        entry_info = entry.stat(follow_symlinks=False)
+        if entry.is_symlink() or entry_info.st_uid != os.getuid():
+            kind = "a symbolic link" if entry.is_symlink() else f"owned by uid {entry_info.st_uid}"
+            raise JobFileError(
+                f"refusing to use the log directory {path}: {entry.name} is {kind}, which no "
+                "run of this user wrote; remove it (nothing was written through it)"
+            )
+    return path
+
+
 def write_private(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a new file ``path`` (mode 0600) created with
     ``O_EXCL | O_NOFOLLOW``. A regular file of this user already there (left

@@ -15,7 +15,7 @@ import daisy
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from pipelines.blockwise.jobfile import new_secret, take_notes, write_job
+from pipelines.blockwise.jobfile import new_secret, private_directory, take_notes, write_job
 from pipelines.blockwise.jobs import BlockJob
 from pipelines.blockwise.worker import NOTES, CommandLauncher, check_template
 
@@ -111,6 +111,8 @@ def run_job(
 
     Raises:
         ValueError: an option out of range (:func:`check_run_options`).
+        JobFileError: the task's log directory holds a link or another
+            user's file, or is one (:func:`~pipelines.blockwise.jobfile.private_directory`).
         BlockwiseError: some block is not done after its retries, the
             workers kept failing, or the scheduler stopped.
     """
@@ -118,6 +120,7 @@ def run_job(
     from daisy import logging as daisy_logging
 
     logs = Path(log_dir) if log_dir is not None else Path(str(job.output).rstrip("/") + ".logs")
+    private_directory(logs / job.task_id)  # daisy's worker logs and our job files
     daisy_logging.set_log_basedir(str(logs))
     if not multiprocessing:
         job = dataclasses.replace(job, threads=0)  # leave this process's thread pools alone
@@ -127,7 +130,6 @@ def run_job(
         check_template(worker_command)
         task_logs = logs / job.task_id
         job_files = (task_logs / "job.pickle", task_logs / "job.key")
-        task_logs.mkdir(parents=True, exist_ok=True)
         take_notes(task_logs / NOTES)  # an earlier run's
         secret = new_secret()
         write_job(*job_files, job, secret)

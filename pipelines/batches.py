@@ -327,7 +327,48 @@ def describe_data(config: Config, data: Data, input_shape: Coordinate) -> list[s
     training sample (:func:`geometry_report`) for a network input of
     ``input_shape`` voxels."""
     below, above = request_reach(config, data.voxel_size, input_shape)
-    return geometry_report(data, below, above)
+    return resolution_report(data) + geometry_report(data, below, above)
+
+
+def _resampling(native: Coordinate, voxel_size: Coordinate, pool: str, up: str) -> str:
+    """How data at ``native`` is brought to ``voxel_size``, in words."""
+    if native == voxel_size:
+        return "used as is"
+    down = tuple(max(t // v, 1) for v, t in zip(native, voxel_size, strict=True))
+    grow = tuple(max(v // t, 1) for v, t in zip(native, voxel_size, strict=True))
+    words = []
+    if any(f > 1 for f in down):
+        words.append(f"pooled x{down} ({pool})")
+    if any(f > 1 for f in grow):
+        words.append(f"upsampled x{grow} ({up})")
+    return " and ".join(words)
+
+
+def resolution_report(data: Data) -> list[str]:
+    """Per raw volume: its native voxel size, its label datasets' and what
+    is done to bring each to the training voxel size."""
+    voxel_size = data.voxel_size
+    volumes: dict[str, list[Sample]] = {}
+    for sample in [*data.samples, *data.eval]:
+        volumes.setdefault(sample.raw.path, []).append(sample)
+    lines = [f"data at the training voxel size {tuple(voxel_size)}:"]
+    for path, samples in volumes.items():
+        raw = samples[0].raw
+        labels: dict[tuple[int, ...], int] = {}
+        for sample in samples:
+            for volume in {v.path: v for v in sample.labels.values()}.values():
+                key = tuple(volume.voxel_size)
+                labels[key] = labels.get(key, 0) + 1
+        label_words = "; ".join(
+            f"{n} at {size} {_resampling(Coordinate(size), voxel_size, 'majority', 'nearest')}"
+            for size, n in sorted(labels.items())
+        )
+        lines.append(
+            f"  {path} ({len(samples)} sample{'s' if len(samples) != 1 else ''}): raw at "
+            f"{tuple(raw.voxel_size)} {_resampling(raw.voxel_size, voxel_size, 'mean', 'linear')}"
+            f"; label datasets: {label_words}"
+        )
+    return lines
 
 
 def geometry_report(data: Data, below: Coordinate, above: Coordinate) -> list[str]:

@@ -198,6 +198,7 @@ def open_sample(
             config.data.voxel_size if voxel_size is None else voxel_size,
             class_ids=config.data.class_ids if labels is None else None,
             mask=sample.mask,
+            upsample=config.data.upsample,
         )
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(f"{where}: {error}") from error

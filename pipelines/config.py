@@ -19,6 +19,7 @@ optional and falls back to the defaults here::
         - {raw: ..., labels: ...}
       class_ids: [1, 2]            # only with class-id labels: ``labels: path/to/ids``
       skip_unusable: false         # true: skip samples that cannot be used, with a warning
+      upsample: true               # raw coarser than voxel_size: interpolated (false: refused)
     model: {num_fmaps: 12, fmap_inc_factor: 2, num_convs: 2, head_kernel_size: 1,
             downsample_factors: [[2, 2], [2, 2]], output_shape: [64, 64]}
     training: {iterations: 4000, batch_size: 1, learning_rate: 0.001, ...}
@@ -182,13 +183,16 @@ class SamplesDataConfig:
     them), for class-id labels only, ``class_ids``, and ``skip_unusable``:
     skip the samples that cannot be used (no labelled voxel inside their raw
     volume, say) with a warning instead of refusing the run (see
-    ``pipelines.batches.open_data``)."""
+    ``pipelines.batches.open_data``), and ``upsample``: read raw coarser than
+    ``voxel_size`` (by integer factors) by linear interpolation; ``false``
+    refuses those samples instead."""
 
     voxel_size: list[PositiveInt]
     samples: Annotated[list[TrainingSampleConfig], Field(min_length=1)]
     eval: list[SampleConfig] = dataclasses.field(default_factory=list)
     class_ids: list[NonNegativeInt] | None = None
     skip_unusable: StrictBool = False
+    upsample: StrictBool = True
 
     @field_validator("eval", mode="before")
     @classmethod

@@ -74,6 +74,7 @@ RESUMABLE_KEYS = (
     "data.eval",
     "data.eval.*",
     "data.skip_unusable",
+    "data.upsample",
 )
 
 _CHECKPOINT = re.compile(rf"^{CHECKPOINT_BASENAME}_checkpoint_(\d+)$")

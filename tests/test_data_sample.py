@@ -163,8 +163,8 @@ def test_errors(tmp_path):
         sample.read_raw(Roi((-40, 0, 0), (16, 16, 16)))
     with pytest.raises(ValueError, match=r"ROI .* is not on the training grid of voxel size"):
         sample.read_labels(Roi((4, 0, 0), (16, 16, 16)))
-    with pytest.raises(ValueError, match=r"raw voxel size \(8, 8, 8\) is coarser than"):
-        Sample(fixture.raw_path, labels, CHANNELS, (4, 4, 4))
+    with pytest.raises(ValueError, match=r"raw voxel size \(8, 8, 8\) is coarser .* is off"):
+        Sample(fixture.raw_path, labels, CHANNELS, (4, 4, 4), upsample=False)
     with pytest.raises(
         ValueError, match=r"no multiscale level has an integer ratio .*\(12, 12, 12\)"
     ):

@@ -340,6 +340,8 @@ def test_config_differences():
     )
     skipping = small_config(data={**first.to_dict()["data"], "skip_unusable": True})
     assert config_differences(first, skipping) == ([], ["data.skip_unusable"])
+    refusing = small_config(data={**first.to_dict()["data"], "upsample": False})
+    assert config_differences(first, refusing) == ([], ["data.upsample"])
 
 
 def test_check_config_refuses_a_meaning_change_before_writing(tmp_path):

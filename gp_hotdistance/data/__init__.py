@@ -20,6 +20,7 @@ _EXPORTS = {
     "downsample_all": "gp_hotdistance.data.resample",
     "downsample_labels": "gp_hotdistance.data.resample",
     "mean_pool": "gp_hotdistance.data.resample",
+    "upsample_linear": "gp_hotdistance.data.resample",
     "upsample_nearest": "gp_hotdistance.data.resample",
     "DataValueError": "gp_hotdistance.data.sample",
     "Sample": "gp_hotdistance.data.sample",

@@ -69,3 +69,45 @@ def upsample_nearest(data: npt.NDArray, factors: Sequence[int]) -> npt.NDArray:
         if f > 1:
             data = np.repeat(data, f, axis=axis)
     return data
+
+
+def interpolate_linear(
+    data: npt.NDArray, axis: int, positions: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Values of ``data`` at fractional voxel ``positions`` along ``axis``,
+    linearly interpolated between the two nearest voxels (float64).
+    Positions are clamped to ``[0, n - 1]``: beyond the first or last voxel
+    centre the edge voxel's value is taken."""
+    data = np.asarray(data)
+    n = data.shape[axis]
+    positions = np.clip(np.asarray(positions, dtype=np.float64), 0, n - 1)
+    low = np.floor(positions).astype(np.int64)
+    high = np.minimum(low + 1, n - 1)
+    shape = [1] * data.ndim
+    shape[axis] = len(positions)
+    t = (positions - low).reshape(shape)
+    below = np.take(data, low, axis=axis).astype(np.float64)
+    above = np.take(data, high, axis=axis).astype(np.float64)
+    return below * (1 - t) + above * t
+
+
+def fine_positions(first: int, count: int, factor: int) -> npt.NDArray[np.float64]:
+    """Where fine voxels ``first .. first + count - 1`` (``factor`` per coarse
+    voxel, both grids starting at the same corner) lie in coarse voxel
+    coordinates, centre to centre: ``(j + 0.5) / factor - 0.5``."""
+    return (np.arange(first, first + count, dtype=np.float64) + 0.5) / factor - 0.5
+
+
+def upsample_linear(data: npt.NDArray, factors: Sequence[int]) -> npt.NDArray[np.float32]:
+    """float32 linear interpolation onto a grid ``factors`` times finer, at
+    the fine voxels' centres (:func:`fine_positions`); beyond the outer
+    coarse voxel centres the edge value is kept (no extrapolation)."""
+    data = np.asarray(data)
+    factors = tuple(int(f) for f in factors)
+    if len(factors) != data.ndim or any(f < 1 for f in factors):
+        raise ValueError(f"factors {factors} must be {data.ndim} positive integers")
+    out = data.astype(np.float64)
+    for axis, f in enumerate(factors):
+        if f > 1:
+            out = interpolate_linear(out, axis, fine_positions(0, out.shape[axis] * f, f))
+    return out.astype(np.float32)

@@ -14,8 +14,12 @@ Rules (see also :mod:`gp_hotdistance.data.ome`):
   ``== class_id`` for a class-id dataset (uint64 ids compared exactly).
 - Labels finer than ``V`` by integer factors: a coarse voxel is in the class
   iff MORE than half the fine voxels it covers are. Coarser: nearest
-  neighbour. Raw: the level at ``V``, else mean-pooled from a finer level;
-  raw coarser than ``V`` is refused.
+  neighbour. Raw: the level at ``V``, else mean-pooled from a finer level,
+  else (``upsample``) linearly interpolated from a coarser one, at the fine
+  voxels' centres, the edge values kept beyond the outer coarse centres
+  (:func:`~gp_hotdistance.data.resample.upsample_linear`: no overshoot, no
+  values beyond the data's range, a read equal to the same voxels of the
+  whole volume upsampled).
 - A user mask (1 = known) is read like labels, except that a coarse voxel is
   known only if EVERY fine voxel it covers is; outside the mask's ROI the
   mask is 0.
@@ -46,7 +50,14 @@ from funlib.geometry import Coordinate, Roi
 
 from ..geometry import roi_slices
 from .ome import Volume, open_volume
-from .resample import downsample_all, downsample_labels, mean_pool, upsample_nearest
+from .resample import (
+    downsample_all,
+    downsample_labels,
+    fine_positions,
+    interpolate_linear,
+    mean_pool,
+    upsample_nearest,
+)
 
 PathLike = str | os.PathLike
 _SHOWN_VALUES = 5
@@ -143,6 +154,8 @@ class Sample:
         class_ids: for a class-id dataset, the id of each channel, as a list
             in channel order or ``{channel: id}``; default ``1..C``.
         mask: optional path of a mask dataset, 1 = known (all channels).
+        upsample: read raw coarser than ``voxel_size`` (by integer factors)
+            by linear interpolation; ``False`` refuses such raw.
     """
 
     def __init__(
@@ -153,16 +166,20 @@ class Sample:
         voxel_size: Sequence[int],
         class_ids: Sequence[int] | Mapping[str, int] | None = None,
         mask: PathLike | None = None,
+        upsample: bool = True,
     ):
         self.channels = list(channels)
         if not self.channels:
             raise ValueError("Sample: the channel list is empty")
         self.voxel_size = Coordinate(voxel_size)
         self.raw = open_volume(raw, self.voxel_size)
-        if any(v > t for v, t in zip(self.raw.voxel_size, self.voxel_size, strict=True)):
+        if not upsample and any(
+            v > t for v, t in zip(self.raw.voxel_size, self.voxel_size, strict=True)
+        ):
             raise ValueError(
                 f"{self.raw.path}: raw voxel size {tuple(self.raw.voxel_size)} is coarser than "
-                f"the training voxel size {tuple(self.voxel_size)} and no finer level exists"
+                f"the training voxel size {tuple(self.voxel_size)}, no finer level exists and "
+                "upsampling is off"
             )
         self.class_ids: dict[str, int] | None = None
         if isinstance(labels, Mapping):
@@ -222,10 +239,31 @@ class Sample:
             raise ValueError(
                 f"{self.raw.path}: ROI {roi} leaves the raw volume's ROI {self.raw_roi}"
             )
-        factors = self.voxel_size / self.raw.voxel_size
-        data = self.raw.read(roi)
-        check_raw_values(self.raw, data, roi)
-        return mean_pool(data, factors)
+        raw, voxel_size = self.raw, self.voxel_size
+        down = Coordinate(max(t // v, 1) for v, t in zip(raw.voxel_size, voxel_size, strict=True))
+        up = Coordinate(max(v // t, 1) for v, t in zip(raw.voxel_size, voxel_size, strict=True))
+        # the raw window: the ROI itself on the finer and equal axes; on the
+        # coarser ones, the coarse voxels whose centres bracket the fine ones'
+        begin, end, positions = list(roi.begin), list(roi.end), {}
+        for axis, factor in enumerate(up):
+            if factor == 1:
+                continue
+            size, count = raw.voxel_size[axis], raw.shape[axis]
+            first = (roi.begin[axis] - raw.offset[axis]) // voxel_size[axis]
+            at = np.clip(
+                fine_positions(first, roi.shape[axis] // voxel_size[axis], factor), 0, count - 1
+            )
+            low, high = int(np.floor(at[0])), min(int(np.floor(at[-1])) + 1, count - 1)
+            begin[axis] = raw.offset[axis] + low * size
+            end[axis] = raw.offset[axis] + (high + 1) * size
+            positions[axis] = at - low
+        window = Roi(Coordinate(begin), Coordinate(end) - Coordinate(begin))
+        data = raw.read(window)
+        check_raw_values(raw, data, window)
+        data = mean_pool(data, down)
+        for axis, at in positions.items():
+            data = interpolate_linear(data, axis, at)
+        return data.astype(np.float32, copy=False)
 
     def read_raw_padded(self, roi: Roi) -> npt.NDArray[np.float32]:
         """:meth:`read_raw` of any world ``roi`` on the ``V`` grid, zeros

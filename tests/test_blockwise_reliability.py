@@ -28,7 +28,7 @@ from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
 from pipelines.blockwise.jobfile import JobFileError, new_secret, read_job, read_secret, write_job
 from pipelines.blockwise.relay import Relay, RelayError, prove_worker
-from tests.helpers import blockwise_targets_args
+from tests.helpers import blockwise_targets_args, write_volumes
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (8, 32, 48)
@@ -47,10 +47,8 @@ def _cwd_and_path(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from pipelines.demo_data import make_demo_data
-
     path = tmp_path_factory.mktemp("data") / "data.zarr"
-    make_demo_data(path, shape=SHAPE, voxel_size=VOXEL_SIZE, offset=(0, 0, 0), seed=5)
+    write_volumes(path, SHAPE, VOXEL_SIZE, (0, 0, 0), seed=5)
     return path
 
 

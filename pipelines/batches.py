@@ -1,22 +1,25 @@
 """The training data that ``train`` and ``preview`` share: the config's
-samples opened with the data layer, the pipeline up to ``Stack``, and the
-writer of batches (previews and training snapshots).
+samples opened with the data layer, the training dataset and its loader,
+the gunpowder pipeline up to ``Stack`` (previews and the data benchmark),
+and the writer of batches (previews and training snapshots).
 
-The pipeline::
+The pipeline (:func:`gp_hotdistance.torch.hot_distance_pipeline`)::
 
     per sample: SampleSource (raw, gt, mask at data.voxel_size)
                 -> RandomLabelledLocation (output centre inside a labelled ROI)
     RandomProvider (sample i with probability ~ labelled volume x weight)
       -> ElasticAugment -> SimpleAugment -> IntensityAugment   (training.augment)
-      -> TargetNode -> DistanceMaskNode -> PreCache -> WeightNode -> Unsqueeze -> Stack
+      -> TargetNode -> DistanceMaskNode
+
+Training draws it through :func:`make_dataset` and :func:`make_loader`
+(``HotDistanceDataset`` in ``DataLoader`` workers; the class balancing runs
+in the training process on the device); :func:`build_data_pipeline` adds
+``PreCache -> WeightNode -> Unsqueeze -> Stack`` for gunpowder batches.
 
 ``gt`` and ``mask`` have one channel per class. A class with no dataset in a
 sample, and every voxel outside a sample's labelled ROI, has mask 0 there:
-its hot and distance weights are 0 and it adds nothing to the moving counts
-(``WeightNode``'s per-channel mask). Raw around a crop is real data from the
-large raw volume. ``PreCache`` sits before ``WeightNode`` so that the moving
-class counts live in the requesting process (``train`` saves them inside
-every checkpoint).
+its hot and distance weights are 0 and it adds nothing to the moving counts.
+Raw around a crop is real data from the large raw volume.
 
 The demo: a config without a data section (the default) trains on :func:`pipelines.demo_data.make_cellmap_demo` in
 ``<run directory>/demo_data.zarr``; any ``demo_data.zarr`` container that a
@@ -37,20 +40,24 @@ from pathlib import Path
 
 import gunpowder as gp
 import numpy as np
+import torch
 from funlib.geometry import Coordinate
 
-from gp_hotdistance import DistanceMaskNode, TargetNode, WeightNode
-from gp_hotdistance.data import Sample, sample_sources, write_volume
+from gp_hotdistance import WeightNode
+from gp_hotdistance.data import Sample, write_volume
+from gp_hotdistance.torch.dataset import (
+    JITTER_SIGMA,
+    ROTATION_MAX,
+    HotDistanceDataset,
+    augmented_axes,
+    hot_distance_pipeline,
+)
 from pipelines.common import make_predictor, open_sample
 from pipelines.config import Config, ConfigError, SampleConfig, from_dict
 
 logger = logging.getLogger(__name__)
 
 DEMO_CONTAINER = "demo_data.zarr"
-#: ElasticAugment of the training pipeline (voxels, radians).
-CONTROL_POINT_SPACING = 8
-JITTER_SIGMA = 1.0
-ROTATION_MAX = math.pi / 8
 #: The jitter's worst growth counted in the geometry report, in sigmas.
 JITTER_BOUND = 4
 SPATIAL_AXES = {2: ["y", "x"], 3: ["z", "y", "x"]}
@@ -265,17 +272,6 @@ def open_data(config: Config) -> Data:
     )
 
 
-def augmented_axes(voxel_size: Coordinate) -> tuple[list[int], int]:
-    """The axes ``SimpleAugment`` may transpose (the trailing axes sharing
-    the last axis' voxel size, the section plane of anisotropic data) and
-    the number of trailing axes ``ElasticAugment`` deforms (that plane, or 0
-    when it has fewer than two axes)."""
-    isotropic = [a for a in range(voxel_size.dims) if voxel_size[a] == voxel_size[-1]]
-    if isotropic != list(range(voxel_size.dims - len(isotropic), voxel_size.dims)):
-        isotropic = [voxel_size.dims - 1]
-    return (isotropic, len(isotropic)) if len(isotropic) >= 2 else ([], 0)
-
-
 def augmentation_growth(config: Config, voxel_size: Coordinate, shape: Coordinate) -> Coordinate:
     """Voxels per side by which the augmentations of :func:`build_data_pipeline`
     grow a request of ``shape`` voxels, at worst. ``SimpleAugment`` (nearer
@@ -407,34 +403,19 @@ def build_data_pipeline(
     everything else at ``output_shape``, in voxels) and its WeightNode."""
     predictor = make_predictor(config)
     voxel_size = data.voxel_size
-    pipeline = sample_sources(
+    pipeline = hot_distance_pipeline(
         data.samples,
+        predictor,
         keys.raw,
         keys.gt,
         keys.mask,
+        keys.target,
+        keys.distance_mask,
+        augment=config.training.augment,
         weights=data.weights,
         random_shift=keys.random_shift,
         sample_index=keys.sample,
-        pad=True,
     )
-    if config.training.augment:
-        # deform and transpose only the trailing axes that share one voxel
-        # size (the section plane of anisotropic data)
-        transposed, plane = augmented_axes(voxel_size)
-        if plane >= 2:
-            pipeline += gp.ElasticAugment(
-                control_point_spacing=(CONTROL_POINT_SPACING,) * plane,
-                jitter_sigma=(JITTER_SIGMA,) * plane,
-                rotation_interval=(0, ROTATION_MAX),
-                spatial_dims=plane,
-            )
-            pipeline += gp.SimpleAugment(transpose_only=transposed)
-        else:
-            pipeline += gp.SimpleAugment(transpose_only=[])
-        pipeline += gp.IntensityAugment(keys.raw, 0.9, 1.1, -0.1, 0.1)
-    pipeline += TargetNode(predictor, keys.gt, keys.target)
-    if keys.distance_mask is not None:
-        pipeline += DistanceMaskNode(predictor, keys.target, keys.mask, keys.distance_mask)
     if num_workers > 0:
         pipeline += gp.PreCache(cache_size=config.training.cache_size, num_workers=num_workers)
     weight_node = WeightNode(
@@ -457,6 +438,52 @@ def build_data_pipeline(
     request[keys.random_shift] = gp.ArraySpec(nonspatial=True)
     request[keys.sample] = gp.ArraySpec(nonspatial=True)
     return pipeline, request, weight_node
+
+
+def make_dataset(
+    config: Config,
+    data: Data,
+    input_shape: Coordinate,
+    output_shape: Coordinate,
+    rank: int | None = None,
+) -> HotDistanceDataset:
+    """The training samples of ``config`` as a :class:`HotDistanceDataset`
+    (seeded with ``training.seed``, augmented by ``training.augment``, the
+    samples' weights); its errors become :class:`ConfigError` s naming
+    ``data.samples[i]``."""
+    try:
+        return HotDistanceDataset(
+            data.samples,
+            make_predictor(config),
+            data.voxel_size,
+            input_shape,
+            output_shape,
+            augment=config.training.augment,
+            seed=config.training.seed,
+            weights=data.weights,
+            rank=rank,
+        )
+    except ValueError as error:
+        raise ConfigError(
+            str(error).replace("HotDistanceDataset: samples", "data.samples")
+        ) from None
+
+
+def make_loader(
+    config: Config, dataset: HotDistanceDataset, pin_memory: bool = False
+) -> torch.utils.data.DataLoader:
+    """A ``DataLoader`` of ``training.batch_size`` with ``training.num_workers``
+    worker processes (0: in this process) that keep about
+    ``training.cache_size`` batches ready between them."""
+    workers = config.training.num_workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.training.batch_size,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        prefetch_factor=-(-config.training.cache_size // workers) if workers else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -510,6 +537,45 @@ def batch_arrays(
             raise ValueError(f"{name} has {data.shape[0]} channels, expected {names}")
         for channel, values in zip(names, data, strict=True):
             arrays.append(BatchArray(f"{name}/{channel}", values, offset, spec.voxel_size))
+    return arrays
+
+
+def item_arrays(
+    config: Config,
+    batch: dict[str, torch.Tensor],
+    voxel_size: Coordinate,
+    context: Coordinate,
+    index: int = 0,
+) -> list[BatchArray]:
+    """Split sample ``index`` of a :class:`HotDistanceDataset` batch into the
+    named channels of :func:`batch_arrays` (``weights`` and ``prediction``
+    too when the batch holds them; ``distance_mask`` only with
+    ``mask_distances``). Raw starts ``context`` voxels before the batch's
+    ``offset``, the world offset of everything else."""
+    channels = list(config.channels)
+    hot = [f"hot_{c}" for c in channels]
+    dist = [f"dist_{c}" for c in channels]
+    layout = [
+        ("raw", None),
+        ("gt", channels),
+        ("mask", channels),
+        ("target", hot + dist),
+        ("weights", hot + dist),
+        ("prediction", hot + dist),
+    ]
+    if config.mask_distances:
+        layout.append(("distance_mask", dist))
+    offset = Coordinate(batch["offset"][index].tolist())
+    arrays = []
+    for name, names in layout:
+        if name not in batch:
+            continue
+        data = batch[name][index].detach().cpu().numpy()
+        if names is None:
+            arrays.append(BatchArray(name, data[0], offset - context * voxel_size, voxel_size))
+            continue
+        for channel, values in zip(names, data, strict=True):
+            arrays.append(BatchArray(f"{name}/{channel}", values, offset, voxel_size))
     return arrays
 
 

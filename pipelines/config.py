@@ -36,14 +36,12 @@ Unknown keys, wrong types and out-of-range values are refused with one
 :class:`ConfigError` naming each key path and its value.
 
 Repeatability: ``training.seed`` seeds torch (the network's initial
-weights) and, with ``training.num_workers: 0``, the random seed of every
-training request: gunpowder reseeds ``random`` and numpy's global generator
-from it in each node, so ``RandomLocation`` and the augmentations draw the
-same batch for the same iteration in every run, resumed or not (see
-``pipelines.train.seeded_request``). It does not cover ``PreCache``
-(``num_workers > 0``): gunpowder seeds those requests from the clock, each
-worker draws its own batches, and the order in which they arrive depends on
-timing. CUDA kernels may add non-determinism of their own.
+weights) and every data stream of :class:`gp_hotdistance.torch.HotDistanceDataset`:
+the batch of an iteration follows from the seed, the iteration, the rank,
+``training.num_workers`` and ``training.batch_size``, in every run, resumed
+or not (a resumed run continues the streams where the checkpoint left them).
+A run resumed with another number of workers or processes draws other
+batches. CUDA kernels may add non-determinism of their own.
 """
 
 from __future__ import annotations
@@ -249,8 +247,11 @@ class TrainingConfig:
     """Optimisation and pipeline settings. The learning rate decays along a
     half cosine from ``learning_rate`` to ``final_lr_fraction`` of it over
     ``iterations``. ``device``: ``auto`` (CUDA when present), ``cpu`` or
-    ``cuda``. ``num_workers``: PreCache processes (0: none). ``seed``: see
-    the module docstring for what it makes repeatable."""
+    ``cuda``. ``num_workers``: DataLoader worker processes (0: the data is
+    drawn in the training process); ``cache_size``: about how many batches
+    they keep ready; ``profile_every``: how often the time spent waiting
+    for data and stepping is logged (INFO). ``seed``: see the module
+    docstring for what it makes repeatable."""
 
     iterations: PositiveInt = 4000
     batch_size: PositiveInt = 1

@@ -5,27 +5,30 @@ demo (if missing) into ``runs/demo/demo_data.zarr``, trains on the CPU (CUDA
 when present) and prints per-class Dice pooled over the evaluation crops
 (``data.eval``; see :mod:`pipelines.evaluation`).
 
-The pipeline (see :mod:`pipelines.batches`)::
+The loop is plain torch (see :mod:`pipelines.batches`)::
 
-    samples (SampleSource -> RandomLabelledLocation) -> RandomProvider
-      -> ElasticAugment -> SimpleAugment -> IntensityAugment
-      -> TargetNode -> DistanceMaskNode -> PreCache -> WeightNode -> Unsqueeze -> Stack
-      -> Train (checkpoints) -> PrintProfilingStats
+    HotDistanceDataset (samples -> augmentations -> TargetNode -> DistanceMaskNode)
+      -> DataLoader (training.num_workers processes, training.batch_size)
+      -> model -> BalancedWeights (moving class counts) -> HotDistanceLoss -> Adam
 
-Every ``training.snapshot_every`` iterations the batch (with the prediction)
-is written to ``snapshots/batch_<iteration>.zarr`` with the data layer's
-OME-NGFF writer, at the world offset where it was sampled.
+``torchrun --standalone --nproc_per_node N -m pipelines.train ...`` trains
+with ``DistributedDataParallel`` on N processes (gloo on the CPU, nccl with
+CUDA, one GPU per process): each rank draws its own data stream, gradients
+are averaged, and ``BalancedWeights`` gathers every rank's class counts each
+step, so all ranks hold the same model and counts. Rank 0 alone holds the run
+directory, writes checkpoints, snapshots and the summary, and evaluates. A
+run resumes with any number of processes.
 
-
-``PreCache`` sits before ``WeightNode`` so that the moving class counts live
-in this process: they are saved in every checkpoint and restored on resume.
-The target and distance-mask work still runs in the workers.
+Every ``training.snapshot_every`` iterations the first sample of the batch
+(with weights and prediction) is written to ``snapshots/batch_<iteration>.zarr``
+with the data layer's OME-NGFF writer, at the world offset where it was
+sampled.
 
 The output directory is a :class:`~pipelines.rundir.RunDirectory`: locked for
 the whole run, its ``config.json`` compared with the config before anything
-is written, checkpoints written atomically, resumed from the newest complete
-one, and ``summary.json`` never replaced by a less informed one (see
-:meth:`~pipelines.rundir.RunDirectory.write_summary`).
+is written, checkpoints (model, optimizer, moving counts) written atomically,
+resumed from the newest complete one, and ``summary.json`` never replaced by
+a less informed one (see :meth:`~pipelines.rundir.RunDirectory.write_summary`).
 """
 
 from __future__ import annotations
@@ -33,29 +36,28 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import random
+import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-import gunpowder as gp
-import gunpowder.torch as gp_torch
 import numpy as np
 import torch
 from funlib.geometry import Coordinate
 from tqdm import tqdm
 
-from gp_hotdistance import WeightNode
-from gp_hotdistance.torch import HotDistanceLoss
+from gp_hotdistance.torch import BalancedWeights, HotDistanceLoss
 from gp_hotdistance.torch.inference import input_shape_for
 from pipelines.batches import (
     Data,
-    Keys,
-    batch_arrays,
-    build_data_pipeline,
     describe_data,
     generate_demo_data,
+    item_arrays,
+    make_dataset,
+    make_loader,
     open_data,
     resolve_data,
     write_batch,
@@ -72,52 +74,6 @@ from pipelines.evaluation import ClassScore, evaluate
 from pipelines.rundir import SUMMARY_NAME, Checkpoint, RunDirectory
 
 logger = logging.getLogger(__name__)
-
-
-def build_pipeline(
-    config: Config,
-    data: Data,
-    model: torch.nn.Module,
-    keys: Keys,
-    out: Path,
-    device: str,
-) -> tuple[gp.Pipeline, gp.BatchRequest, WeightNode, gp_torch.Train]:
-    """The training pipeline, its request, its WeightNode (for the counts)
-    and its Train node (for the learning rate and the restored state)."""
-    output_shape = Coordinate(config.model.output_shape)
-    input_shape = Coordinate(input_shape_for(model, output_shape))
-    pipeline, request, weight_node = build_data_pipeline(
-        config, data, keys, input_shape, output_shape, config.training.num_workers
-    )
-    train_node = OwnCheckpointsTrain(
-        model=model,
-        loss=HotDistanceLoss(dims=output_shape.dims),
-        optimizer=torch.optim.Adam(model.parameters(), lr=config.training.learning_rate),
-        inputs={"x": keys.raw},
-        outputs={0: keys.prediction},
-        loss_inputs={0: keys.prediction, 1: keys.target, 2: keys.weights},
-        # Train neither resumes nor saves: train() restores the newest complete
-        # checkpoint after the build and saves through RunDirectory (atomic,
-        # checksummed, moving counts included). OwnCheckpointsTrain never looks
-        # for files of this basename, and no iteration is a multiple of sys.maxsize.
-        checkpoint_basename=str(out / ".gunpowder_train"),
-        save_every=sys.maxsize,
-        device=device,
-    )
-    pipeline += train_node
-    pipeline += gp.PrintProfilingStats(every=config.training.profile_every)
-    request[keys.prediction] = gp.ArraySpec(roi=request[keys.gt].roi)
-    return pipeline, request, weight_node, train_node
-
-
-class OwnCheckpointsTrain(gp_torch.Train):
-    """gunpowder's ``Train`` without its own resume: it never restores a
-    ``<basename>_checkpoint_<N>`` file (those are not verified, and loaded
-    without ``weights_only``); :func:`train` restores the run directory's
-    checkpoints itself."""
-
-    def _get_latest_checkpoint(self, basename: str) -> tuple[None, int]:
-        return None, 0
 
 
 def learning_rate(config: Config, iteration: int, total: int) -> float:
@@ -162,7 +118,7 @@ class Progress:
         return sum(self.losses) / len(self.losses)
 
     def update(self, iteration: int, loss: float) -> None:
-        """Record the loss of ``iteration`` (1-based, as Train numbers it)."""
+        """Record the loss of ``iteration`` (1-based, as checkpoints count)."""
         self.losses.append(loss)
         self.bar.update(1)
         self.bar.set_postfix_str(f"loss (mean of last {len(self.losses)}) {self.mean_loss:.4f}")
@@ -192,6 +148,72 @@ def challenge_summary(tuned: dict | None) -> dict:
     }
 
 
+class Distributed:
+    """This process's place among torchrun's processes: ``rank`` and
+    ``world`` from the environment torchrun sets (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``); one process alone without it. With more than one, a
+    process group (gloo on the CPU, nccl with CUDA) lives while the context
+    is entered."""
+
+    def __init__(self, device: str) -> None:
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.device = device
+        if device == "cuda" and self.world > 1:
+            self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+    def __enter__(self) -> Distributed:
+        if self.world > 1:
+            if self.device.startswith("cuda"):
+                torch.cuda.set_device(self.device)
+            backend = "nccl" if self.device.startswith("cuda") else "gloo"
+            torch.distributed.init_process_group(backend)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+
+    def share(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        if self.world == 1:
+            return value
+        shared = [value]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        return shared[0]
+
+    def mean(self, value: float) -> float:
+        """The mean of ``value`` over the ranks."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(tensor)
+        return float(tensor) / self.world
+
+
+class RankZeroFailed(ConfigError):
+    """Rank 0 could not start the run (its own error says why)."""
+
+
+T = TypeVar("T")
+
+
+def _on_rank_zero(dist: Distributed, work: Callable[[], T]) -> T:
+    """``work()`` on rank 0, its result shared with every rank; an error on
+    rank 0 stops every rank (:class:`RankZeroFailed` on the others)."""
+    if dist.rank != 0:
+        status, value = dist.share(None)
+        if status == "error":
+            raise RankZeroFailed(f"rank 0 stopped: {value}")
+        return value
+    try:
+        result = work()
+    except BaseException as error:
+        dist.share(("error", str(error)))
+        raise
+    return dist.share(("ok", result))[1]
+
+
 def train(config: Config, out: Path, iterations: int | None = None, quiet: bool = False) -> dict:
     """Train in run directory ``out`` (resuming from its newest complete
     checkpoint) up to ``iterations`` and evaluate the trained model.
@@ -199,7 +221,9 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
     With nothing left to train (the newest checkpoint is at or past
     ``iterations``), the restored model of that checkpoint is evaluated.
     Returns the summary (``summary_written``: whether it replaced
-    ``summary.json``, see :meth:`RunDirectory.write_summary`).
+    ``summary.json``, see :meth:`RunDirectory.write_summary`). Under
+    torchrun every rank trains; rank 0 returns the summary, the others
+    ``{"rank": r}``.
 
     Raises:
         RunDirectoryError: ``out`` is in use, a file, or holds checkpoints
@@ -207,137 +231,213 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
         ConfigError: bad data or datasets.
     """
     total = iterations if iterations is not None else config.training.iterations
-    with RunDirectory(out) as run:
-        config = resolve_data(config, out)
-        run.check_config(config)
-        device = resolve_device(config.training.device)
-        generate_demo_data(config, out)
-        data = open_data(config)
-        torch.manual_seed(config.training.seed)
-        np.random.seed(config.training.seed)
-        random.seed(config.training.seed)  # gunpowder draws each request's seed from it
+    config = resolve_data(config, out)
+    with Distributed(resolve_device(config.training.device)) as dist:
+        if dist.rank != 0:
+            start = _on_rank_zero(dist, lambda: None)
+            _run(config, out, dist, None, start, total, quiet)
+            return {"rank": dist.rank}
+        with RunDirectory(out) as run:
 
-        predictor = make_predictor(config)
-        model = make_model(config, predictor)
-        if not quiet:
-            input_shape = Coordinate(input_shape_for(model, config.model.output_shape))
-            print("\n".join(describe_data(config, data, input_shape)), flush=True)
-        run.write_config(config)
-        checkpoint = run.newest_complete()
-        start = checkpoint.iteration if checkpoint is not None else 0
-        losses: list[float] = []
-        began = time.perf_counter()
-        if start < total:
-            losses = _train_steps(config, data, model, out, device, run, checkpoint, total, quiet)
-        elif checkpoint is not None:
-            logger.info("nothing to train: at iteration %d, asked for %d", start, total)
-            model.load_state_dict(checkpoint.model_state)
-        wall = time.perf_counter() - began
-        model.eval()
-        crops: list[EvalCrop] = []
-        scores = evaluate(config, data, model, device, on_crop=lambda c: crops.append(eval_crop(c)))
-        tuned = tune_and_save(out, config, crops, max(start, total))
-        summary = {
-            "iterations": max(start, total),
-            "resumed_from": start,
-            "trained": max(total - start, 0),
-            "wall_seconds": wall,
-            "first_50_loss": float(np.mean(losses[:50])) if losses else None,
-            "last_50_loss": float(np.mean(losses[-50:])) if losses else None,
-            "dice": {c: s.dice for c, s in scores.items()},
-            "evaluation": {c: s.to_dict() for c, s in scores.items()},
-            "evaluation_crops": len(data.eval),
-            "device": device,
-            **challenge_summary(tuned),
-        }
-        written = run.write_summary(summary)
+            def begin() -> tuple[int, str] | None:
+                run.check_config(config)
+                generate_demo_data(config, out)
+                data = open_data(config)  # every sample opens, before anything is written
+                if not quiet:
+                    model = make_model(config, make_predictor(config))
+                    input_shape = Coordinate(input_shape_for(model, config.model.output_shape))
+                    print("\n".join(describe_data(config, data, input_shape)), flush=True)
+                run.write_config(config)
+                checkpoint = run.newest_complete()
+                return None if checkpoint is None else (checkpoint.iteration, str(checkpoint.path))
+
+            start = _on_rank_zero(dist, begin)
+            return _run(config, out, dist, run, start, total, quiet)
+
+
+def _run(
+    config: Config,
+    out: Path,
+    dist: Distributed,
+    run: RunDirectory | None,
+    resume: tuple[int, str] | None,
+    total: int,
+    quiet: bool,
+) -> dict:
+    """Restore the checkpoint ``resume`` (iteration, path) if any, train up
+    to ``total`` and, on rank 0 (which holds ``run``), evaluate and write
+    the summary."""
+    device = dist.device
+    data = open_data(config)
+    torch.manual_seed(config.training.seed)
+    predictor = make_predictor(config)
+    model = make_model(config, predictor)
+    balanced = BalancedWeights(predictor)
+    checkpoint = None
+    if resume is not None:
+        checkpoint = RunDirectory(out).load(resume[0], Path(resume[1]))
+    start = checkpoint.iteration if checkpoint is not None else 0
+    losses: list[float] = []
+    began = time.perf_counter()
+    if start < total:
+        losses = _train_steps(
+            config, data, model, balanced, out, dist, run, checkpoint, total, quiet
+        )
+    elif checkpoint is not None:
+        logger.info("nothing to train: at iteration %d, asked for %d", start, total)
+        model.load_state_dict(checkpoint.model_state)
+    wall = time.perf_counter() - began
+    if run is None:
+        return {}
+    model.eval()
+    crops: list[EvalCrop] = []
+    scores = evaluate(config, data, model, device, on_crop=lambda c: crops.append(eval_crop(c)))
+    tuned = tune_and_save(out, config, crops, max(start, total))
+    summary = {
+        "iterations": max(start, total),
+        "resumed_from": start,
+        "trained": max(total - start, 0),
+        "wall_seconds": wall,
+        "first_50_loss": float(np.mean(losses[:50])) if losses else None,
+        "last_50_loss": float(np.mean(losses[-50:])) if losses else None,
+        "dice": {c: s.dice for c, s in scores.items()},
+        "evaluation": {c: s.to_dict() for c, s in scores.items()},
+        "evaluation_crops": len(data.eval),
+        "device": device,
+        "processes": dist.world,
+        **challenge_summary(tuned),
+    }
+    written = run.write_summary(summary)
     return {**summary, "summary_written": written}
+
+
+def counts_state(balanced: BalancedWeights) -> dict[str, Any]:
+    """The moving counts in the checkpoint's (and ``WeightNode.state_dict``'s)
+    JSON form: ``{"moving_counts": [{"0": [num, den], "1": [num, den]}, ...]}``."""
+    return {
+        "moving_counts": [
+            {str(c): [num, den] for c, (num, den) in channel.items()}
+            for channel in balanced.counts()
+        ]
+    }
+
+
+def load_counts_state(balanced: BalancedWeights, state: dict[str, Any]) -> None:
+    """Restore counts saved by :func:`counts_state`.
+
+    Raises:
+        TypeError, ValueError: malformed counts (the message says which).
+    """
+    counts = state["moving_counts"]
+    if isinstance(counts, list):
+        counts = [
+            {int(k) if k in ("0", "1") else k: v for k, v in channel.items()}
+            if isinstance(channel, dict)
+            else channel
+            for channel in counts
+        ]
+    balanced.load_counts(counts)
 
 
 def _train_steps(
     config: Config,
     data: Data,
     model: torch.nn.Module,
+    balanced: BalancedWeights,
     out: Path,
-    device: str,
-    run: RunDirectory,
+    dist: Distributed,
+    run: RunDirectory | None,
     checkpoint: Checkpoint | None,
     total: int,
     quiet: bool,
 ) -> list[float]:
     """Train ``model`` from ``checkpoint`` (or from scratch) to iteration
-    ``total``, saving every ``save_every`` iterations and at ``total``.
-    Returns the losses."""
-    model.train()
-    keys = Keys.create(config)
-    pipeline, request, weight_node, train_node = build_pipeline(
-        config, data, model, keys, out, device
-    )
+    ``total``; rank 0 (``run``) saves every ``save_every`` iterations and at
+    ``total`` and writes the snapshots. Returns the losses (means over the
+    ranks)."""
+    device = torch.device(dist.device)
+    output_shape = Coordinate(config.model.output_shape)
+    input_shape = Coordinate(input_shape_for(model, output_shape))
+    model.to(device).train()
+    balanced.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.training.learning_rate)
     start = 0
     if checkpoint is not None:
         start = checkpoint.iteration
+        model.load_state_dict(checkpoint.model_state)
+        optimizer.load_state_dict(checkpoint.optimizer_state)
         try:
-            weight_node.load_state_dict(checkpoint.moving_counts)
-        except ValueError as error:
+            load_counts_state(balanced, checkpoint.moving_counts)
+        except (TypeError, ValueError) as error:
             raise ConfigError(f"{checkpoint.path}: {error}") from None
         logger.info("resuming from iteration %d (%s)", start, checkpoint.path.name)
+    network = model
+    if dist.world > 1:
+        network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    loss_fn = HotDistanceLoss(dims=output_shape.dims)
+    dataset = make_dataset(config, data, input_shape, output_shape, rank=dist.rank)
+    dataset.resume(start, config.training.batch_size)
+    context = (input_shape - output_shape) / 2
+    loader = iter(make_loader(config, dataset, pin_memory=device.type == "cuda"))
     losses = []
-    with gp.build(pipeline):
-        if checkpoint is not None:
-            # after the build: Train has moved the model to its device, and the
-            # optimizer state follows the parameters' device
-            train_node.model.load_state_dict(checkpoint.model_state)
-            train_node.optimizer.load_state_dict(checkpoint.optimizer_state)
-            train_node.iteration = start
-        progress = Progress(start, total, quiet)
-        for iteration in range(start, total):
-            for group in train_node.optimizer.param_groups:
-                group["lr"] = learning_rate(config, iteration, total)
-            if config.training.num_workers == 0:
-                batch = pipeline.request_batch(seeded_request(request, config, iteration))
-            else:
-                batch = pipeline.request_batch(request)
-            losses.append(float(batch.loss))
-            progress.update(batch.iteration, float(batch.loss))
-            if batch.iteration % config.training.snapshot_every == 0:
-                write_snapshot(out, batch, keys, config)
-            if batch.iteration % config.training.save_every == 0 or batch.iteration == total:
-                run.save(
-                    batch.iteration,
-                    train_node.model.state_dict(),
-                    train_node.optimizer.state_dict(),
-                    weight_node.state_dict(),
-                )
-        progress.close()
+    progress = Progress(start, total, quiet or run is None)
+    waited = stepped = 0.0
+    for iteration in range(start + 1, total + 1):  # 1-based, as checkpoints count
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, iteration - 1, total)
+        tick = time.perf_counter()
+        batch = next(loader)
+        tock = time.perf_counter()
+        raw, target, mask, distance_mask = (
+            batch[k].to(device, non_blocking=True)
+            for k in ("raw", "target", "mask", "distance_mask")
+        )
+        weights = balanced(target, mask, distance_mask)
+        prediction = network(raw)
+        loss = loss_fn(prediction, target, weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = dist.mean(float(loss.detach()))
+        waited += tock - tick
+        stepped += time.perf_counter() - tock
+        losses.append(value)
+        progress.update(iteration, value)
+        if iteration % config.training.profile_every == 0:
+            logger.info(
+                "iterations to %d: %.3f s waiting for data, %.3f s per step",
+                iteration,
+                waited / config.training.profile_every,
+                stepped / config.training.profile_every,
+            )
+            waited = stepped = 0.0
+        if run is None:
+            continue
+        if iteration % config.training.snapshot_every == 0:
+            batch = {**batch, "weights": weights, "prediction": prediction.detach()}
+            write_snapshot(out, batch, config, data.voxel_size, context, iteration)
+        if iteration % config.training.save_every == 0 or iteration == total:
+            run.save(iteration, model.state_dict(), optimizer.state_dict(), counts_state(balanced))
+    progress.close()
     return losses
 
 
-def write_snapshot(out: Path, batch: gp.Batch, keys: Keys, config: Config) -> Path:
-    """Write the first sample of a training batch, with the prediction, to
-    ``out/snapshots/batch_<iteration>.zarr`` (OME-NGFF groups, see
-    :func:`pipelines.batches.write_batch`)."""
-    names = [f"hot_{c}" for c in config.channels] + [f"dist_{c}" for c in config.channels]
-    arrays = batch_arrays(batch, keys, config, extra={keys.prediction: ("prediction", names)})
-    path = out / "snapshots" / f"batch_{batch.iteration}.zarr"
-    write_batch(path, "", arrays)
+def write_snapshot(
+    out: Path,
+    batch: dict[str, torch.Tensor],
+    config: Config,
+    voxel_size: Coordinate,
+    context: Coordinate,
+    iteration: int,
+) -> Path:
+    """Write the first sample of a training batch (with its weights and
+    prediction) to ``out/snapshots/batch_<iteration>.zarr`` (OME-NGFF groups,
+    see :func:`pipelines.batches.write_batch`)."""
+    path = out / "snapshots" / f"batch_{iteration}.zarr"
+    write_batch(path, "", item_arrays(config, batch, voxel_size, context))
     return path
-
-
-def seeded_request(request: gp.BatchRequest, config: Config, iteration: int) -> gp.BatchRequest:
-    """A copy of ``request`` whose random seed depends only on
-    ``training.seed`` and ``iteration`` (0-based).
-
-    gunpowder reseeds ``random`` and numpy's global generator from the
-    request's seed in every node, and a request without one is seeded from
-    the clock; with this seed the batch of an iteration is the same in every
-    run, resumed or not. Only without ``PreCache``: its workers all copy one
-    request, so a seeded one would give the same batch over and over.
-    """
-    state = np.random.SeedSequence([config.training.seed, iteration]).generate_state(1)
-    seeded = gp.BatchRequest(random_seed=int(state[0]))
-    for key, spec in request.items():
-        seeded[key] = spec.copy()
-    return seeded
 
 
 def print_scores(evaluation: dict[str, dict], crops: int) -> None:
@@ -405,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.iterations is not None and args.iterations < 1:
             raise ConfigError(f"--iterations must be >= 1, got {args.iterations}")
         summary = train(config, Path(args.out), args.iterations, args.quiet)
+    except RankZeroFailed:
+        return 2  # rank 0 has said why
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -418,7 +520,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    print(f"device: {summary['device']}")
+    if "rank" in summary:
+        return 0  # rank 0 reports
+    print(
+        f"device: {summary['device']}"
+        + (f", {summary['processes']} processes" if summary["processes"] > 1 else "")
+    )
     if summary["trained"]:
         print(
             f"iterations: {summary['iterations']} (resumed from {summary['resumed_from']}), "

@@ -16,19 +16,19 @@ import zarr
 from funlib.geometry import Coordinate
 from funlib.persistence import open_ds
 
-from gp_hotdistance import HotDistancePredictor
-from gp_hotdistance.torch import HotDistanceLoss, UNet
+from gp_hotdistance import HotDistancePredictor, WeightNode
+from gp_hotdistance.torch import BalancedWeights, HotDistanceLoss, UNet
 from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_volume
 from pipelines import common, evaluation
 from pipelines import preview as preview_module
 from pipelines import train as train_module
-from pipelines.batches import BatchArray, build_data_pipeline, open_data, resolve_data
+from pipelines.batches import BatchArray, make_dataset, open_data, resolve_data
 from pipelines.config import ConfigError, from_dict, load_config
 from pipelines.demo_data import make_cellmap_demo
 from tests.helpers import tiny_config
 
-BATCH_SEED = 0  # random seed of the batch in test_loss_falls_when_fitting_one_batch
-LOSS_STEPS = 100  # Adam steps on that batch: its loss falls to below half (measured)
+LOSS_ITEM = 2  # item of the training.seed-0 stream fitted in test_loss_falls_when_fitting_one_batch
+LOSS_STEPS = 100  # Adam steps on that item (a mito boundary): its loss falls to below half (measured)
 
 
 @pytest.fixture(scope="module")
@@ -171,14 +171,16 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
         assert tuple(transforms["translation"]["translation"]) == tuple(array.offset)
         assert tuple(array.voxel_size) == tuple(demo_2d.voxel_size)
 
-    # resume: starts at the checkpoint with its moving counts
+    # the counts are WeightNode's JSON form, and load back into both
     predictor = common.make_predictor(config)
-    model = common.make_model(config, predictor)
-    keys = train_module.Keys.create(config)
-    data = open_data(config)
-    _, _, weight_node, _ = train_module.build_pipeline(config, data, model, keys, out, "cpu")
+    balanced = BalancedWeights(predictor)
+    train_module.load_counts_state(balanced, counts)
+    assert json.loads(json.dumps(train_module.counts_state(balanced))) == counts
+    weight_node = WeightNode(
+        predictor, *(gp.ArrayKey(k) for k in "ABC"), distance_mask=gp.ArrayKey("D")
+    )
     weight_node.load_state_dict(counts)
-    assert json.loads(json.dumps(weight_node.state_dict())) == counts
+    assert weight_node.moving_counts == balanced.counts()
 
     resumed = train_module.train(config, out, iterations=4, quiet=True)
     assert resumed["resumed_from"] == 2 and resumed["iterations"] == 4
@@ -212,7 +214,7 @@ def test_train_3d_anisotropic_batches_and_snapshots(tmp_path):
     values["model"]["output_shape"] = [4, 8, 8]
     values["scale_factor"] = 40.0
     values["mask_distances"] = False  # target at R = process(gt at R): no context
-    # without PreCache each iteration's batch follows from (seed, iteration);
+    # each iteration's batch follows from (seed, iteration), resumed or not;
     # with this seed batch 6 holds both gt values
     values["training"]["seed"] = 0
     config = from_dict(values)
@@ -252,24 +254,14 @@ def test_loss_falls_when_fitting_one_batch(demo_2d):
     config = tiny_config(demo_2d.data_section())
     predictor = common.make_predictor(config)
     model = common.make_model(config, predictor)
-    keys = train_module.Keys.create(config)
     output_shape = Coordinate(config.model.output_shape)
-    pipeline, request, _ = build_data_pipeline(
-        config,
-        open_data(config),
-        keys,
-        Coordinate(input_shape_for(model, output_shape)),
-        output_shape,
-        0,
+    dataset = make_dataset(
+        config, open_data(config), Coordinate(input_shape_for(model, output_shape)), output_shape
     )
-    seeded = gp.BatchRequest(random_seed=BATCH_SEED)  # the same batch in any test order
-    for key, spec in request.items():
-        seeded[key] = spec.copy()
-    with gp.build(pipeline):
-        batch = pipeline.request_batch(seeded)
-    raw, target, weights = (
-        torch.from_numpy(batch[k].data) for k in (keys.raw, keys.target, keys.weights)
-    )
+    stream = iter(dataset)  # the stream of training.seed: the same items in any test order
+    item = [next(stream) for _ in range(LOSS_ITEM + 1)][-1]
+    raw, target = item["raw"][None], item["target"][None]
+    weights = BalancedWeights(predictor)(target, item["mask"][None], item["distance_mask"][None])
     assert target.shape == weights.shape == (1, 4, *output_shape)
     loss_fn = HotDistanceLoss(dims=2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

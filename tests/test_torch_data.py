@@ -318,5 +318,3 @@ def test_dataset_errors_name_the_problem(demo):
         HotDistanceDataset(data.samples, predictor, data.voxel_size, (20, 20), (24, 8))
     with pytest.raises(ValueError, match="input_shape must be 2 positive ints"):
         HotDistanceDataset(data.samples, predictor, data.voxel_size, (20, 0), (8, 8))
-    with pytest.raises(ValueError, match=r"smaller than the input of \(200, 20\) voxels"):
-        HotDistanceDataset(data.samples, predictor, data.voxel_size, (200, 20), (8, 8))

@@ -19,6 +19,7 @@ the same workers and ranks) repeats it.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 
 import gunpowder as gp
@@ -30,6 +31,22 @@ from gp_hotdistance.data.nodes import sample_sources
 from gp_hotdistance.data.sample import Sample
 from gp_hotdistance.nodes import DistanceMaskNode, TargetNode
 from gp_hotdistance.predictor import HotDistancePredictor
+
+#: ElasticAugment of :func:`hot_distance_pipeline` (voxels, radians).
+CONTROL_POINT_SPACING = 8
+JITTER_SIGMA = 1.0
+ROTATION_MAX = math.pi / 8
+
+
+def augmented_axes(voxel_size: Coordinate) -> tuple[list[int], int]:
+    """The axes ``SimpleAugment`` may transpose (the trailing axes sharing
+    the last axis' voxel size, the section plane of anisotropic data) and
+    the number of trailing axes ``ElasticAugment`` deforms (that plane, or 0
+    when it has fewer than two axes)."""
+    isotropic = [a for a in range(voxel_size.dims) if voxel_size[a] == voxel_size[-1]]
+    if isotropic != list(range(voxel_size.dims - len(isotropic), voxel_size.dims)):
+        isotropic = [voxel_size.dims - 1]
+    return (isotropic, len(isotropic)) if len(isotropic) >= 2 else ([], 0)
 
 
 def hot_distance_pipeline(
@@ -48,9 +65,10 @@ def hot_distance_pipeline(
     """``sample_sources -> augmentations -> TargetNode -> DistanceMaskNode``.
 
     The augmentations (``augment``): an elastic deformation (rotation up to
-    pi/8) and transposes of the trailing axes that share the last axis's
-    voxel size (the section plane of anisotropic data), mirrors of every
-    axis, and raw intensity scale 0.9-1.1 and shift -0.1-0.1.
+    :data:`ROTATION_MAX`) and transposes of the axes of
+    :func:`augmented_axes` (the section plane of anisotropic data), mirrors
+    of every axis, and raw intensity scale 0.9-1.1 and shift -0.1-0.1. Raw
+    is 0 beyond each raw volume (``sample_sources``' ``pad``).
     ``distance_mask`` is required exactly when ``predictor.mask_distances``.
     The other arguments are those of
     :func:`gp_hotdistance.data.sample_sources`.
@@ -65,21 +83,15 @@ def hot_distance_pipeline(
         sample_index=sample_index,
     )
     if augment:
-        voxel_size = samples[0].voxel_size
-        isotropic = [a for a in range(voxel_size.dims) if voxel_size[a] == voxel_size[-1]]
-        plane = (
-            len(isotropic)
-            if isotropic == list(range(voxel_size.dims - len(isotropic), voxel_size.dims))
-            else 1
-        )
+        transposed, plane = augmented_axes(samples[0].voxel_size)
         if plane >= 2:
             pipeline += gp.ElasticAugment(
-                control_point_spacing=(8,) * plane,
-                jitter_sigma=(1.0,) * plane,
-                rotation_interval=(0, np.pi / 8),
+                control_point_spacing=(CONTROL_POINT_SPACING,) * plane,
+                jitter_sigma=(JITTER_SIGMA,) * plane,
+                rotation_interval=(0, ROTATION_MAX),
                 spatial_dims=plane,
             )
-            pipeline += gp.SimpleAugment(transpose_only=isotropic)
+            pipeline += gp.SimpleAugment(transpose_only=transposed)
         else:
             pipeline += gp.SimpleAugment(transpose_only=[])
         pipeline += gp.IntensityAugment(raw, 0.9, 1.1, -0.1, 0.1)
@@ -110,7 +122,8 @@ class HotDistanceDataset(torch.utils.data.IterableDataset):
     Each item holds, for one sample drawn by :func:`hot_distance_pipeline`
     (``C`` classes, shapes in voxels)::
 
-        raw            float32 (1, *input_shape)    intensities (integers / dtype max)
+        raw            float32 (1, *input_shape)    intensities (integers / dtype max),
+                                                    0 beyond the raw volume
         gt             uint8   (C, *output_shape)   one binary channel per class
         target         float32 (2C, *output_shape)  [hot x C, tanh(d / scale) x C]
         mask           uint8   (C, *output_shape)   1 = known
@@ -142,8 +155,7 @@ class HotDistanceDataset(torch.utils.data.IterableDataset):
 
     Raises:
         ValueError: no samples, a sample at another voxel size, shapes of the
-            wrong length, an output larger than the input, or a raw volume
-            smaller than the input.
+            wrong length, or an output larger than the input.
     """
 
     def __init__(
@@ -177,13 +189,6 @@ class HotDistanceDataset(torch.utils.data.IterableDataset):
                 f"HotDistanceDataset: output_shape {tuple(self.output_shape)} is larger than "
                 f"input_shape {tuple(self.input_shape)}"
             )
-        for i, sample in enumerate(self.samples):
-            if not sample.raw_roi.shape >= self.input_shape * self.voxel_size:
-                raise ValueError(
-                    f"HotDistanceDataset: samples[{i}]: the raw volume {sample.raw.path} "
-                    f"({sample.raw_roi}) is smaller than the input of "
-                    f"{tuple(self.input_shape)} voxels"
-                )
         self.predictor = predictor
         self.augment = bool(augment)
         self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)

@@ -28,7 +28,7 @@ from pipelines.demo_data import make_cellmap_demo
 from tests.helpers import tiny_config
 
 LOSS_ITEM = 2  # item of the training.seed-0 stream fitted in test_loss_falls_when_fitting_one_batch
-LOSS_STEPS = 100  # Adam steps on that item (a mito boundary): its loss falls to below half (measured)
+LOSS_STEPS = 100  # Adam steps on that item: its loss falls to below half (measured)
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_train_3d_anisotropic_batches_and_snapshots(tmp_path):
     values["mask_distances"] = False  # target at R = process(gt at R): no context
     # each iteration's batch follows from (seed, iteration), resumed or not;
     # with this seed batch 6 holds both gt values
-    values["training"]["seed"] = 0
+    values["training"]["seed"] = 2
     config = from_dict(values)
     out = tmp_path / "run"
     summary = train_module.train(config, out, quiet=True)

@@ -79,17 +79,7 @@ def read_placed(path: str | Path) -> Placed:
         raise ConfigError(f"{name} does not exist")
     node = zarr.open(name, mode="r")
     if isinstance(node, zarr.Group):
-        from gp_hotdistance.data import open_volume
-
-        try:
-            volume = open_volume(name)
-        except (ValueError, FileNotFoundError) as error:
-            raise ConfigError(str(error)) from error
-        return Placed(
-            volume.array[...],
-            tuple(float(v) for v in volume.voxel_size),
-            tuple(float(o) for o in volume.offset),
-        )
+        return _read_multiscale(name, node)
     attrs = node.attrs.asdict()
     voxel_size = next((attrs[k] for k in ("voxel_size", "resolution", "scale") if k in attrs), None)
     if voxel_size is None:
@@ -106,6 +96,38 @@ def read_placed(path: str | Path) -> Placed:
     return Placed(
         node[...], tuple(float(v) for v in voxel_size), tuple(float(t) for t in translation)
     )
+
+
+def _read_multiscale(name: str, group: zarr.Group) -> Placed:
+    """The first level of an OME-NGFF multiscale group, its scale and
+    translation (dataset, then multiscale transformations) kept as floats
+    (the challenge's crops have voxel sizes such as 1.74)."""
+    try:
+        multiscale = group.attrs["multiscales"][0]
+        dataset = multiscale["datasets"][0]
+        scale = translation = None
+        for transform in dataset["coordinateTransformations"]:
+            if transform["type"] == "scale":
+                scale = [float(v) for v in transform["scale"]]
+            elif transform["type"] == "translation":
+                translation = [float(v) for v in transform["translation"]]
+        if scale is None:
+            raise KeyError("no scale transformation")
+        translation = translation or [0.0] * len(scale)
+        for transform in multiscale.get("coordinateTransformations", []):
+            if transform["type"] == "scale":
+                factors = [float(v) for v in transform["scale"]]
+                scale = [a * b for a, b in zip(scale, factors, strict=True)]
+                translation = [a * b for a, b in zip(translation, factors, strict=True)]
+            elif transform["type"] == "translation":
+                shift = [float(v) for v in transform["translation"]]
+                translation = [a + b for a, b in zip(translation, shift, strict=True)]
+        array = group[dataset["path"]]
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise ConfigError(f"{name}: not an OME-NGFF multiscale group ({error})") from error
+    if array.ndim != len(scale):
+        raise ConfigError(f"{name}: {array.ndim} axes but {len(scale)} scales")
+    return Placed(array[...], tuple(scale), tuple(translation))
 
 
 def truth_labels(truth: str | Path) -> list[tuple[str, str]]:
@@ -151,6 +173,11 @@ def evaluate_containers(
         pred_path = Path(prediction) / crop / label
         if pred_path.exists():
             placed = read_placed(pred_path)
+            if len(placed.voxel_size) != truth_placed.data.ndim:
+                raise ConfigError(
+                    f"{pred_path}: {len(placed.voxel_size)}-D, the truth {crop}/{label} is "
+                    f"{truth_placed.data.ndim}-D"
+                )
             on_grid = scores.resample_to_grid(
                 placed.data,
                 placed.voxel_size,

@@ -67,3 +67,34 @@ def test_labels_without_voxel_size_are_refused(tmp_path, capsys):
     zarr.open_group(str(truth), mode="a").zeros("crop1/mito", shape=(4, 4), dtype=np.uint8)
     assert evaluate.main([str(truth), str(truth)]) == 2
     assert "voxel_size" in capsys.readouterr().err
+
+
+def test_float_voxel_sizes_and_translations_of_the_challenge(tmp_path):
+    truth, pred = tmp_path / "truth.zarr", tmp_path / "pred.zarr"
+    group = zarr.open_group(str(truth), mode="w").require_group("crop7/er")
+    labels = np.zeros((4, 6), np.uint8)
+    labels[1:3, 2:5] = 1
+    group.create_dataset("s0", data=labels)
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [
+                {
+                    "path": "s0",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [1.74, 2.0]},
+                        {"type": "translation", "translation": [23837.13, 7599.0]},
+                    ],
+                }
+            ],
+        }
+    ]
+    zarr.open_group(str(pred), mode="w")
+    shifted = np.zeros((4, 6), np.uint8)
+    shifted[1:3, 3:6] = 1  # one voxel later in an array translated one voxel (2.0) earlier
+    _array(pred, "crop7/er", shifted, (1.74, 2.0), (23837.13, 7597.0))
+    scores = evaluate.evaluate_containers(pred, truth)
+    assert scores["label_scores"]["er"] == {
+        "iou": 1.0, "dice": 1.0, "tp": 6, "fp": 0, "fn": 0,
+    }  # fmt: skip

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from funlib.persistence import Array
 
 
+def target_channel_names(channels: Sequence[str]) -> tuple[str, ...]:
+    """Names of the ``[hot x C, distance x C]`` channels of a target,
+    weights or prediction: ``hot_<c>`` for every class, then ``dist_<c>``."""
+    return tuple(f"hot_{c}" for c in channels) + tuple(f"dist_{c}" for c in channels)
+
+
 @dataclass(frozen=True)
 class OutputArrayType:
     """What a predictor's model outputs: ``channels`` named channels, all
@@ -171,9 +177,7 @@ class HotDistancePredictor(Predictor):
     @property
     def output_array_type(self) -> OutputArrayType:
         """``2C`` interpolatable channels: ``hot_<name>`` then ``dist_<name>``."""
-        return OutputArrayType(
-            tuple(f"hot_{c}" for c in self.channels) + tuple(f"dist_{c}" for c in self.channels)
-        )
+        return OutputArrayType(target_channel_names(self.channels))
 
     # -- model ---------------------------------------------------------------
 

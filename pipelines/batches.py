@@ -45,6 +45,7 @@ from funlib.geometry import Coordinate
 
 from gp_hotdistance import WeightNode
 from gp_hotdistance.data import Sample, write_volume
+from gp_hotdistance.predictor import target_channel_names
 from gp_hotdistance.torch.dataset import (
     JITTER_SIGMA,
     ROTATION_MAX,
@@ -506,8 +507,8 @@ def batch_arrays(
     ``extra``: ``{key: (name, channel names)}``). Offsets are world offsets:
     the request's ROI plus the batch's random shift."""
     channels = list(config.channels)
-    hot = [f"hot_{c}" for c in channels]
-    dist = [f"dist_{c}" for c in channels]
+    names = target_channel_names(channels)
+    hot, dist = list(names[: len(channels)]), list(names[len(channels) :])
     layout = [
         (keys.raw, "raw", None),
         (keys.gt, "gt", channels),
@@ -553,8 +554,8 @@ def item_arrays(
     ``mask_distances``). Raw starts ``context`` voxels before the batch's
     ``offset``, the world offset of everything else."""
     channels = list(config.channels)
-    hot = [f"hot_{c}" for c in channels]
-    dist = [f"dist_{c}" for c in channels]
+    names = target_channel_names(channels)
+    hot, dist = list(names[: len(channels)]), list(names[len(channels) :])
     layout = [
         ("raw", None),
         ("gt", channels),

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from pipelines.config import SampleConfig
 
 CHECKPOINT_BASENAME = "model"
-COUNTS_PATTERN = "moving_counts_{iteration}.json"
 CHECKSUM_KEY = "checksum"
 """The key of a checkpoint's :func:`state_checksum` (of every other key)."""
 

@@ -48,7 +48,6 @@ from typing import Any, BinaryIO
 from pipelines.common import (
     CHECKPOINT_BASENAME,
     CHECKSUM_KEY,
-    COUNTS_PATTERN,
     checkpoint_path,
     checksum_error,
     state_checksum,
@@ -404,16 +403,8 @@ class RunDirectory:
         if state.get("iteration", iteration) != iteration:
             raise RunDirectoryError(f"{path} holds iteration {state['iteration']}")
         counts = state.get("moving_counts")
-        if counts is None:  # the two-file layout of earlier versions
-            counts_path = self.path / COUNTS_PATTERN.format(iteration=iteration)
-            try:
-                counts = json.loads(counts_path.read_text())
-            except FileNotFoundError:
-                raise RunDirectoryError(
-                    f"{path} holds no moving counts and {counts_path.name} does not exist"
-                ) from None
-            except (ValueError, UnicodeDecodeError) as error:
-                raise RunDirectoryError(f"{counts_path} is truncated or corrupt: {error}") from None
+        if counts is None:
+            raise RunDirectoryError(f"{path} holds no moving counts")
         if not isinstance(counts, dict) or not isinstance(counts.get("moving_counts"), list):
             raise RunDirectoryError(f"{path}: moving counts are not {{'moving_counts': [...]}}")
         return Checkpoint(

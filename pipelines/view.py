@@ -66,6 +66,8 @@ import neuroglancer
 import numpy as np
 import zarr
 
+from gp_hotdistance.predictor import target_channel_names
+
 DISTANCE_RANGE = (-1.0, 1.0)  # tanh-normalised signed distances
 UNIT_RANGE = (0.0, 1.0)  # one-hot targets, masks, distance masks
 RANGE_SAMPLE_VOXELS = 2**20  # voxels read (central block) for data-driven ranges
@@ -386,7 +388,7 @@ def _channel_names(
     base = name.rsplit("/", 1)[-1]
     if base in ("target", "weights", "prediction") and count % 2 == 0:
         half = count // 2
-        return [f"hot_{i}" for i in range(half)] + [f"dist_{i}" for i in range(half)]
+        return list(target_channel_names([str(i) for i in range(half)]))
     if base == "distance_mask":
         return [f"dist_{i}" for i in range(count)]
     return [str(i) for i in range(count)]

@@ -10,7 +10,6 @@ from gp_hotdistance.torch import (
     HotDistanceLoss,
     UNet,
     append_head,
-    default_device,
     probabilities,
     segment,
 )
@@ -137,11 +136,6 @@ def test_append_head_dims_error(dims):
     backbone.dims = dims
     with pytest.raises(ValueError, match="dims"):
         append_head(backbone, out_channels=4, kernel_size=1)
-
-
-def test_default_device():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert default_device().type == expected
 
 
 def _bce(logit: float, target: float) -> float:

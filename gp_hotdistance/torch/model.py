@@ -24,11 +24,6 @@ Upsampling = Literal["transposed", "nearest"]
 KernelSize = int | Sequence[int]
 
 
-def default_device() -> torch.device:
-    """The CUDA device when one is available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _conv_class(dims: int) -> type[torch.nn.Conv2d] | type[torch.nn.Conv3d]:
     if dims == 2:
         return torch.nn.Conv2d

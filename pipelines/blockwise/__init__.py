@@ -19,9 +19,19 @@ runner), ``worker`` (workers started by ``--worker-command``), ``cli``. Geometry
 resuming and cluster workers are described in ``docs/blockwise.md``.
 """
 
+from gp_hotdistance._lazy import lazy_exports
 from pipelines.blockwise.jobs import BlockJob, PredictJob, TargetsJob
 from pipelines.blockwise.outputs import DoneMarkers, OutputMismatchError, OutputSpec
 from pipelines.blockwise.run import BlockwiseError, Report, run_job
+
+# planning and the command line import the predictor and config layers:
+# loaded on first use, so that a worker process does not pay for them
+_EXPORTS = {
+    "main": "pipelines.blockwise.cli",
+    "plan_predict": "pipelines.blockwise.plan",
+    "plan_targets": "pipelines.blockwise.plan",
+    "whole_voxel_context": "pipelines.blockwise.plan",
+}
 
 __all__ = [
     "BlockJob",
@@ -32,23 +42,8 @@ __all__ = [
     "PredictJob",
     "Report",
     "TargetsJob",
-    "main",
-    "plan_predict",
-    "plan_targets",
     "run_job",
-    "whole_voxel_context",
+    *_EXPORTS,
 ]
 
-
-def __getattr__(name: str):
-    """``plan_*`` and ``main`` import the predictor and config layers; load
-    them on first use so a worker process does not pay for them."""
-    if name in ("plan_targets", "plan_predict", "whole_voxel_context"):
-        from pipelines.blockwise import plan
-
-        return getattr(plan, name)
-    if name == "main":
-        from pipelines.blockwise.cli import main
-
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

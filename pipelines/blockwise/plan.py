@@ -13,7 +13,7 @@ import zarr
 from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance.data.sample import Sample
-from gp_hotdistance.predictor import HotDistancePredictor
+from gp_hotdistance.predictor import HotDistancePredictor, target_channel_names
 from pipelines.blockwise.jobs import Dataset, PredictJob, TargetsJob
 from pipelines.blockwise.outputs import OutputSpec, prepare_outputs
 from pipelines.blockwise.run import default_threads
@@ -130,11 +130,6 @@ def block_size_world(block_shape: Sequence[int], voxel_size: Coordinate) -> Coor
             f"block_shape must be {voxel_size.dims} positive voxel counts, got {block_shape}"
         )
     return Coordinate(block_shape) * voxel_size
-
-
-def target_channel_names(channels: Sequence[str]) -> tuple[str, ...]:
-    """Names of the ``[hot x C, distance x C]`` channels: ``hot_<c>``, ``dist_<c>``."""
-    return tuple(f"hot_{c}" for c in channels) + tuple(f"dist_{c}" for c in channels)
 
 
 def whole_voxel_context(predictor: HotDistancePredictor, voxel_size: Coordinate) -> Coordinate:

@@ -361,6 +361,30 @@ def test_hanging_worker_template_is_killed_and_reported(
         np.testing.assert_array_equal(_target(output), reference)
 
 
+def test_template_that_never_starts_the_worker(data, tmp_path, capsys):
+    """``echo {command}`` exits 0 without a worker: a failed worker, not a
+    clean one that daisy would start again and again."""
+    output = tmp_path / "out.zarr"
+    code = bw.main(
+        _args(data, output, "--worker-command", "echo {command}", "--worker-restarts", "0")
+    )
+    assert code == 1
+    assert "exited (status 0) without its worker connecting" in capsys.readouterr().err
+
+
+def test_scheduler_host_that_is_not_this_machine(data, tmp_path, capsys):
+    address = "203.0.113.77"  # TEST-NET-3: no address of this machine, nothing can listen there
+    try:
+        socket.create_server((address, 0)).close()
+        pytest.skip(f"{address} is an address of this machine")
+    except OSError:
+        pass
+    output = tmp_path / "out.zarr"
+    args = _args(data, output, "--worker-command", "{command}", "--scheduler-host", address)
+    assert bw.main(args) == 2
+    assert f"cannot listen on --scheduler-host '{address}'" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------
 # the command line: numbers, names, paths
 # ---------------------------------------------------------------------------

@@ -15,7 +15,9 @@ output is an OME-NGFF group ``name/`` with the array ``name/s0``.
 Block shapes are in voxels, contexts and ROIs in world units. Modules: ``plan``
 (check inputs, prepare outputs, build the job), ``outputs`` (output
 datasets and done markers), ``jobs`` (one block's work), ``run`` (the daisy
-runner), ``worker`` (workers started by ``--worker-command``), ``cli``. Geometry, the exactness condition of blockwise targets,
+runner), ``worker`` (workers started by ``--worker-command``), ``jobfile``
+(their sealed job), ``relay`` (their authenticated way to the scheduler),
+``cli``. Geometry, the exactness condition of blockwise targets,
 resuming and cluster workers are described in ``docs/blockwise.md``.
 """
 

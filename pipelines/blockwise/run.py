@@ -17,6 +17,7 @@ from funlib.geometry import Coordinate, Roi
 
 from pipelines.blockwise.jobfile import new_secret, private_directory, take_notes, write_job
 from pipelines.blockwise.jobs import BlockJob
+from pipelines.blockwise.relay import Relay
 from pipelines.blockwise.worker import NOTES, CommandLauncher, check_template
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,10 @@ def run_job(
         job_files = (task_logs / "job.pickle", task_logs / "job.key")
         take_notes(task_logs / NOTES)  # an earlier run's
         secret = new_secret()
+        try:  # an address this machine cannot listen on fails now, not in every worker slot
+            Relay(secret, scheduler_host or LOOPBACK, (LOOPBACK, 0)).close()
+        except OSError as error:
+            raise ValueError(str(error)) from None
         write_job(*job_files, job, secret)
         launcher = CommandLauncher(
             worker_command,

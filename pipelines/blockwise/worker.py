@@ -157,7 +157,9 @@ class CommandLauncher:
                     f"{relay.address[1]}: remote workers need --scheduler-host set to an "
                     "address of this machine that they can reach)"
                 )
-            return None  # exited before connecting: its status decides
+            if process.returncode == 0:  # e.g. a template that never ran {command}
+                return "exited (status 0) without its worker connecting to the scheduler"
+            return None  # its exit status says what went wrong
         _wait(relay.finished, process, None)
         try:
             process.wait(timeout=timeout)

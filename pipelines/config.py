@@ -20,6 +20,7 @@ optional and falls back to the defaults here::
       class_ids: [1, 2]            # only with class-id labels: ``labels: path/to/ids``
       skip_unusable: false         # true: skip samples that cannot be used, with a warning
       upsample: true               # raw coarser than voxel_size: interpolated (false: refused)
+      datasplit: split.csv         # optional: train rows added to samples, validate rows to eval
     model: {num_fmaps: 12, fmap_inc_factor: 2, num_convs: 2, head_kernel_size: 1,
             downsample_factors: [[2, 2], [2, 2]], output_shape: [64, 64]}
     training: {iterations: 4000, batch_size: 1, learning_rate: 0.001, ...}
@@ -48,7 +49,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -72,7 +75,10 @@ from pydantic.dataclasses import dataclass
 # cellmap-data's bracket template: "crop7/[mito,er]" -> {"mito": "crop7/mito",
 # "er": "crop7/er"}; a template without exactly one [...] group is a ValueError
 from gp_hotdistance.data import expand_label_template as expand_labels
+from gp_hotdistance.data.datasplit import read_datasplit
 from gp_hotdistance.predictor import check_channel_name
+
+logger = logging.getLogger(__name__)
 
 #: Largest side of ``model.output_shape``, in voxels.
 MAX_OUTPUT_SIDE = 4096
@@ -183,7 +189,9 @@ class SamplesDataConfig:
     volume, say) with a warning instead of refusing the run (see
     ``pipelines.batches.open_data``), and ``upsample``: read raw coarser than
     ``voxel_size`` (by integer factors) by linear interpolation; ``false``
-    refuses those samples instead."""
+    refuses those samples instead. ``datasplit``: a datasplit CSV (see
+    :mod:`gp_hotdistance.data.datasplit`) whose ``train`` rows are added to
+    ``samples`` and ``validate`` rows to ``eval`` when the config is read."""
 
     voxel_size: list[PositiveInt]
     samples: Annotated[list[TrainingSampleConfig], Field(min_length=1)]
@@ -191,6 +199,7 @@ class SamplesDataConfig:
     class_ids: list[NonNegativeInt] | None = None
     skip_unusable: StrictBool = False
     upsample: StrictBool = True
+    datasplit: Name | None = None
 
     @field_validator("eval", mode="before")
     @classmethod
@@ -198,6 +207,50 @@ class SamplesDataConfig:
         if value is None:
             return []
         return [value] if isinstance(value, Mapping | SampleConfig) else value
+
+
+def _expand_datasplit(data: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """``data`` with the rows of its ``datasplit`` CSV (path relative to the
+    config file) appended: ``train`` rows to ``samples``, ``validate`` rows
+    to ``eval``, each with the crop's classes that are channels (the others
+    are left out; a row with none is left out, with a warning). The
+    expanded section records the rows, not the CSV (``datasplit: null``)."""
+    path = data["datasplit"]
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"datasplit must be a path, got {path!r}")
+    path = _resolve(path, info)
+    channels = info.data.get("channels") or ["mito", "er"]
+    try:
+        rows = read_datasplit(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(str(error)) from None
+    added: dict[str, list[dict[str, str]]] = {"train": [], "validate": []}
+    dropped = 0
+    for row in rows:
+        classes = [c for c in row.classes if c in channels]
+        if not classes:
+            dropped += 1
+            continue
+        labels = re.sub(r"\[[^\[\]]*\]", f"[{','.join(classes)}]", row.labels)
+        added[row.usage].append({"raw": row.raw, "labels": labels})
+    if dropped:
+        logger.warning(
+            "datasplit %s: %d of %d rows name none of the channels %s: left out",
+            path,
+            dropped,
+            len(rows),
+            channels,
+        )
+    if not added["train"] and not data.get("samples"):
+        raise ValueError(f"datasplit {path} has no train row naming any of the channels {channels}")
+    held_out = data.get("eval")
+    held_out = [] if held_out is None else [held_out] if isinstance(held_out, Mapping) else held_out
+    return {
+        **data,
+        "samples": [*(data.get("samples") or []), *added["train"]],
+        "eval": [*held_out, *added["validate"]],
+        "datasplit": None,
+    }
 
 
 @dataclass(frozen=True, config=_SECTION)
@@ -283,7 +336,7 @@ class Config:
 
     @field_validator("data", mode="before")
     @classmethod
-    def _samples_form(cls, value: Any) -> Any:
+    def _samples_form(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, Mapping):
             old = sorted(_CONTAINER_KEYS & set(value))
             if old:
@@ -291,6 +344,8 @@ class Config:
                     f"the keys {old} belong to the single-container form, which is "
                     f"no longer read. {SAMPLES_FORM_HELP}"
                 )
+            if value.get("datasplit") is not None:
+                return _expand_datasplit(dict(value), info)
         return value
 
     @model_validator(mode="after")

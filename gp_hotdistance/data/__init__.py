@@ -9,6 +9,9 @@ gunpowder nodes load gunpowder when they are first used.
 from gp_hotdistance._lazy import lazy_exports
 
 _EXPORTS = {
+    "DatasplitRow": "gp_hotdistance.data.datasplit",
+    "read_datasplit": "gp_hotdistance.data.datasplit",
+    "write_datasplit": "gp_hotdistance.data.datasplit",
     "RandomLabelledLocation": "gp_hotdistance.data.nodes",
     "SampleSource": "gp_hotdistance.data.nodes",
     "sample_sources": "gp_hotdistance.data.nodes",

@@ -9,6 +9,12 @@ demo's UNet for it, with PreCache workers 0, 1 and 2. The data is
 :func:`pipelines.demo_data.make_cellmap_demo` (two training crops, one with
 the last class unknown), written once into ``--data``.
 
+Beside it, the path training takes: ``pipelines.batches.make_dataset``
+(``HotDistanceDataset``: the same pipeline up to ``DistanceMaskNode``) in a
+``DataLoader`` with 0, 1 and 2 worker processes, each batch balanced by
+``BalancedWeights`` in this process: the same batch size, augmentation and
+request shapes, so the two figures compare batches with the same arrays.
+
     PYTHONPATH=. python benchmarks/bench_data.py
     PYTHONPATH=. python benchmarks/bench_data.py --batches 5 --workers 0   # quick
 """
@@ -23,8 +29,9 @@ from pathlib import Path
 import gunpowder as gp
 from funlib.geometry import Coordinate
 
+from gp_hotdistance.torch import BalancedWeights
 from gp_hotdistance.torch.inference import input_shape_for
-from pipelines.batches import Keys, build_data_pipeline, open_data
+from pipelines.batches import Keys, build_data_pipeline, make_dataset, make_loader, open_data
 from pipelines.common import make_model, make_predictor
 from pipelines.config import from_dict
 from pipelines.demo_data import CROP_BOXES, CROPS_PATH, make_cellmap_demo
@@ -68,6 +75,29 @@ def throughput(config, workers: int, batches: int, warmup: int) -> float:
         return batches / (time.perf_counter() - began)
 
 
+def loader_throughput(config, workers: int, batches: int, warmup: int) -> float:
+    values = config.to_dict()
+    values["training"]["num_workers"] = workers
+    config = from_dict(values)
+    data = open_data(config)
+    predictor = make_predictor(config)
+    model = make_model(config, predictor)
+    output_shape = Coordinate(OUTPUT_SHAPE)
+    input_shape = Coordinate(input_shape_for(model, output_shape))
+    balanced = BalancedWeights(predictor)
+    loader = iter(make_loader(config, make_dataset(config, data, input_shape, output_shape)))
+    for _ in range(warmup):
+        batch = next(loader)
+        balanced(batch["target"], batch["mask"], batch["distance_mask"])
+    began = time.perf_counter()
+    for _ in range(batches):
+        batch = next(loader)
+        balanced(batch["target"], batch["mask"], batch["distance_mask"])
+    rate = batches / (time.perf_counter() - began)
+    del loader  # ends the workers
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="runs/bench_data/demo_data.zarr")
@@ -95,6 +125,12 @@ def main() -> None:
         load = os.getloadavg()[0]
         rate = throughput(config, workers, args.batches, args.warmup)
         print(f"PreCache workers {workers}: {rate:.2f} batches/s (load average before: {load:.2f})")
+        load = os.getloadavg()[0]
+        loader = loader_throughput(config, workers, args.batches, args.warmup)
+        print(
+            f"DataLoader workers {workers}: {loader:.2f} batches/s, {loader / rate:.2f}x PreCache "
+            f"(load average before: {load:.2f})"
+        )
     print(f"cpu count {os.cpu_count()}, load average now {os.getloadavg()}")
 
 

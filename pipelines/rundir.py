@@ -24,6 +24,21 @@ The lock is ``fcntl.flock`` on ``.lock``: the kernel releases it when its
 process ends, however it ends. A ``.lock`` file whose lock is free was left
 by a process that died; it is taken over with a warning naming that process.
 (On NFS, flock works across hosts only where the mount supports it.)
+
+Processes forked while a lock is held (data-loading workers: gunpowder's
+``PreCache``, a torch ``DataLoader``) close their copy of the lock at once,
+so the lock lives exactly as long as the training process, and on Linux
+they are killed when their parent dies (``PR_SET_PDEATHSIG``), so a killed
+trainer leaves no worker behind.
+
+Stopping cleanly (:class:`StopSignals`)::
+
+    with StopSignals() as stop:             # before the workers are forked
+        for iteration in ...:
+            ...
+            if stop.agreed():                # stop.agreed(mean) under torchrun
+                path = run.save(iteration, ...)
+                raise TrainingStopped(stop.requested, iteration, path)
 """
 
 from __future__ import annotations
@@ -39,7 +54,10 @@ import os
 import pickle
 import re
 import secrets
+import signal
 import socket
+import sys
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +109,105 @@ _LOAD_ERRORS = (
     pickle.UnpicklingError,
     zipfile.BadZipFile,
 )
+
+
+# -- processes forked while a lock is held ---------------------------------------
+
+_held_locks: set[int] = set()  # lock descriptors held by this process
+_forking_pid = 0  # the process that is forking (set just before each fork)
+_die_with_parent = False  # set in children forked while a lock was held, and theirs
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _before_fork() -> None:
+    global _forking_pid
+    _forking_pid = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    """In a child forked while a lock is held: close the inherited lock
+    descriptors (the lock must end with the trainer) and, on Linux, ask for
+    SIGKILL when the parent dies (exit now if it already has)."""
+    global _die_with_parent
+    if _held_locks:
+        for fd in _held_locks:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _held_locks.clear()
+        _die_with_parent = True
+    if _die_with_parent and sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != _forking_pid:  # the parent died before prctl
+            os._exit(1)
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+class TrainingStopped(Exception):
+    """Training stopped on a signal after saving the checkpoint of the
+    iteration it had reached. ``str()`` says where it is and how to resume."""
+
+    def __init__(self, signum: int, iteration: int, path: Path):
+        self.signum, self.iteration, self.path = signum, iteration, path
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} at iteration {iteration}: saved "
+            f"{path}\nto resume, run the same command again (it resumes from the newest "
+            f"checkpoint in {path.parent})"
+        )
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM as a request to stop: the first one sets
+    :attr:`requested` (the signal number) and says on stderr that the run
+    stops after the current iteration; a second one raises
+    ``KeyboardInterrupt`` at once. Processes forked inside the context (data
+    workers, which inherit the handlers) ignore both: a Ctrl-C or a batch
+    system's SIGTERM reaches the whole process group, and the trainer shuts
+    its workers down itself (they die with it on Linux, see the module
+    docs). Installed only in the main thread (elsewhere it does nothing);
+    the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._pid = os.getpid()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def agreed(self, mean: Callable[[float], float] | None = None) -> bool:
+        """Whether to stop now: a signal arrived in this process, or, with
+        ``mean`` (the mean of a value over the processes of one run, a
+        collective call every process makes), in any of them."""
+        stopping = float(self.requested is not None)
+        return (mean(stopping) if mean is not None else stopping) > 0
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if os.getpid() != self._pid:  # a forked worker: the trainer stops it
+            return
+        name = signal.Signals(signum).name
+        if self.requested is not None:
+            raise KeyboardInterrupt(f"{name} while stopping")
+        self.requested = signum
+        os.write(
+            2,
+            f"\n{name}: stopping after the current iteration, with a checkpoint "
+            f"({name} again stops at once, without one)\n".encode(),
+        )
 
 
 class RunDirectoryError(ConfigError):
@@ -235,6 +352,7 @@ class RunDirectory:
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         os.fsync(fd)
         self._lock_fd = fd
+        _held_locks.add(fd)
         for leftover in sorted(self.path.iterdir()):
             if _TEMPORARY.match(leftover.name):
                 logger.warning(
@@ -248,6 +366,7 @@ class RunDirectory:
             return
         with contextlib.suppress(FileNotFoundError):
             self.lock_path.unlink()
+        _held_locks.discard(self._lock_fd)
         os.close(self._lock_fd)
         self._lock_fd = None
 

@@ -37,6 +37,7 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -71,7 +72,13 @@ from pipelines.common import (
 )
 from pipelines.config import Config, ConfigError, load_config
 from pipelines.evaluation import ClassScore, evaluate
-from pipelines.rundir import SUMMARY_NAME, Checkpoint, RunDirectory
+from pipelines.rundir import (
+    SUMMARY_NAME,
+    Checkpoint,
+    RunDirectory,
+    StopSignals,
+    TrainingStopped,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -380,46 +387,56 @@ def _train_steps(
     dataset = make_dataset(config, data, input_shape, output_shape, rank=dist.rank)
     dataset.resume(start, config.training.batch_size)
     context = (input_shape - output_shape) / 2
-    loader = iter(make_loader(config, dataset, pin_memory=device.type == "cuda"))
     losses = []
     progress = Progress(start, total, quiet or run is None)
     waited = stepped = 0.0
-    for iteration in range(start + 1, total + 1):  # 1-based, as checkpoints count
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, iteration - 1, total)
-        tick = time.perf_counter()
-        batch = next(loader)
-        tock = time.perf_counter()
-        raw, target, mask, distance_mask = (
-            batch[k].to(device, non_blocking=True)
-            for k in ("raw", "target", "mask", "distance_mask")
-        )
-        weights = balanced(target, mask, distance_mask)
-        prediction = network(raw)
-        loss = loss_fn(prediction, target, weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = dist.mean(float(loss.detach()))
-        waited += tock - tick
-        stepped += time.perf_counter() - tock
-        losses.append(value)
-        progress.update(iteration, value)
-        if iteration % config.training.profile_every == 0:
-            logger.info(
-                "iterations to %d: %.3f s waiting for data, %.3f s per step",
-                iteration,
-                waited / config.training.profile_every,
-                stepped / config.training.profile_every,
+    # the signal handlers first: the loader's workers, forked below, inherit them
+    with StopSignals() as stop:
+        loader = iter(make_loader(config, dataset, pin_memory=device.type == "cuda"))
+        for iteration in range(start + 1, total + 1):  # 1-based, as checkpoints count
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, iteration - 1, total)
+            tick = time.perf_counter()
+            batch = next(loader)
+            tock = time.perf_counter()
+            raw, target, mask, distance_mask = (
+                batch[k].to(device, non_blocking=True)
+                for k in ("raw", "target", "mask", "distance_mask")
             )
-            waited = stepped = 0.0
-        if run is None:
-            continue
-        if iteration % config.training.snapshot_every == 0:
-            batch = {**batch, "weights": weights, "prediction": prediction.detach()}
-            write_snapshot(out, batch, config, data.voxel_size, context, iteration)
-        if iteration % config.training.save_every == 0 or iteration == total:
-            run.save(iteration, model.state_dict(), optimizer.state_dict(), counts_state(balanced))
+            weights = balanced(target, mask, distance_mask)
+            prediction = network(raw)
+            loss = loss_fn(prediction, target, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = dist.mean(float(loss.detach()))
+            waited += tock - tick
+            stepped += time.perf_counter() - tock
+            losses.append(value)
+            progress.update(iteration, value)
+            if iteration % config.training.profile_every == 0:
+                logger.info(
+                    "iterations to %d: %.3f s waiting for data, %.3f s per step",
+                    iteration,
+                    waited / config.training.profile_every,
+                    stepped / config.training.profile_every,
+                )
+                waited = stepped = 0.0
+            stopping = stop.agreed(dist.mean if dist.world > 1 else None)
+            if run is None:
+                if stopping:
+                    break
+                continue
+            if iteration % config.training.snapshot_every == 0:
+                batch = {**batch, "weights": weights, "prediction": prediction.detach()}
+                write_snapshot(out, batch, config, data.voxel_size, context, iteration)
+            if iteration % config.training.save_every == 0 or iteration == total or stopping:
+                path = run.save(
+                    iteration, model.state_dict(), optimizer.state_dict(), counts_state(balanced)
+                )
+            if stopping:
+                progress.close()
+                raise TrainingStopped(stop.requested or signal.SIGTERM, iteration, path)
     progress.close()
     return losses
 
@@ -510,6 +527,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingStopped as stopped:
+        print(stopped, file=sys.stderr)
+        return 128 + stopped.signum
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the checkpoints in {args.out} are as they were (rerun the same "
+            "command to resume from the newest)",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGINT
     except OSError as error:  # a write outside the run directory's own files
         where = f" {error.filename}" if error.filename else ""
         print(f"error: cannot write{where}: {error.strerror or error}", file=sys.stderr)

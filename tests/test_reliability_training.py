@@ -8,9 +8,11 @@ import errno
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -639,3 +641,92 @@ def test_training_on_nan_raw_stops_with_one_line(tmp_path, capsys, workers):
         error,
     )
     assert not list(out.glob("model_checkpoint_*"))
+
+
+# -- clean stops -------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from ``/proc/*/stat``)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name
+)
+def test_a_stopped_trainer_saves_and_leaves_no_worker(tmp_path, signum):
+    """SIGINT (to the whole process group, as Ctrl-C sends it) and SIGTERM:
+    a checkpoint of the iteration reached, two lines saying where and how to
+    resume, the lock released, the PreCache workers gone. SIGKILL: the
+    workers notice within seconds, and the lock is free at once."""
+    demo = make_cellmap_demo(tmp_path / "demo_data.zarr", raw_shape=(96, 96))
+    config = tiny_config(
+        demo.data_section(), num_workers=1, iterations=10**6, save_every=10**6, snapshot_every=1
+    )
+    path, out = write_config(config, tmp_path / "c.json"), tmp_path / "run"
+    with (tmp_path / "stderr").open("w") as stderr:
+        trainer = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.train", "--config", str(path), "--out", str(out)]
+            + ["--quiet"],
+            stderr=stderr,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    try:
+        started = wait_for(lambda: (out / "snapshots" / "batch_1.zarr").exists(), 120)
+        assert started, (tmp_path / "stderr").read_text()
+        workers = descendants(trainer.pid)
+        assert workers  # PreCache's watchdog and worker
+        os.killpg(trainer.pid, signum) if signum == signal.SIGINT else trainer.send_signal(signum)
+        code = trainer.wait(timeout=60)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+    assert wait_for(lambda: not any(alive(w) for w in workers), 10), "a worker outlived its run"
+    with RunDirectory(out) as run:  # the lock is free
+        checkpoint = run.newest_complete()
+    if signum == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+        return
+    lines = (tmp_path / "stderr").read_text().splitlines()
+    name = signal.Signals(signum).name
+    assert code == 128 + signum and "Traceback" not in "\n".join(lines)
+    assert lines[-2] == (
+        f"stopped by {name} at iteration {checkpoint.iteration}: saved {checkpoint.path}"
+    )
+    assert lines[-1] == (
+        f"to resume, run the same command again (it resumes from the newest checkpoint in {out})"
+    )
+    assert checkpoint.iteration >= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -127,27 +128,32 @@ FORKING_HOLDER = textwrap.dedent(
 )
 
 
-def test_a_lock_kept_by_a_forked_child_of_a_killed_run_is_explained(tmp_path, caplog):
+def test_a_forked_child_of_a_killed_run_neither_keeps_the_lock_nor_outlives_it(tmp_path, caplog):
+    """A process forked while the lock is held (as a PreCache or DataLoader
+    worker is) closes its copy of the lock, and on Linux dies with its
+    parent: after a kill -9 of the holder the lock is free at once."""
     run = tmp_path / "run"
     holder = run_script(FORKING_HOLDER, run)
     child = int(holder.stdout.readline())
     try:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-        with pytest.raises(RunDirectoryError) as error:
-            RunDirectory(run).acquire()
-        assert f"in use by pid {holder.pid} on host" in str(error.value)
-        assert "That process has ended, but a child that inherited the lock" in str(error.value)
+        with caplog.at_level(logging.WARNING), RunDirectory(run):
+            pass
+        assert f"taking over the lock left by pid {holder.pid}" in caplog.text
+        if sys.platform.startswith("linux"):
+            for _ in range(100):  # not our child: poll until it is gone
+                if (
+                    not Path(f"/proc/{child}").exists()
+                    or " Z " in Path(f"/proc/{child}/stat").read_text()
+                ):
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail(f"forked child {child} outlived its parent")
     finally:
-        os.kill(child, signal.SIGKILL)
-    # the child is gone once its lock is free; it is not our child, so poll
-    for _ in range(100):
-        try:
-            with caplog.at_level(logging.WARNING), RunDirectory(run):
-                break
-        except RunDirectoryError:
-            time.sleep(0.1)
-    assert f"taking over the lock left by pid {holder.pid}" in caplog.text
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_the_same_process_cannot_lock_twice(tmp_path):

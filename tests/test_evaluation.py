@@ -32,7 +32,13 @@ def test_scores_pool_the_counts_of_every_crop():
         np.array([0, 1, 0, 1], bool), np.array([0, 0, 0, 0], bool), np.array([1, 1, 1, 0], bool)
     )
     score.add(np.ones(4, bool), np.ones(4, bool), np.zeros(4, bool))  # not annotated: nothing
-    assert (score.known, score.truth, score.predicted, score.overlap, score.crops) == (7, 2, 2, 1, 2)
+    assert (score.known, score.truth, score.predicted, score.overlap, score.crops) == (
+        7,
+        2,
+        2,
+        1,
+        2,
+    )
     assert score.dice == 0.5
     assert score.all_foreground_dice == pytest.approx(2 * 2 / (2 + 7))
     assert score.describe() == (

@@ -621,11 +621,14 @@ def test_channel_names_must_be_safe_as_paths(name):
     ]
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_training_on_nan_raw_stops_with_one_line(tmp_path, capsys, workers):
-    """NaN raw (augmentation off: no gunpowder check on the way) stops the
-    run at the first batch that reads it, with the dataset named, however
-    the data pipeline ran (in this process or in a PreCache worker)."""
+@pytest.mark.parametrize(
+    ("command", "workers", "augment"),
+    [("train", 0, False), ("train", 1, True), ("preview", 0, True)],
+)
+def test_nan_raw_stops_with_one_line(tmp_path, capsys, command, workers, augment):
+    """NaN raw stops the run at the first batch that reads it, with the
+    dataset named, however the data pipeline ran (in this process or in a
+    data worker, with or without augmentation)."""
     raw = np.full((32, 32), 0.5, dtype=np.float32)
     raw[8:24, 8:24] = np.nan  # everywhere a batch around the crop reads
     paths = write_sample(tmp_path / "d.zarr", raw=raw)
@@ -633,11 +636,12 @@ def test_training_on_nan_raw_stops_with_one_line(tmp_path, capsys, workers):
     config = tiny_config(
         {"voxel_size": [8, 8], "samples": [{"raw": paths["raw"], "labels": labels}]},
         num_workers=workers,
-        augment=False,
+        augment=augment,
     )
     path = write_config(config, tmp_path / "c.json")
     out = tmp_path / "run"
-    assert train_module.main(["--config", str(path), "--out", str(out), "--quiet"]) == 2
+    module = train_module if command == "train" else preview_module
+    assert module.main(["--config", str(path), "--out", str(out)]) == 2
     error = capsys.readouterr().err.splitlines()[-1]
     assert re.fullmatch(
         rf"error: {tmp_path}/d.zarr/raw/s0: \d+ of \d+ voxels read in .* break the rule 'raw is "

@@ -207,6 +207,13 @@ def _named_samples(config: Config) -> list[tuple[str, SampleConfig]]:
     ]
 
 
+def sample_paths(config: Config, where: str) -> dict[str, str]:
+    """The datasets that the config's sample ``where`` (``data.samples[i]``
+    or ``data.eval[i]``) names: ``{"raw": path, "labels.<c>": path, ...}``
+    (``"labels"`` for one class-id dataset; ``"mask"`` when given)."""
+    return dict(_keyed_paths(dict(_named_samples(config))[where]))
+
+
 def _keyed_paths(sample: SampleConfig) -> list[tuple[str, str]]:
     """``(key, path)`` of every dataset a config sample names."""
     labels = sample.label_datasets

@@ -505,9 +505,17 @@ def _add_level(group_path: Path, s0: npt.NDArray[np.uint8], voxel_size: Coordina
     scale = [v * f for v, f in zip(voxel_size, factors, strict=True)]
     translation = [v * (f - 1) / 2 for v, f in zip(voxel_size, factors, strict=True)]
     group = zarr.open_group(str(group_path), mode="a")
-    group.create_dataset(
+    level = group.create_dataset(
         "s1", data=s1, chunks=tuple(min(s, 64) for s in s1.shape), dimension_separator="/"
     )
+    if all(float(t).is_integer() for t in translation):  # funlib offsets are integers
+        level.attrs.update(
+            {
+                **group["s0"].attrs.asdict(),
+                "voxel_size": [int(v) for v in scale],
+                "offset": [int(t) for t in translation],
+            }
+        )
     multiscales = group.attrs["multiscales"]
     multiscales[0]["datasets"].append(
         {

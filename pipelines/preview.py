@@ -9,9 +9,14 @@ DistanceMaskNode, WeightNode; no network) and writes, per batch ``i``:
   ``weights/dist_<c>``, ``distance_mask/dist_<c>``: each an OME-NGFF 0.4
   multiscale group with level ``s0`` (also carrying funlib attributes), at
   the WORLD offset where the batch was sampled;
-- ``batch_<i>.png``: every channel over the output ROI (3-D: its central
-  section), with colour bars; single-valued channels say so in the title;
-  titled with the sample it came from.
+- ``preview.zarr/batch_<i>`` attributes: ``sample`` (its index among the
+  training samples), ``where`` (``data.samples[k]``) and ``datasets`` (the
+  paths of its raw, labels and mask);
+- ``batch_<i>.png``: raw with the output region boxed, then a row per class
+  and a column per kind (gt, mask, hot and distance target, hot and
+  distance weight, distance mask) over the output region (3-D: its central
+  section), each column on one fixed colour scale; single-valued panels say
+  so in the title; titled with the sample it came from.
 
 ``training.augment: false`` shows the data as stored.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import random
 import shutil
 import sys
@@ -28,6 +34,7 @@ from pathlib import Path
 
 import gunpowder as gp
 import numpy as np
+import zarr
 from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance.geometry import roi_slices
@@ -41,6 +48,7 @@ from pipelines.batches import (
     generate_demo_data,
     open_data,
     resolve_data,
+    sample_paths,
     write_batch,
 )
 from pipelines.common import data_error, make_model, make_predictor
@@ -55,55 +63,129 @@ class Panel:
     image: np.ndarray
 
 
-def montage_panels(arrays: list[BatchArray]) -> list[Panel]:
-    """One panel per array, all showing the same world region: each array is
-    cropped to the intersection of the arrays' ROIs (the output ROI; raw is
-    larger by the network's context), and 3-D arrays show their central
-    section of it. A panel whose values are all equal says so in its title,
-    e.g. ``weights/dist_er (all 0)``."""
-    rois = [Roi(a.offset, Coordinate(a.data.shape) * a.voxel_size) for a in arrays]
-    region = rois[0]
-    for roi in rois[1:]:
-        region = region.intersect(roi)
-    panels = []
-    for array, roi in zip(arrays, rois, strict=True):
-        data = array.data[roi_slices(region, roi, array.voxel_size)]
-        image = data if data.ndim == 2 else data[data.shape[0] // 2]
-        title = array.name
-        if data.size and data.min() == data.max():
-            title += f" (all {data.flat[0]:g})"
-        panels.append(Panel(title, image))
-    return panels
+#: The montage's columns: (title, array name pattern, colour map, value range;
+#: ``None``: from 0 to the largest weight of the batch).
+KINDS = (
+    ("gt", "gt/{c}", "gray", (0.0, 1.0)),
+    ("mask", "mask/{c}", "gray", (0.0, 1.0)),
+    ("hot target", "target/hot_{c}", "gray", (0.0, 1.0)),
+    ("distance target", "target/dist_{c}", "RdBu_r", (-1.0, 1.0)),
+    ("hot weight", "weights/hot_{c}", "viridis", None),
+    ("distance weight", "weights/dist_{c}", "viridis", None),
+    ("distance mask", "distance_mask/dist_{c}", "gray", (0.0, 1.0)),
+)
 
 
-def write_montage(path: Path, arrays: list[BatchArray], title: str) -> None:
-    """The panels of :func:`montage_panels`, with colour bars (none on a
-    single-valued panel)."""
+@dataclass(frozen=True)
+class Montage:
+    """What a batch montage shows: ``raw`` (one 2-D section over raw's whole
+    ROI) with the output region ``box`` = ``(row, column, rows, columns)``
+    in its pixels, and ``panels[(class row, kind column)]`` over the output
+    region, for the ``classes`` and ``kinds`` (titles of :data:`KINDS`) the
+    batch holds."""
+
+    raw: np.ndarray
+    box: tuple[int, int, int, int]
+    classes: list[str]
+    kinds: list[str]
+    panels: dict[tuple[int, int], Panel]
+
+
+def _roi(array: BatchArray) -> Roi:
+    return Roi(array.offset, Coordinate(array.data.shape) * array.voxel_size)
+
+
+def montage_grid(arrays: list[BatchArray], classes: list[str]) -> Montage:
+    """Arrange one batch as a :class:`Montage`: a row per class, a column per
+    kind, every panel over the same world region (the output ROI, where the
+    arrays other than raw meet); 3-D arrays show the section through the
+    centre of that region, raw the same section over its whole ROI. A panel
+    whose values are all equal says so, e.g. ``weights/dist_er (all 0)``."""
+    by_name = {a.name: a for a in arrays}
+    raw = by_name["raw"]
+    outputs = [a for a in arrays if a.name != "raw"]
+    region = _roi(outputs[0])
+    for array in outputs[1:]:
+        region = region.intersect(_roi(array))
+    inner = roi_slices(region, _roi(raw), raw.voxel_size)  # the region in raw's voxels
+    raw_image = raw.data
+    if region.dims == 3:  # the section through the region's centre
+        raw_image = raw.data[inner[0].start + (inner[0].stop - inner[0].start) // 2]
+    box = (
+        inner[-2].start,
+        inner[-1].start,
+        inner[-2].stop - inner[-2].start,
+        inner[-1].stop - inner[-1].start,
+    )
+    kinds = [
+        k for k, pattern, _, _ in KINDS if any(pattern.format(c=c) in by_name for c in classes)
+    ]
+    panels = {}
+    for row, c in enumerate(classes):
+        for column, kind in enumerate(kinds):
+            pattern = next(p for k, p, _, _ in KINDS if k == kind)
+            array = by_name.get(pattern.format(c=c))
+            if array is None:
+                continue
+            data = array.data[roi_slices(region, _roi(array), array.voxel_size)]
+            image = data if data.ndim == 2 else data[data.shape[0] // 2]
+            title = array.name
+            if image.size and image.min() == image.max():
+                title += f" (all {image.flat[0]:g})"
+            panels[(row, column)] = Panel(title, image)
+    return Montage(raw_image, box, list(classes), kinds, panels)
+
+
+def write_montage(path: Path, arrays: list[BatchArray], title: str, classes: list[str]) -> None:
+    """Draw :func:`montage_grid`: raw with the output box on the left, then
+    a row per class and a column per kind, each column on one fixed colour
+    scale (0..1, -1..1 for distances, 0..the largest weight for weights)
+    with its colour bar, every panel framed so that a uniform one still
+    shows as a panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
-    panels = montage_panels(arrays)
-    columns = min(4, len(panels))
-    rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, panel, array in zip(axes.flat, panels, arrays, strict=False):
-        signed = array.name.startswith("target/dist_")
-        shown = axis.imshow(
-            panel.image.astype(np.float32),
-            cmap="RdBu_r" if signed else "gray",
-            vmin=-1 if signed else None,
-            vmax=1 if signed else None,
-            interpolation="nearest",
-        )
-        axis.set_title(panel.title, fontsize=9)
-        if "(all " not in panel.title:
-            figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
-    figure.suptitle(title)
-    figure.tight_layout()
+    montage = montage_grid(arrays, classes)
+    rows, columns = len(montage.classes), len(montage.kinds)
+    weights = [a.data for a in arrays if a.name.startswith("weights/")]
+    top = max([float(np.max(w)) for w in weights if w.size] + [1e-6])
+    figure = plt.figure(figsize=(2.3 * (columns + 1.6), 2.3 * rows + 1.2), layout="constrained")
+    grid = figure.add_gridspec(rows, columns + 1, width_ratios=[1.6] + [1] * columns)
+    axis = figure.add_subplot(grid[:, 0])
+    axis.imshow(montage.raw.astype(np.float32), cmap="gray", interpolation="nearest")
+    r, c, h, w = montage.box
+    axis.add_patch(Rectangle((c - 0.5, r - 0.5), w, h, fill=False, edgecolor="yellow", lw=1.5))
+    axis.set_title("raw (box: the output region)", fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    for column, kind in enumerate(montage.kinds):
+        _, _, cmap, value_range = next(k for k in KINDS if k[0] == kind)
+        vmin, vmax = value_range if value_range is not None else (0.0, top)
+        shown = None
+        for row in range(rows):
+            axis = figure.add_subplot(grid[row, column + 1])
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column == 0:
+                axis.set_ylabel(montage.classes[row], fontsize=10)
+            panel = montage.panels.get((row, column))
+            if panel is None:
+                axis.set_title(f"{kind}: none", fontsize=8)
+                continue
+            shown = axis.imshow(
+                panel.image.astype(np.float32),
+                cmap=cmap,
+                vmin=vmin,
+                vmax=vmax,
+                interpolation="nearest",
+            )
+            axis.set_title(panel.title, fontsize=8)
+        if shown is not None:
+            figure.colorbar(shown, ax=axis, location="bottom", shrink=0.9, label=kind)
+    figure.suptitle(title, fontsize=10)
     figure.savefig(path, dpi=80)
     plt.close(figure)
 
@@ -145,11 +227,27 @@ def preview(config: Config, out: Path, batches: int) -> list[Path]:
             arrays = batch_arrays(batch, keys, config)
             write_batch(zarr_path, f"batch_{index}", arrays)
             sample = int(np.asarray(batch[keys.sample].data)[0])
+            where = data.where[sample]
+            group = zarr.open_group(str(zarr_path / f"batch_{index}"), mode="a")
+            group.attrs.update(
+                {"sample": sample, "where": where, "datasets": sample_paths(config, where)}
+            )
             offset = tuple(arrays[0].offset)
             png = out / f"batch_{index}.png"
-            write_montage(png, arrays, f"batch {index}: {data.where[sample]}, raw at {offset}")
+            title = f"batch {index}: {where} ({_labels_name(sample_paths(config, where))}), raw at {offset}"
+            write_montage(png, arrays, title, list(config.channels))
             written.append(png)
     return written
+
+
+def _labels_name(datasets: dict[str, str]) -> str:
+    """A short name for a sample's labels: the folder holding its per-class
+    datasets (``groundtruth/crop2``), or its class-id dataset's name."""
+    labels = [path for key, path in datasets.items() if key.startswith("labels")]
+    if "labels" in datasets:
+        return Path(datasets["labels"]).name
+    folder = Path(os.path.commonpath(labels) if len(labels) > 1 else Path(labels[0]).parent)
+    return "/".join(folder.parts[-2:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,13 +274,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    zarr_path = written[0]
-    print(f"wrote {zarr_path}:")
-    for index in range(args.batches):
-        for path in sorted((zarr_path / f"batch_{index}").rglob(".zarray")):
-            print(f"  {path.parent.parent.relative_to(zarr_path)}")
+    zarr_path = written[0].resolve()
+    groups = sorted(p.name for p in zarr_path.iterdir() if (p / "raw").is_dir())
+    print(
+        f"wrote {zarr_path}: {', '.join(groups)} (raw, and gt, mask, target, weights"
+        f"{', distance_mask' if config.mask_distances else ''} per class; open with "
+        f"python -m pipelines.view {zarr_path.parent})"
+    )
     for path in written[1:]:
-        print(f"wrote {path}")
+        print(f"wrote {path.resolve()}")
     return 0
 
 

@@ -445,6 +445,16 @@ def test_input_without_a_dataset_name_is_a_clear_error(tmp_path, capsys, command
     assert "--sample N" in error and not (tmp_path / "o.zarr").exists()
 
 
+@pytest.mark.parametrize(
+    "blocks, skipped, processed",
+    [(18, 0, 180), (18, 12, 60), (18, 18, 0)],  # 10 voxels per block
+)
+def test_rate_counts_the_processed_blocks_only(blocks, skipped, processed):
+    report = bw.Report("targets", blocks, blocks - skipped, skipped, None, 180, 2.0)
+    assert report.processed_voxels == processed
+    assert report.voxels_per_second == processed / 2.0
+
+
 def test_help_documents_units(capsys):
     for command in ("targets", "predict"):
         with pytest.raises(SystemExit) as exit_info:

@@ -106,6 +106,10 @@ def test_cellmap_demo_raw_levels(demo):
     ]
     s0 = group["s0"][:]
     np.testing.assert_array_equal(group["s1"][:], np.round(mean_pool(s0, (2, 2))).astype(np.uint8))
+    # funlib's reader places s1 as the multiscale metadata does (not at voxel size 1)
+    s1 = open_ds(str(demo.container / RAW_PATH / "s1"))
+    assert s1.voxel_size == Coordinate(16, 16) and s1.offset == Coordinate(4, 4)
+    assert s1.axis_names == ["y", "x"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", OffGridWarning)  # the 8-nm level needs no shift
         assert open_volume(demo.raw, (8, 8)).path.endswith("s0")

@@ -303,8 +303,20 @@ def test_preview_writes_readable_zarr_and_png(demo_2d, tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert "batch_1/target/dist_er" in printed
+    zarr_path = (out / "preview.zarr").resolve()
+    assert f"wrote {zarr_path}: batch_0, batch_1 (raw, and gt, mask, target" in printed
+    assert f"wrote {(out / 'batch_1.png').resolve()}" in printed
+    assert len(printed.splitlines()) < 20  # a summary, not every array
+    paths = demo_2d.data_section()
     for index in range(2):
+        attrs = zarr.open_group(str(out / "preview.zarr" / f"batch_{index}"), mode="r").attrs
+        sample = attrs["sample"]
+        assert attrs["where"] == f"data.samples[{sample}]"
+        expected = paths["samples"][sample]
+        assert attrs["datasets"]["raw"] == expected["raw"]
+        assert {k.removeprefix("labels.") for k in attrs["datasets"] if k != "raw"} == set(
+            expected["labels"]
+        )
         assert (out / f"batch_{index}.png").stat().st_size > 0
         group = out / "preview.zarr" / f"batch_{index}"
         hot = open_ds(str(group / "target" / "hot_mito" / "s0"))
@@ -335,7 +347,7 @@ def test_preview_replaces_an_earlier_preview(demo_2d, tmp_path, capsys):
     capsys.readouterr()
     assert preview_module.main(["--batches", "1", *args]) == 0
     printed = capsys.readouterr().out
-    assert "batch_0/raw" in printed and "batch_1" not in printed
+    assert "batch_0 (raw" in printed and "batch_1" not in printed
     assert sorted(p.name for p in (out / "preview.zarr").glob("batch_*")) == ["batch_0"]
     assert sorted(p.name for p in out.glob("batch_*.png")) == ["batch_0.png"]
     assert (out / "notes.txt").read_text() == "mine"
@@ -436,21 +448,39 @@ def test_progress_without_a_terminal_is_plain_lines(demo_2d, tmp_path):
     assert len(text.splitlines()) <= train_module.PLAIN_LINES + 5, text
 
 
-def test_montage_panels_show_one_region_and_name_constant_panels():
-    """Raw (larger by the context) is cropped to the output ROI, 3-D arrays
-    show their central section, and a constant panel says so."""
+def test_montage_grid_rows_per_class_columns_per_kind(tmp_path):
+    """A row per class, a column per kind the batch holds, every panel over
+    the output region (3-D: its central section), raw over its whole ROI
+    with that region boxed; a constant panel says so."""
     vs = Coordinate(2, 4, 4)
     raw = np.arange(4 * 6 * 6, dtype=np.float32).reshape(4, 6, 6)
+    gt_a = np.array([[[0, 1], [1, 1]], [[1, 0], [0, 0]]], dtype=np.uint8)
     target = np.linspace(-1, 1, 2 * 2 * 2, dtype=np.float32).reshape(2, 2, 2)
+    out = Coordinate(2, 8, 4)
     arrays = [
         BatchArray("raw", raw, Coordinate(0, 0, 0), vs),
-        BatchArray("target/dist_a", target, Coordinate(2, 8, 4), vs),
-        BatchArray("weights/dist_a", np.zeros((2, 2, 2)), Coordinate(2, 8, 4), vs),
+        BatchArray("gt/a", gt_a, out, vs),
+        BatchArray("gt/b", np.ones((2, 2, 2), np.uint8), out, vs),
+        BatchArray("target/dist_a", target, out, vs),
+        BatchArray("weights/dist_a", np.zeros((2, 2, 2)), out, vs),
     ]
-    panels = preview_module.montage_panels(arrays)
-    assert [p.title for p in panels] == ["raw", "target/dist_a", "weights/dist_a (all 0)"]
-    # region: z 2..6 -> voxels 1..3 (section at index 1 of 2 -> z voxel 2),
-    # y 8..16 -> voxels 2..4, x 4..12 -> voxels 1..3
-    np.testing.assert_array_equal(panels[0].image, raw[2, 2:4, 1:3])
-    np.testing.assert_array_equal(panels[1].image, target[1])
-    assert panels[2].image.shape == (2, 2)
+    montage = preview_module.montage_grid(arrays, ["a", "b"])
+    assert montage.classes == ["a", "b"]
+    assert montage.kinds == ["gt", "distance target", "distance weight"]
+    # region: z 2..6 -> raw voxels 1..3 (centre section: raw z voxel 2, index 1
+    # of the outputs), y 8..16 -> rows 2..4, x 4..12 -> columns 1..3
+    np.testing.assert_array_equal(montage.raw, raw[2])
+    assert montage.box == (2, 1, 2, 2)
+    panels = montage.panels
+    assert sorted(panels) == [(0, 0), (0, 1), (0, 2), (1, 0)]  # no distances of class b
+    np.testing.assert_array_equal(panels[(0, 0)].image, gt_a[1])
+    np.testing.assert_array_equal(panels[(0, 1)].image, target[1])
+    assert [panels[k].title for k in sorted(panels)] == [
+        "gt/a",
+        "target/dist_a",
+        "weights/dist_a (all 0)",
+        "gt/b (all 1)",
+    ]
+    png = tmp_path / "m.png"
+    preview_module.write_montage(png, arrays, "batch 0", ["a", "b"])
+    assert png.stat().st_size > 0

@@ -384,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(
         f"{report.task_id}: {report.blocks} blocks ({report.skipped} already done), "
-        f"{report.voxels} voxels in {report.seconds:.1f} s = {report.voxels_per_second:.3g} voxels/s"
+        f"{report.processed_voxels} of {report.voxels} voxels processed in {report.seconds:.1f} s"
+        f" = {report.voxels_per_second:.3g} voxels/s"
         f"{'; some blocks were retried (see logs)' if report.retried_error else ''}"
     )
     return 0

@@ -33,7 +33,8 @@ class BlockwiseError(RuntimeError):
 @dataclass(frozen=True)
 class Report:
     """What a blockwise run did. ``voxels`` counts the volume once;
-    ``seconds`` is the wall time of ``run_blockwise``."""
+    ``seconds`` is the wall time of ``run_blockwise``; the rate counts the
+    blocks this run processed, not those a resumed run skipped."""
 
     task_id: str
     blocks: int
@@ -44,8 +45,16 @@ class Report:
     seconds: float
 
     @property
+    def processed_voxels(self) -> int:
+        """The voxels of the blocks this run processed (the volume's share
+        of the blocks not skipped)."""
+        if self.blocks == 0:
+            return 0
+        return round(self.voxels * (self.blocks - self.skipped) / self.blocks)
+
+    @property
     def voxels_per_second(self) -> float:
-        return self.voxels / self.seconds if self.seconds > 0 else math.inf
+        return self.processed_voxels / self.seconds if self.seconds > 0 else math.inf
 
 
 def default_threads(num_workers: int) -> int:

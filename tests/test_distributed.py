@@ -68,3 +68,45 @@ def test_two_ranks_train_identically_and_resume_in_one_process(tmp_path):
     later = torch.load(out / "model_checkpoint_4", weights_only=True)["moving_counts"]
     for before, after in zip(saved, later["moving_counts"], strict=True):
         assert after["0"][1] > before["0"][1]
+
+
+def _start_rank(rank, port, directory, fail):
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+
+    def work():
+        if fail:
+            raise train_module.ConfigError("run directory X is in use by pid 1")
+        return (3, "model_checkpoint_3")
+
+    with train_module.Distributed("cpu") as dist:
+        try:
+            result = repr(train_module._on_rank_zero(dist, work))
+        except train_module.ConfigError as error:
+            result = f"{type(error).__name__}: {error}"
+    (directory / f"rank{rank}.txt").write_text(result)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_rank_zero_shares_its_start_or_its_error(tmp_path, fail):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    context = torch.multiprocessing.get_context("fork")
+    processes = [
+        context.Process(target=_start_rank, args=(r, port, tmp_path, fail)) for r in (0, 1)
+    ]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=60)
+    assert [p.exitcode for p in processes] == [0, 0]
+    zero, one = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
+    if fail:
+        assert zero == "ConfigError: run directory X is in use by pid 1"
+        assert one == "RankZeroFailed: rank 0 stopped: run directory X is in use by pid 1"
+    else:
+        assert zero == one == "(3, 'model_checkpoint_3')"

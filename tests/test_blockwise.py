@@ -110,6 +110,25 @@ def test_whole_voxel_context_rounds_up_unlike_snapped_context():
     assert predictor.snapped_context(vs) == (Coordinate(32, 40, 40), Coordinate(32, 40, 40))
 
 
+def test_open_volume_reads_the_channel_first_outputs(data, targets_run):
+    """The data layer's reader opens what blockwise writes: channels first,
+    at the input's voxel size and offset."""
+    from gp_hotdistance.data import open_volume
+
+    gt = open_volume(data / "gt")
+    for name, channels in (("target", 4), ("distance_mask", 2)):
+        volume = open_volume(targets_run / name)
+        assert volume.channels == 1 and volume.shape[0] == channels
+        assert volume.voxel_size == Coordinate(VOXEL_SIZE) and volume.roi == gt.roi
+        inner = volume.roi.grow(-Coordinate(VOXEL_SIZE), -Coordinate(VOXEL_SIZE))
+        expected = _read(targets_run / name / "s0")[(slice(None), *slice_of(inner, volume))]
+        np.testing.assert_array_equal(volume.read(inner), expected)
+
+
+def slice_of(roi, volume):
+    return ((roi - volume.offset) / volume.voxel_size).to_slices()
+
+
 def test_targets_equal_whole_volume_where_known(data, targets_run):
     """The exact condition (docs/blockwise.md): per
     channel, a blockwise distance equals the whole-volume one at voxel ``v``

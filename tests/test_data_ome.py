@@ -12,7 +12,7 @@ from funlib.persistence import open_ds
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
-from gp_hotdistance.data import OffGridWarning, open_volume, prepare_volume, write_volume
+from gp_hotdistance.data import OffGridWarning, Sample, open_volume, prepare_volume, write_volume
 from tests.cellmap_fixture import add_level
 
 
@@ -69,9 +69,18 @@ def test_write_volume_channel_axis(tmp_path):
     assert axes[0] == {"name": "c", "type": "channel"}
     assert transforms[0]["scale"] == [1, 8, 4]
     assert transforms[1]["translation"] == [0, 16, -4]
-    # a channel axis is refused as an input
-    with pytest.raises(ValueError, match=r"prob: only spatial axes.*'c'"):
-        open_volume(tmp_path / "out.zarr/prob")
+    # what this project writes reads back: channels first, spatial ROI
+    for path in ("out.zarr/prob", "out.zarr/prob/s0"):
+        volume = open_volume(tmp_path / path)
+        assert volume.channels == 1 and volume.path.endswith("prob/s0")
+        assert volume.voxel_size == Coordinate(8, 4) and volume.offset == Coordinate(16, -4)
+        assert volume.roi == Roi((16, -4), (24, 16))
+        # rows 1.., columns 1..2 of both channels
+        np.testing.assert_array_equal(volume.read(Roi((24, 0), (16, 8))), data[:, 1:, 1:3])
+    # ... but a sample reads spatial arrays only
+    write_volume(tmp_path / "out.zarr", "raw", np.zeros((3, 4), np.uint8), (8, 4), (16, -4))
+    with pytest.raises(ValueError, match=r"prob/s0: the labels a dataset has a channel axis"):
+        Sample(tmp_path / "out.zarr/raw", {"a": tmp_path / "out.zarr/prob"}, ["a"], (8, 4))
 
 
 def _pyramid(tmp_path, translations=((0, 0, 0), (2, 2, 2), (6, 6, 6)), top=None):

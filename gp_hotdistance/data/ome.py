@@ -13,8 +13,10 @@ Reading (:func:`open_volume`) accepts
   attributes: its transforms are read from the parent group.
 
 An array with no voxel-size metadata is refused, never read at voxel size 1.
-Only spatial axes (OME type ``"space"``) are accepted; channel or time axes
-are refused.
+Spatial axes (OME type ``"space"``) may be preceded by one channel axis (OME
+type ``"channel"``, funlib axis name ending in ``^`` such as ``c^``): what
+this project writes for targets, weights and predictions. Time axes, or a
+channel axis elsewhere, are refused.
 
 Conventions:
 
@@ -66,24 +68,27 @@ class OffGridWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Volume:
-    """One spatial zarr array placed in world units.
+    """One zarr array placed in world units.
 
     Attributes:
         path: where it was opened (the group for a multiscale, plus the level).
-        array: the zarr array (spatial axes only).
-        voxel_size: world units per voxel, per axis.
+        array: the zarr array: ``channels`` leading channel axes (0 or 1),
+            then the spatial axes.
+        voxel_size: world units per voxel, per spatial axis.
         offset: world position of the first voxel's corner.
+        channels: how many leading axes are channels (not spatial).
     """
 
     path: str
     array: zarr.Array
     voxel_size: Coordinate
     offset: Coordinate
+    channels: int = 0
 
     @property
     def roi(self) -> Roi:
         """The world ROI the array covers."""
-        return Roi(self.offset, Coordinate(self.array.shape) * self.voxel_size)
+        return Roi(self.offset, Coordinate(self.array.shape[self.channels :]) * self.voxel_size)
 
     @property
     def dtype(self) -> np.dtype:
@@ -95,7 +100,7 @@ class Volume:
 
     def read(self, roi: Roi) -> npt.NDArray:
         """The voxels of world ``roi`` (inside :attr:`roi`, on this volume's
-        voxel grid) as a numpy array; reads only those chunks."""
+        voxel grid), every channel, as a numpy array; reads only those chunks."""
         if not self.roi.contains(roi):
             raise ValueError(f"{self.path}: ROI {roi} is not inside the dataset's ROI {self.roi}")
         begin = roi.begin - self.offset
@@ -107,7 +112,7 @@ class Volume:
                 f"(offset {self.offset}, voxel size {self.voxel_size})"
             )
         index = (roi - self.offset) / self.voxel_size
-        return self.array[index.to_slices()]
+        return self.array[(slice(None),) * self.channels + index.to_slices()]
 
 
 def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None) -> Volume:
@@ -121,9 +126,10 @@ def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None
 
     Raises:
         FileNotFoundError: nothing at ``path``.
-        ValueError: no voxel-size metadata, non-spatial axes, non-integer
-            voxel sizes, dimensions other than ``voxel_size``'s, or no level
-            at an integer ratio to ``voxel_size``.
+        ValueError: no voxel-size metadata, axes other than spatial ones
+            after at most one channel axis, non-integer voxel sizes,
+            dimensions other than ``voxel_size``'s, or no level at an integer
+            ratio to ``voxel_size``.
     """
     name = str(path)
     node = _open_node(name)
@@ -131,7 +137,7 @@ def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None
     if isinstance(node, zarr.Group):
         if "multiscales" not in node.attrs:
             raise ValueError(f"{name} is a zarr group without OME-NGFF 'multiscales' metadata")
-        levels = _levels(name, node.attrs.asdict())
+        levels, channels = _levels(name, node.attrs.asdict())
         if target is not None:
             _check_dims(name, levels[0][1], target)
         level = levels[0] if target is None else _choose_level(name, levels, target)
@@ -142,12 +148,12 @@ def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None
         name = f"{name}/{level_path}"
     else:
         array = node
-        scale, translation = _array_transform(name, array)
+        scale, translation, channels = _array_transform(name, array)
         if target is not None:
             _check_dims(name, scale, target)
-    _check_spatial_array(name, array, scale)
+    _check_spatial_array(name, array, scale, channels)
     offset = _place(name, scale, translation, target)
-    return Volume(path=name, array=array, voxel_size=scale, offset=offset)
+    return Volume(path=name, array=array, voxel_size=scale, offset=offset, channels=channels)
 
 
 def _check_dims(name: str, voxel_size: Sequence[int], target: Coordinate) -> None:
@@ -185,8 +191,9 @@ def _open_node(name: str) -> zarr.Array | zarr.Group:
 _Level = tuple[str, Coordinate, tuple[float, ...]]
 
 
-def _levels(name: str, attrs: dict) -> list[_Level]:
-    """``(path, voxel size, translation)`` of every level of a multiscale;
+def _levels(name: str, attrs: dict) -> tuple[list[_Level], int]:
+    """``(path, voxel size, translation)`` of every level of a multiscale
+    (spatial axes only) and the number of leading channel axes (0 or 1);
     the metadata is checked (types, lengths, finite numbers), and an error
     names the group and the field."""
     multiscales = attrs["multiscales"]
@@ -196,14 +203,17 @@ def _levels(name: str, attrs: dict) -> list[_Level]:
         )
     multiscale = multiscales[0]
     axes = multiscale.get("axes")
+    channels = 0
     if axes is not None:
         if not isinstance(axes, list) or not all(isinstance(a, (dict, str)) for a in axes):
             raise ValueError(f"{name}: 'axes' must be a list of axis objects, got {axes!r}")
         types = [a.get("type") if isinstance(a, dict) else _axis_type(a) for a in axes]
-        if any(t != "space" for t in types):
+        channels = 1 if types[:1] == ["channel"] else 0
+        if any(t != "space" for t in types[channels:]):
             names = [a.get("name") if isinstance(a, dict) else a for a in axes]
             raise ValueError(
-                f"{name}: only spatial axes are supported, got axes {names} of types {types}"
+                f"{name}: only spatial axes after at most one leading channel axis are "
+                f"supported, got axes {names} of types {types}"
             )
     top_scale, top_translation = _transforms(name, multiscale.get("coordinateTransformations"))
     datasets = multiscale.get("datasets")
@@ -220,7 +230,7 @@ def _levels(name: str, attrs: dict) -> list[_Level]:
         scale, translation = _transforms(where, dataset.get("coordinateTransformations"))
         if scale is None:
             raise ValueError(f"{where}: no 'scale' coordinate transformation")
-        dims = len(scale)
+        dims = len(scale)  # every axis, channels included
         for field, values in (
             ("translation", translation),
             ("multiscale scale", top_scale),
@@ -238,8 +248,9 @@ def _levels(name: str, attrs: dict) -> list[_Level]:
             scale = tuple(s * t for s, t in zip(top_scale, scale, strict=True))
         if top_translation is not None:
             translation = tuple(t + u for t, u in zip(translation, top_translation, strict=True))
+        scale, translation = scale[channels:], translation[channels:]  # spatial axes
         levels.append((path, _integer_voxel_size(name, path, scale), translation))
-    return levels
+    return levels, channels
 
 
 def _relative_inside(path: str) -> bool:
@@ -341,42 +352,55 @@ def _integer_ratio(voxel_size: Coordinate, target: Coordinate) -> bool:
     return all(t % v == 0 or v % t == 0 for v, t in zip(voxel_size, target, strict=True))
 
 
-def _array_transform(name: str, array: zarr.Array) -> tuple[Coordinate, tuple[float, ...]]:
-    """Voxel size and translation of a plain array: funlib attributes, else
-    the parent group's multiscale entry for this array."""
+def _array_transform(name: str, array: zarr.Array) -> tuple[Coordinate, tuple[float, ...], int]:
+    """Voxel size, translation and number of leading channel axes of a plain
+    array: funlib attributes (channel axes named ``...^``), else the parent
+    group's multiscale entry for this array."""
     attrs = array.attrs.asdict()
     key = "voxel_size" if "voxel_size" in attrs else "resolution"
     if key in attrs:
         voxel_size = _finite_list(name, key, attrs[key])
         offset = attrs.get("offset")
-        offset = (0.0,) * len(voxel_size) if offset is None else _finite_list(name, "offset", offset)
+        offset = (
+            (0.0,) * len(voxel_size) if offset is None else _finite_list(name, "offset", offset)
+        )
         if len(offset) != len(voxel_size):
             raise ValueError(
                 f"{name}: offset {list(offset)} and {key} {list(voxel_size)} differ in length"
             )
-        return _integer_voxel_size(name, "", voxel_size), offset
+        names = attrs.get("axis_names") or []
+        if names:
+            channels = 1 if str(names[0]).endswith("^") else 0
+        else:  # funlib's own reader takes leading extra axes as channels
+            channels = 1 if array.ndim == len(voxel_size) + 1 else 0
+        return _integer_voxel_size(name, "", voxel_size), offset, channels
     parent, _, level = name.rstrip("/").replace(os.sep, "/").rpartition("/")
     if parent and os.path.exists(os.path.join(parent, ".zattrs")):
         _check_json_files(parent)
         group = zarr.open(parent, mode="r")
         if isinstance(group, zarr.Group) and "multiscales" in group.attrs:
-            for path, scale, translation in _levels(parent, group.attrs.asdict()):
+            levels, channels = _levels(parent, group.attrs.asdict())
+            for path, scale, translation in levels:
                 if path == level:
-                    return scale, translation
+                    return scale, translation, channels
     raise ValueError(
         f"{name} has no voxel-size metadata (no 'voxel_size'/'resolution' attribute "
         "and no OME-NGFF multiscales entry); refusing to assume voxel size 1"
     )
 
 
-def _check_spatial_array(name: str, array: zarr.Array, voxel_size: Coordinate) -> None:
-    if array.ndim != len(voxel_size):
+def _check_spatial_array(
+    name: str, array: zarr.Array, voxel_size: Coordinate, channels: int
+) -> None:
+    if array.ndim != len(voxel_size) + channels:
         raise ValueError(
             f"{name}: array has {array.ndim} axes but its voxel size {tuple(voxel_size)} "
-            f"has {len(voxel_size)}; only spatial axes are supported (no channel/time axis)"
+            f"has {len(voxel_size)}"
+            + (f" after {channels} channel axis" if channels else "")
+            + "; only spatial axes after at most one leading channel axis are supported"
         )
-    if array.ndim not in (2, 3):
-        raise ValueError(f"{name}: {array.ndim} spatial axes, expected 2 or 3")
+    if len(voxel_size) not in (2, 3):
+        raise ValueError(f"{name}: {len(voxel_size)} spatial axes, expected 2 or 3")
 
 
 def _place(

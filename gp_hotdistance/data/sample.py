@@ -172,7 +172,7 @@ class Sample:
         if not self.channels:
             raise ValueError("Sample: the channel list is empty")
         self.voxel_size = Coordinate(voxel_size)
-        self.raw = open_volume(raw, self.voxel_size)
+        self.raw = _spatial(open_volume(raw, self.voxel_size), "raw")
         if not upsample and any(
             v > t for v, t in zip(self.raw.voxel_size, self.voxel_size, strict=True)
         ):
@@ -190,13 +190,16 @@ class Sample:
                 raise ValueError(
                     f"Sample: label datasets for {unknown} not in channels {self.channels}"
                 )
-            opened = {c: open_volume(p, self.voxel_size) for c, p in labels.items()}
+            opened = {
+                c: _spatial(open_volume(p, self.voxel_size), f"labels {c}")
+                for c, p in labels.items()
+            }
             self.labels: dict[str, Volume] = {c: opened[c] for c in self.channels if c in opened}
         else:
-            volume = open_volume(labels, self.voxel_size)
+            volume = _spatial(open_volume(labels, self.voxel_size), "labels")
             self.labels = {c: volume for c in self.channels}
             self.class_ids = _class_ids(class_ids, self.channels)
-        self.mask = None if mask is None else open_volume(mask, self.voxel_size)
+        self.mask = None if mask is None else _spatial(open_volume(mask, self.voxel_size), "mask")
         self.raw_roi = self.raw.roi.snap_to_grid(self.voxel_size, mode="shrink")
         dataset_rois = {
             c: v.roi.snap_to_grid(self.voxel_size, mode="shrink") for c, v in self.labels.items()
@@ -341,6 +344,17 @@ class Sample:
                 f"Sample {self.raw.path}: ROI {roi} is not on the training grid of voxel "
                 f"size {tuple(self.voxel_size)}"
             )
+
+
+def _spatial(volume: Volume, role: str) -> Volume:
+    """``volume``, refused (``ValueError``) if it has a channel axis: a
+    sample reads one spatial array per raw, label and mask dataset."""
+    if volume.channels:
+        raise ValueError(
+            f"{volume.path}: the {role} dataset has a channel axis (shape {volume.shape}); "
+            "a sample reads spatial arrays, one per class for labels"
+        )
+    return volume
 
 
 def _class_ids(

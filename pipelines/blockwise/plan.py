@@ -59,9 +59,9 @@ def open_input(path: str | Path, role: str, voxel_size: Sequence[int] | None = N
     """The input at ``path`` (``container/name``), read as
     :func:`gp_hotdistance.data.open_volume` does: an OME-NGFF multiscale
     group (the level at ``voxel_size``, or the finest without it) or an array
-    with funlib attributes (``voxel_size``/``resolution``, ``offset``).
-    A funlib array may also have one leading channel axis. An array without
-    voxel-size metadata is refused, never read at voxel size 1.
+    with funlib attributes (``voxel_size``/``resolution``, ``offset``),
+    either with one leading channel axis. An array without voxel-size
+    metadata is refused, never read at voxel size 1.
 
     Raises:
         ValueError: a missing, unreadable or empty dataset, one without
@@ -74,42 +74,20 @@ def open_input(path: str | Path, role: str, voxel_size: Sequence[int] | None = N
     if not Path(path).exists():
         raise ValueError(f"{role} dataset {name} does not exist")
     try:
-        node = zarr.open(name, mode="r")
-        attrs = node.attrs.asdict()
-        funlib_size = attrs.get("voxel_size", attrs.get("resolution"))
-        if (
-            isinstance(node, zarr.Array)
-            and funlib_size is not None
-            and node.ndim == len(funlib_size) + 1
-        ):
-            # channels first: open_volume reads spatial arrays only
-            offset = attrs.get("offset") or [0] * len(funlib_size)
-            if any(int(v) != v or v < 1 for v in funlib_size) or any(int(o) != o for o in offset):
-                raise ValueError(
-                    f"voxel size {funlib_size} or offset {offset} is not integer and positive"
-                )
-            volume = InputVolume(
-                name,
-                node,
-                Coordinate(int(v) for v in funlib_size),
-                Coordinate(int(o) for o in offset),
-                tuple(attrs.get("units") or ()),
+        opened = open_volume(name, voxel_size)
+        if voxel_size is not None and opened.voxel_size != Coordinate(voxel_size):
+            raise ValueError(
+                f"no level at voxel size {tuple(voxel_size)} (nearest: "
+                f"{opened.path} at {tuple(opened.voxel_size)}); a sample (--sample) "
+                "reads finer levels mean-pooled"
             )
-        else:
-            opened = open_volume(name, voxel_size)
-            if voxel_size is not None and opened.voxel_size != Coordinate(voxel_size):
-                raise ValueError(
-                    f"no level at voxel size {tuple(voxel_size)} (nearest: "
-                    f"{opened.path} at {tuple(opened.voxel_size)}); a sample (--sample) "
-                    "reads finer levels mean-pooled"
-                )
-            volume = InputVolume(
-                opened.path,
-                opened.array,
-                opened.voxel_size,
-                opened.offset,
-                tuple(opened.array.attrs.get("units") or ()),
-            )
+        volume = InputVolume(
+            opened.path,
+            opened.array,
+            opened.voxel_size,
+            opened.offset,
+            tuple(opened.array.attrs.get("units") or ()),
+        )
     except (ValueError, FileNotFoundError, KeyError) as error:
         raise ValueError(f"{role} dataset {name} cannot be read: {error}") from error
     if 0 in volume.shape:

@@ -385,6 +385,40 @@ def test_scheduler_host_that_is_not_this_machine(data, tmp_path, capsys):
     assert f"cannot listen on --scheduler-host '{address}'" in capsys.readouterr().err
 
 
+LAUNCHER = """
+import sys
+import daisy
+from pipelines.blockwise.jobfile import new_secret
+from pipelines.blockwise.worker import CommandLauncher
+
+context = daisy.Context(hostname="127.0.0.1", port=1, worker_id=0, task_id="t")
+CommandLauncher(sys.argv[1], "job", "key", sys.argv[2], new_secret())(context=context)
+"""
+
+
+def test_stopped_launcher_kills_its_command_group(tmp_path):
+    """SIGTERM to a launcher (as daisy's worker process) kills its worker
+    command's whole process group, not just the shell."""
+    tag = str(1000500 + os.getpid() % 1000)
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, f"sleep {tag} & sleep {tag}; {{command}}", str(tmp_path)],
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_sleepers(tag)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_sleepers(tag)) == 2
+        launcher.terminate()
+        assert launcher.wait(timeout=30) == 128 + 15
+        assert _sleepers(tag) == []
+    finally:
+        launcher.kill()
+        launcher.wait()
+        for pid in _sleepers(tag):  # only if the test failed: what it started
+            os.kill(pid, 9)
+
+
 # ---------------------------------------------------------------------------
 # the command line: numbers, names, paths
 # ---------------------------------------------------------------------------

@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 DEMO_CONTAINER = "demo_data.zarr"
 #: The jitter's worst growth counted in the geometry report, in sigmas.
 JITTER_BOUND = 4
+#: The geometry report names at most this many padded samples (the most padded).
+GEOMETRY_LINES = 10
 SPATIAL_AXES = {2: ["y", "x"], 3: ["z", "y", "x"]}
 
 
@@ -252,9 +254,10 @@ def open_data(config: Config) -> Data:
         raise ConfigError(f"{len(missing)} data path(s) do not exist:\n  " + "\n  ".join(missing))
     opened: dict[str, Sample] = {}
     unusable = []
+    volumes: dict = {}  # one opened raw volume for the crops of each
     for where, sample in _named_samples(config):
         try:
-            opened[where] = open_sample(config, sample, where)
+            opened[where] = open_sample(config, sample, where, volumes=volumes)
         except ConfigError as error:
             paths = ", ".join(f"{k} {p}" for k, p in _keyed_paths(sample))
             why = str(error).removeprefix(f"{where}: ")
@@ -375,19 +378,19 @@ def resolution_report(data: Data) -> list[str]:
     return lines
 
 
-def geometry_report(data: Data, below: Coordinate, above: Coordinate) -> list[str]:
+def geometry_report(
+    data: Data, below: Coordinate, above: Coordinate, shown: int = GEOMETRY_LINES
+) -> list[str]:
     """How each training sample serves the largest request (see
     :func:`request_reach`): a count of those it fits, and one line per
     sample whose raw is padded (zeros beyond its raw volume, at most how
-    many voxels per axis below and above)."""
+    many voxels per axis below and above), the ``shown`` most padded ones,
+    then how many more."""
     padded = []
     for where, sample in zip(data.where, data.samples, strict=True):
         low, high = sample.raw_padding(below, above)
         if any(low) or any(high):
-            padded.append(
-                f"  {where} ({sample.raw.path}): raw padded with zeros by up to "
-                f"{tuple(low)} voxels below and {tuple(high)} above"
-            )
+            padded.append((max(*low, *high), where, sample.raw.path, low, high))
     fits = len(data.samples) - len(padded)
     lines = [
         f"geometry: the largest request reaches {tuple(below / data.voxel_size)} voxels below "
@@ -395,7 +398,15 @@ def geometry_report(data: Data, below: Coordinate, above: Coordinate) -> list[st
         f"augmentation growth); {fits} of {len(data.samples)} training samples fit it"
         + (", the others read zeros beyond their raw volume:" if padded else "")
     ]
-    return lines + padded
+    padded.sort(key=lambda item: -item[0])
+    for _, where, path, low, high in padded[:shown]:
+        lines.append(
+            f"  {where} ({path}): raw padded with zeros by up to {tuple(low)} voxels below "
+            f"and {tuple(high)} above"
+        )
+    if len(padded) > shown:
+        lines.append(f"  ... and {len(padded) - shown} more samples padded by less")
+    return lines
 
 
 def build_data_pipeline(

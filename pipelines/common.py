@@ -181,20 +181,28 @@ def open_sample(
     sample: SampleConfig,
     where: str,
     voxel_size: list[int] | None = None,
+    volumes: dict | None = None,
 ) -> Sample:
     """The data layer's :class:`~gp_hotdistance.data.Sample` for one sample
     of ``config``, read at ``voxel_size`` (default ``config.data.voxel_size``);
     its errors become :class:`ConfigError` s naming ``where`` (e.g.
-    ``data.samples[1]``)."""
-    from gp_hotdistance.data import Sample
+    ``data.samples[1]``). ``volumes`` (raw path -> opened volume) shares
+    one opened raw volume between the samples of its crops."""
+    from gp_hotdistance.data import Sample, open_volume
 
     labels = sample.label_datasets
+    size = config.data.voxel_size if voxel_size is None else voxel_size
     try:
+        raw = sample.raw
+        if volumes is not None:
+            if raw not in volumes:
+                volumes[raw] = open_volume(raw, size)
+            raw = volumes[raw]
         return Sample(
-            sample.raw,
+            raw,
             sample.labels if labels is None else labels,
             config.channels,
-            config.data.voxel_size if voxel_size is None else voxel_size,
+            size,
             class_ids=config.data.class_ids if labels is None else None,
             mask=sample.mask,
             upsample=config.data.upsample,

@@ -145,7 +145,9 @@ class Sample:
     """A raw volume plus label datasets, read at the training voxel size.
 
     Args:
-        raw: path of the raw volume (multiscale group or array).
+        raw: path of the raw volume (multiscale group or array), or that
+            volume as :func:`~gp_hotdistance.data.open_volume` opened it at
+            ``voxel_size`` (shared by the samples of one volume's crops).
         labels: ``{channel: path}`` (one binary/instance dataset per class;
             channels without an entry are unknown here), or one class-id
             dataset path (with ``class_ids``), which annotates every channel.
@@ -160,7 +162,7 @@ class Sample:
 
     def __init__(
         self,
-        raw: PathLike,
+        raw: PathLike | Volume,
         labels: Mapping[str, PathLike] | PathLike,
         channels: Sequence[str],
         voxel_size: Sequence[int],
@@ -172,7 +174,9 @@ class Sample:
         if not self.channels:
             raise ValueError("Sample: the channel list is empty")
         self.voxel_size = Coordinate(voxel_size)
-        self.raw = _spatial(open_volume(raw, self.voxel_size), "raw")
+        # an opened raw volume may be shared by the samples of its crops
+        opened = raw if isinstance(raw, Volume) else open_volume(raw, self.voxel_size)
+        self.raw = _spatial(opened, "raw")
         if not upsample and any(
             v > t for v, t in zip(self.raw.voxel_size, self.voxel_size, strict=True)
         ):

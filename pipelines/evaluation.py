@@ -169,6 +169,23 @@ def constant_channels(config: Config, crop: CropPrediction) -> list[str]:
     return [c for c, values in zip(config.channels, flat, strict=True) if np.ptp(values) == 0]
 
 
+def uniform_segmentations(config: Config, crop: CropPrediction) -> dict[str, str]:
+    """Classes whose segmentation is all ``foreground`` or all
+    ``background`` over the crop's known voxels while the labels there hold
+    both (the Dice of such a crop is the all-foreground or the
+    all-background score, whatever the model learnt)."""
+    uniform = {}
+    for i, name in enumerate(config.channels):
+        known = crop.known[i]
+        truth, predicted = crop.truth[i][known], crop.segmentation[i][known]
+        if truth.size and truth.any() and not truth.all():
+            if predicted.all():
+                uniform[name] = "foreground"
+            elif not predicted.any():
+                uniform[name] = "background"
+    return uniform
+
+
 def evaluate(
     config: Config,
     data,
@@ -178,8 +195,10 @@ def evaluate(
 ) -> dict[str, ClassScore]:
     """Per-class scores pooled over ``data.eval`` (see the module docs);
     classes annotated in no evaluation crop are left out. A crop whose hot
-    channel is constant for a class is logged as a warning (its Dice is the
-    all-foreground or the all-background score, whatever the model learnt).
+    channel is constant for a class, or whose segmentation of a class is
+    uniform (:func:`uniform_segmentations`), is logged as a warning (its Dice
+    is the all-foreground or the all-background score, whatever the model
+    learnt).
     ``on_crop`` is called with every crop's prediction."""
     scores = {c: ClassScore() for c in config.channels}
     for crop in predict_crops(config, data.eval, model, device):
@@ -190,6 +209,15 @@ def evaluate(
                 crop.where,
                 crop.sample.raw.path,
                 constant,
+            )
+        uniform = uniform_segmentations(config, crop)
+        if uniform:
+            logger.warning(
+                "%s (%s): the segmentation is uniform over the crop, whose labels hold both "
+                "values: %s",
+                crop.where,
+                crop.sample.raw.path,
+                ", ".join(f"{c} all {kind}" for c, kind in uniform.items()),
             )
         for i, name in enumerate(config.channels):
             scores[name].add(crop.segmentation[i], crop.truth[i], crop.known[i])

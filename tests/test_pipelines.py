@@ -129,6 +129,11 @@ def test_evaluate_scores_constant_models_exactly(demo_2d, tmp_path, logit, caplo
             assert score.dice is None and "no foreground in the labels" in score.describe()
     assert present  # some class holds both foreground and background there
     assert "hot channel is constant over the crop for ['mito', 'er']" in caplog.text
+    kind = "foreground" if logit > 0 else "background"
+    assert "the segmentation is uniform over the crop, whose labels hold both values: " in (
+        caplog.text
+    )
+    assert f"all {kind}" in caplog.text
 
 
 # -- training ----------------------------------------------------------------

@@ -32,11 +32,12 @@ class BalancedWeights(torch.nn.Module):
     on its own. Every call counts, in training and in eval mode.
 
     Under ``torch.distributed`` (a process group initialised, world size > 1)
-    every call all-gathers each sample's class counts (``3 x 2C`` numbers per
-    sample; every rank must pass the same ``B``): the batches of ranks
-    ``0 .. R-1`` count as one batch of ``R * B`` consecutive samples, so all
-    ranks keep the same counts, the counts of one process that saw every
-    batch, and each rank's weights are that process's weights for its part.
+    every call all-gathers each sample's class counts (``3 x 2C`` numbers
+    per sample; every rank calls it at the same step with the same ``B``):
+    the batches of ranks ``0 .. R-1`` count as one batch of ``R * B``
+    consecutive samples, so all ranks keep the same counts, the counts of
+    one process that saw every batch, and each rank's weights are that
+    process's weights for its part.
 
     Args:
         predictor: Gives ``C`` and the clip range.

@@ -1,6 +1,7 @@
-"""Hot-distance targets and prediction for whole zarr volumes, block by block on daisy.
+"""Hot-distance targets, prediction and segmentation for whole zarr volumes,
+block by block on daisy.
 
-Two commands (``python -m pipelines.blockwise --help``)::
+Three commands (``python -m pipelines.blockwise --help``)::
 
     python -m pipelines.blockwise targets --input data.zarr --gt gt --mask mask \\
         --output out.zarr --block-shape 32 64 64 --workers 2 [--config run/config.json]
@@ -8,6 +9,8 @@ Two commands (``python -m pipelines.blockwise --help``)::
         --output out.zarr --block-shape 32 128 128 --workers 2
     python -m pipelines.blockwise targets --config c.yaml --sample 0 \\
         --output out.zarr --block-shape 32 32 32
+    python -m pipelines.blockwise segment --run runs/demo --input out.zarr \\
+        --prediction prediction --output seg.zarr --block-shape 64 64 64 --workers 2
 
 Inputs are OME-NGFF multiscale groups or funlib arrays (``--sample N``: the
 config's ``data.samples[N]`` through ``gp_hotdistance.data.Sample``); every
@@ -17,7 +20,8 @@ Block shapes are in voxels, contexts and ROIs in world units. Modules: ``plan``
 datasets and done markers), ``jobs`` (one block's work), ``run`` (the daisy
 runner), ``worker`` (workers started by ``--worker-command``), ``jobfile``
 (their sealed job), ``relay`` (their authenticated way to the scheduler),
-``cli``. Geometry, the exactness condition of blockwise targets,
+``segment`` (instances and masks: fragments, merge, relabel), ``cli``.
+Geometry, the exactness condition of blockwise targets,
 resuming and cluster workers are described in ``docs/blockwise.md``.
 """
 

@@ -207,6 +207,7 @@ bw.run_job(slow, num_workers=2, progress=False)
 """
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_identical_output(data, targets_run, tmp_path):
     output = tmp_path / "out.zarr"
     job = bw.plan_targets(
@@ -336,6 +337,7 @@ def _as(cls, job):
     return cls(**{f.name: getattr(job, f.name) for f in dataclasses.fields(job)})
 
 
+@pytest.mark.slow
 def test_failed_block_is_retried_and_reported(data, targets_run, tmp_path, caplog):
     output = tmp_path / "out.zarr"
     job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
@@ -349,6 +351,7 @@ def test_failed_block_is_retried_and_reported(data, targets_run, tmp_path, caplo
     )
 
 
+@pytest.mark.slow
 def test_permanent_failure_raises_with_missing_block(data, tmp_path):
     output = tmp_path / "out.zarr"
     job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
@@ -410,6 +413,7 @@ def test_predict_skips_a_truncated_newest_checkpoint(data, run_dir, tmp_path):
     assert job.checkpoint == str(run / "model_checkpoint_3")
 
 
+@pytest.mark.slow
 def test_predict_equals_one_piece(data, run_dir, tmp_path):
     from gp_hotdistance.torch.inference import predict_volume
 

@@ -75,6 +75,7 @@ def _chunk_files(output: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_command_template_output_is_byte_identical(data, reference, tmp_path, capsys):
     output = tmp_path / "out.zarr"
     assert bw.main(_args(data, output, "--workers", "2", "--worker-command", "{command}")) == 0
@@ -100,6 +101,7 @@ class SlowFirstBlock(bw.TargetsJob):
         return super().process(write_roi)
 
 
+@pytest.mark.slow
 def test_killed_worker_block_is_retried(data, reference, tmp_path):
     output = tmp_path / "out.zarr"
     job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
@@ -142,6 +144,7 @@ def test_template_must_hold_command(data, tmp_path, capsys):
     assert not (tmp_path / "out.zarr").exists()
 
 
+@pytest.mark.slow
 def test_worker_start_imports_neither_torch_nor_gunpowder(data, tmp_path):
     """A targets worker unpickles its job and processes a block (as the
     launched worker does) without importing torch or gunpowder."""
@@ -212,6 +215,7 @@ def test_context_single_value(data, tmp_path):
     assert tuple(job.context) == (32, 8, 8)  # rounded up to whole voxels
 
 
+@pytest.mark.slow
 def test_no_mask_means_no_mask(data, tmp_path):
     """Without --mask the default config's ``mask`` dataset is not used."""
     output = tmp_path / "out.zarr"

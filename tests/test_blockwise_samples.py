@@ -40,6 +40,7 @@ def _read(path):
     return np.asarray(array[array.roi])
 
 
+@pytest.mark.slow
 def test_sample_targets_equal_whole_region_where_exact(fixture, tmp_path):
     """Targets of crop 9 (mito annotated, er not) equal ``predictor.process``
     of ``Sample.read_labels`` over the labelled ROI on the voxels the
@@ -88,6 +89,7 @@ def test_sample_roi_must_be_on_grid(fixture, tmp_path):
     assert not (tmp_path / "o.zarr").exists()
 
 
+@pytest.mark.slow
 def test_sample_predict_equals_one_piece(fixture, run_dir, tmp_path):
     """Prediction over a world ROI of the sample equals ``predict_volume`` of
     the same raw (``Sample.read_raw`` over the ROI grown by the model's
@@ -157,6 +159,7 @@ def _samples_config(fixture, path):
     return path
 
 
+@pytest.mark.slow
 def test_sample_targets_command_line(fixture, tmp_path):
     """``targets --config C --sample 0`` writes what plan_targets of the
     same Sample writes."""
@@ -173,6 +176,7 @@ def test_sample_targets_command_line(fixture, tmp_path):
         np.testing.assert_array_equal(_read(output / name / "s0"), _read(reference / name / "s0"))
 
 
+@pytest.mark.slow
 def test_sample_predict_command_line_roi(fixture, run_dir, tmp_path):
     """``predict --sample 0 --roi-offset .. --roi-shape ..`` predicts that
     world ROI at the run's voxel size."""

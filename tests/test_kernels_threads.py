@@ -96,6 +96,7 @@ print(json.dumps({"file": B.__file__, "hits": hits, "uncached": uncached, "out":
 """
 
 
+@pytest.mark.slow
 def test_numba_cache_of_read_only_install(tmp_path):
     # the package copied where numba cannot write beside it: __pycache__ is a
     # file (which stops root too), the directory read-only

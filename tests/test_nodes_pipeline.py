@@ -29,6 +29,7 @@ CLASS_IDS = (1, 2**40 + 3)  # a uint64 id beyond 2**32
 TIMEOUT_S = 150
 
 
+@pytest.mark.slow
 def test_training_pipeline_with_precache():
     spawn = multiprocessing.get_context("spawn")
     results = spawn.Queue()

@@ -207,6 +207,7 @@ def test_resume_skips_a_checkpoint_without_counts(demo_2d, tmp_path):
     assert summary["resumed_from"] == 0 and summary["iterations"] == 3
 
 
+@pytest.mark.slow
 def test_train_3d_anisotropic_batches_and_snapshots(tmp_path):
     """Batch shapes, finite losses, the snapshot's target is ``process`` of
     its gt, and snapshot numbers equal checkpoint numbers, across a resume."""
@@ -427,6 +428,7 @@ def test_context_must_be_symmetric():
         context_for(model, output_shape)
 
 
+@pytest.mark.slow
 def test_progress_without_a_terminal_is_plain_lines(demo_2d, tmp_path):
     """With stderr redirected to a file, training writes no carriage-return
     frames, only a bounded number of plain progress lines."""

@@ -296,6 +296,7 @@ def _screenshot(viewer: neuroglancer.Viewer, timeout: float) -> np.ndarray:
     return result[0]
 
 
+@pytest.mark.slow
 def test_screenshot_in_headless_chromium(container, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:

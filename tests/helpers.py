@@ -1,14 +1,22 @@
-"""Test helpers: an in-memory gunpowder source and random test volumes."""
+"""Test helpers: an in-memory gunpowder source, random test volumes, the
+node test cases, and small writers of volumes and run directories."""
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 
 import gunpowder as gp
 import numpy as np
 import numpy.typing as npt
+import pytest
+from funlib.geometry import Coordinate, Roi
 from scipy.ndimage import gaussian_filter
+
+from gp_hotdistance import DistanceMaskNode, HotDistancePredictor, TargetNode, WeightNode
+from gp_hotdistance import functional as F
+from gp_hotdistance.geometry import roi_slices
 
 
 class ArraySource(gp.BatchProvider):
@@ -213,3 +221,199 @@ def write_volumes(
             mode="w",
         )
         array[array.roi] = data
+
+
+# ---------------------------------------------------------------------------
+# the node test cases: 2-D and 3-D sources, keys, requests, the node chain
+# ---------------------------------------------------------------------------
+
+# voxel size, source offset and shape, scale factor (= context), and a request
+# inside the advertised ROI, as (begin, shape) in voxels from the source start
+CASES = {
+    # context (20, 20) world = (5, 2) voxels after snapping (20 // 4, 20 // 8)
+    "2d": dict(
+        voxel_size=(4, 8),
+        offset=(-40, 16),
+        shape=(40, 30),
+        scale=20.0,
+        context=(5, 2),
+        request=((6, 3), (20, 16)),
+    ),
+    # context 40 world = (1, 10, 10) voxels
+    "3d": dict(
+        voxel_size=(40, 4, 4),
+        offset=(-400, -8, 12),
+        shape=(8, 28, 30),
+        scale=40.0,
+        context=(1, 10, 10),
+        request=((1, 10, 11), (5, 8, 9)),
+    ),
+}
+DIMS = list(CASES)
+CHANNELS = ["mito", "er"]
+IDS = [1, 2, 5]  # 5 is not a class: background in every channel
+
+GT = gp.ArrayKey("GT")
+MASK = gp.ArrayKey("MASK")
+TARGET = gp.ArrayKey("TARGET")
+DISTANCE_MASK = gp.ArrayKey("DISTANCE_MASK")
+WEIGHTS = gp.ArrayKey("WEIGHTS")
+
+
+def predictor(dims: str, mask_distances: bool = True, **kwargs) -> HotDistancePredictor:
+    return HotDistancePredictor(CHANNELS, CASES[dims]["scale"], mask_distances, **kwargs)
+
+
+def source_roi(dims: str) -> gp.Roi:
+    case = CASES[dims]
+    vs = gp.Coordinate(case["voxel_size"])
+    return gp.Roi(case["offset"], gp.Coordinate(case["shape"]) * vs)
+
+
+def request_roi(dims: str, begin=None, shape=None) -> gp.Roi:
+    case = CASES[dims]
+    vs = gp.Coordinate(case["voxel_size"])
+    default_begin, default_shape = case["request"]
+    begin = gp.Coordinate(default_begin if begin is None else begin)
+    shape = gp.Coordinate(default_shape if shape is None else shape)
+    return gp.Roi(gp.Coordinate(case["offset"]) + begin * vs, shape * vs)
+
+
+def make_gt(dims: str, seed: int, form: str = "ids") -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ids = blobs(rng, CASES[dims]["shape"], IDS, n=8)
+    if form == "ids":
+        return ids
+    return F.to_channels(ids, [1, 2])
+
+
+def make_mask(dims: str, seed: int, form: str | None = "spatial") -> np.ndarray | None:
+    if form is None:
+        return None
+    mask = random_mask(np.random.default_rng(seed + 1000), CASES[dims]["shape"])
+    if form == "channels":
+        second = np.roll(mask, 3, axis=-1)
+        return np.stack([mask, second])
+    return mask
+
+
+def sources(dims: str, **arrays: np.ndarray | None):
+    """``(ArraySource, ...) + MergeProvider()`` for the keys given by name."""
+    case = CASES[dims]
+    keys = {"gt": GT, "mask": MASK, "target": TARGET, "distance_mask": DISTANCE_MASK}
+    providers = tuple(
+        ArraySource(keys[name], make_array(data, case["offset"], case["voxel_size"]))
+        for name, data in arrays.items()
+        if data is not None
+    )
+    return providers + gp.MergeProvider()
+
+
+def request(roi: gp.Roi, *keys: gp.ArrayKey) -> gp.BatchRequest:
+    return gp.BatchRequest({key: gp.ArraySpec(roi=roi) for key in keys})
+
+
+def grown(p: HotDistancePredictor, roi: gp.Roi, dims: str) -> gp.Roi:
+    vs = gp.Coordinate(CASES[dims]["voxel_size"])
+    return p.gt_region_for_roi(gp.ArraySpec(roi=roi, voxel_size=vs)).roi
+
+
+def crop(data: np.ndarray, roi: gp.Roi, outer: gp.Roi, dims: str) -> np.ndarray:
+    """``roi`` of ``data`` (covering ``outer``), keeping leading channels."""
+    slices = roi_slices(roi, outer, CASES[dims]["voxel_size"])
+    return data[(...,) + slices]
+
+
+def expected_target(p, gt, roi, dims) -> np.ndarray:
+    """DaCapo's target: ``process`` over the grown GT region, cropped to ``roi``."""
+    region = grown(p, roi, dims)
+    target = p.process(crop(gt, region, source_roi(dims), dims), CASES[dims]["voxel_size"])
+    return crop(target, roi, region, dims)
+
+
+def expected_distance_mask(p, gt, mask, roi, dims) -> np.ndarray:
+    """DaCapo's distance mask: over the grown region, cropped to ``roi``."""
+    region = grown(p, roi, dims)
+    vs = CASES[dims]["voxel_size"]
+    target = p.process(crop(gt, region, source_roi(dims), dims), vs)
+    mask_region = None if mask is None else crop(mask, region, source_roi(dims), dims)
+    masked = p.create_distance_mask(target[p.classes :], mask_region, vs)
+    return crop(masked, roi, region, dims)
+
+
+def assert_names(excinfo: pytest.ExceptionInfo, *parts: str) -> None:
+    """The error (with its cause) names every one of ``parts``."""
+    text = str(excinfo.value) + "\n" + str(excinfo.value.__cause__)
+    for part in parts:
+        assert part in text, f"{part!r} missing from the error:\n{text}"
+
+
+def chain(p, dims, gt, mask, moving_counts=False):
+    distance_mask = DISTANCE_MASK if p.mask_distances else None
+    pipeline = sources(dims, gt=gt, mask=mask) + TargetNode(p, GT, TARGET)
+    if p.mask_distances:
+        pipeline += DistanceMaskNode(p, TARGET, MASK, DISTANCE_MASK)
+    weight_node = WeightNode(
+        p, GT, TARGET, WEIGHTS, MASK, distance_mask, moving_counts=moving_counts
+    )
+    return pipeline + weight_node, weight_node
+
+
+# ---------------------------------------------------------------------------
+# blockwise: block geometry and a tiny run directory
+# ---------------------------------------------------------------------------
+
+
+def open_sides(read: Roi, volume: Roi, voxel_size, write: Roi):
+    """Per voxel of ``write``: world distance from its centre to the nearest
+    side of ``read`` that is not a side of ``volume`` (``m``), and to the
+    nearest voxel beyond such a side (``e``)."""
+    shape = tuple(write.shape / Coordinate(voxel_size))
+    m = np.full(shape, np.inf)
+    e = np.full(shape, np.inf)
+    for axis, vs in enumerate(voxel_size):
+        centres = write.begin[axis] + (np.arange(shape[axis]) + 0.5) * vs
+        view = [1] * len(shape)
+        view[axis] = shape[axis]
+        if read.begin[axis] > volume.begin[axis]:
+            d = (centres - read.begin[axis]).reshape(view)
+            m, e = np.minimum(m, d), np.minimum(e, d + vs / 2)
+        if read.end[axis] < volume.end[axis]:
+            d = (read.end[axis] - centres).reshape(view)
+            m, e = np.minimum(m, d), np.minimum(e, d + vs / 2)
+    return m, e
+
+
+def block_rois(volume: Roi, block_size: Coordinate):
+    grid = [-(-s // b) for s, b in zip(volume.shape, block_size, strict=True)]
+    for index in np.ndindex(*grid):
+        yield Roi(volume.offset + block_size * Coordinate(index), block_size).intersect(volume)
+
+
+def write_run_dir(run, scale: float, output_tile: Sequence[int]):
+    """A tiny untrained UNet saved as the training pipeline saves checkpoints."""
+    import torch
+
+    from pipelines.common import make_model, make_predictor
+    from pipelines.config import from_dict
+    from pipelines.rundir import RunDirectory
+
+    config = from_dict(
+        {
+            "channels": ["mito", "er"],
+            "scale_factor": scale,
+            "model": {
+                "num_fmaps": 2,
+                "fmap_inc_factor": 2,
+                "downsample_factors": [[2, 2, 2]],
+                "output_shape": list(output_tile),
+            },
+        }
+    )
+    torch.manual_seed(0)
+    model = make_model(config, make_predictor(config))
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    counts = {"moving_counts": [{"0": [0, 1], "1": [0, 1]}] * 4}  # as WeightNode saves them
+    with RunDirectory(run) as directory:
+        directory.save(3, model.state_dict(), {}, counts)
+    return run

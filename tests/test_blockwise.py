@@ -7,7 +7,6 @@ test); one targets run is shared by the module (``targets_run``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pickle
 import signal
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from funlib.geometry import Coordinate, Roi
+from funlib.geometry import Coordinate
 from funlib.persistence import open_ds, prepare_ds
 
 from gp_hotdistance import functional as F
@@ -29,7 +28,13 @@ from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
 from pipelines.common import load_model
 from pipelines.config import load_config
-from tests.helpers import blockwise_targets_args, write_volumes
+from tests.helpers import (
+    block_rois,
+    blockwise_targets_args,
+    open_sides,
+    write_run_dir,
+    write_volumes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,32 +77,6 @@ def targets_run(data, tmp_path_factory):
 def _read(path):
     array = open_ds(str(path))
     return np.asarray(array[array.roi])
-
-
-def _open_sides(read: Roi, volume: Roi, voxel_size, write: Roi):
-    """Per voxel of ``write``: world distance from its centre to the nearest
-    side of ``read`` that is not a side of ``volume`` (``m``), and to the
-    nearest voxel beyond such a side (``e``)."""
-    shape = tuple(write.shape / Coordinate(voxel_size))
-    m = np.full(shape, np.inf)
-    e = np.full(shape, np.inf)
-    for axis, vs in enumerate(voxel_size):
-        centres = write.begin[axis] + (np.arange(shape[axis]) + 0.5) * vs
-        view = [1] * len(shape)
-        view[axis] = shape[axis]
-        if read.begin[axis] > volume.begin[axis]:
-            d = (centres - read.begin[axis]).reshape(view)
-            m, e = np.minimum(m, d), np.minimum(e, d + vs / 2)
-        if read.end[axis] < volume.end[axis]:
-            d = (read.end[axis] - centres).reshape(view)
-            m, e = np.minimum(m, d), np.minimum(e, d + vs / 2)
-    return m, e
-
-
-def _blocks(volume: Roi, block_size: Coordinate):
-    grid = [-(-s // b) for s, b in zip(volume.shape, block_size, strict=True)]
-    for index in np.ndindex(*grid):
-        yield Roi(volume.offset + block_size * Coordinate(index), block_size).intersect(volume)
 
 
 def test_whole_voxel_context_rounds_up_unlike_snapped_context():
@@ -153,11 +132,11 @@ def test_targets_equal_whole_volume_where_known(data, targets_run):
     assert bw.whole_voxel_context(predictor, vs) == context
     block_size = Coordinate(BLOCK) * vs
     known_total = 0
-    for write in _blocks(volume, block_size):
+    for write in block_rois(volume, block_size):
         read = write.grow(context, context).intersect(volume)
         in_read, in_write = roi_slices(read, volume, vs), roi_slices(write, volume, vs)
         crop = roi_slices(write, read, vs)
-        m, e = _open_sides(read, volume, vs, write)
+        m, e = open_sides(read, volume, vs, write)
         for c in range(2):
             labels = gt[c][in_read]
             has_face = labels.min() != labels.max()
@@ -372,33 +351,7 @@ OUTPUT_TILE = [8, 16, 16]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A tiny untrained UNet saved as the training pipeline saves checkpoints."""
-    import torch
-
-    from pipelines.common import make_model, make_predictor
-    from pipelines.config import from_dict
-    from pipelines.rundir import RunDirectory
-
-    config = from_dict(
-        {
-            "channels": ["mito", "er"],
-            "scale_factor": SCALE,
-            "model": {
-                "num_fmaps": 2,
-                "fmap_inc_factor": 2,
-                "downsample_factors": [[2, 2, 2]],
-                "output_shape": OUTPUT_TILE,
-            },
-        }
-    )
-    torch.manual_seed(0)
-    model = make_model(config, make_predictor(config))
-    run = tmp_path_factory.mktemp("run")
-    (run / "config.json").write_text(json.dumps(config.to_dict()))
-    counts = {"moving_counts": [{"0": [0, 1], "1": [0, 1]}] * 4}  # as WeightNode saves them
-    with RunDirectory(run) as directory:
-        directory.save(3, model.state_dict(), {}, counts)
-    return run
+    return write_run_dir(tmp_path_factory.mktemp("run"), SCALE, OUTPUT_TILE)
 
 
 def test_predict_skips_a_truncated_newest_checkpoint(data, run_dir, tmp_path):

@@ -14,15 +14,20 @@ from gp_hotdistance.data import Sample
 from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
-from tests import test_blockwise
 from tests.cellmap_fixture import CHANNELS, write_cellmap_fixture
-from tests.test_blockwise import OUTPUT_TILE, _blocks, _open_sides
+from tests.helpers import block_rois, open_sides, write_run_dir
 
 VOXEL_SIZE = Coordinate(8, 8, 8)
 BLOCK = (4, 4, 4)  # crop 9 is 8 voxels per axis: 2 x 2 x 2 blocks
 SCALE = 16.0  # context 16 = 2 voxels
 
-run_dir = test_blockwise.run_dir  # the tiny untrained checkpoint fixture
+OUTPUT_TILE = [8, 16, 16]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny untrained checkpoint (scale 40, as the sample tests use)."""
+    return write_run_dir(tmp_path_factory.mktemp("run"), 40.0, OUTPUT_TILE)
 
 
 @pytest.fixture(autouse=True)
@@ -65,9 +70,9 @@ def test_sample_targets_equal_whole_region_where_exact(fixture, tmp_path):
     assert not distance_mask[1].any()  # unknown channel: never trained on
     labels = gt[0]
     known_total = 0
-    for write in _blocks(volume, Coordinate(BLOCK) * VOXEL_SIZE):
+    for write in block_rois(volume, Coordinate(BLOCK) * VOXEL_SIZE):
         read = write.grow(context, context).intersect(volume)
-        m, _ = _open_sides(read, volume, VOXEL_SIZE, write)
+        m, _ = open_sides(read, volume, VOXEL_SIZE, write)
         block_labels = labels[roi_slices(read, volume, VOXEL_SIZE)]
         has_face = block_labels.min() != block_labels.max()
         d_read = F.signed_distance(block_labels, VOXEL_SIZE)[roi_slices(write, read, VOXEL_SIZE)]

@@ -267,29 +267,6 @@ def test_sizes_and_output_type():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scale_factor", [0, -1, 0.0, float("nan"), float("inf")])
-def test_bad_scale_factor(scale_factor):
-    with pytest.raises(ValueError, match=rf"scale_factor.*{scale_factor!r}"):
-        HotDistancePredictor(channels=["a"], scale_factor=scale_factor, mask_distances=False)
-
-
-def test_bad_scale_factor_type():
-    with pytest.raises(TypeError, match="scale_factor.*'50'"):
-        HotDistancePredictor(channels=["a"], scale_factor="50", mask_distances=False)
-
-
-@pytest.mark.parametrize("channels", [[], ()])
-def test_empty_channels(channels):
-    with pytest.raises(ValueError, match=r"channels.*(\[\]|\(\))"):
-        HotDistancePredictor(channels=channels, scale_factor=1.0, mask_distances=False)
-
-
-@pytest.mark.parametrize("norm", ["sigmoid", "none", "TANH"])
-def test_non_tanh_norm(norm):
-    with pytest.raises(ValueError, match=rf"norm.*'{norm}'"):
-        HotDistancePredictor(channels=["a"], scale_factor=1.0, mask_distances=False, norm=norm)
-
-
 @pytest.mark.parametrize("bad", [2, 255])
 def test_labels_outside_binary(bad):
     p = HotDistancePredictor(channels=["a", "b"], scale_factor=10.0, mask_distances=False)

@@ -17,7 +17,7 @@ from funlib.persistence import Array
 
 from gp_hotdistance import DistanceMaskNode, HotDistancePredictor, TargetNode, WeightNode
 from gp_hotdistance import functional as F
-from tests.test_nodes import (
+from tests.helpers import (
     DISTANCE_MASK,
     GT,
     MASK,
@@ -357,6 +357,16 @@ BAD_PARAMETERS = [
     (dict(channels=["a", "a"]), ValueError, ["channels", "['a', 'a']"]),
     (dict(channels="ab"), ValueError, ["channels", "'ab'"]),
     (dict(norm=None), ValueError, ["norm", "None"]),
+    (dict(norm="sigmoid"), ValueError, ["norm", "'sigmoid'"]),
+    (dict(norm="none"), ValueError, ["norm", "'none'"]),
+    (dict(norm="TANH"), ValueError, ["norm", "'TANH'"]),
+    (dict(scale_factor=0), ValueError, ["scale_factor", "0"]),
+    (dict(scale_factor=-1), ValueError, ["scale_factor", "-1"]),
+    (dict(scale_factor=0.0), ValueError, ["scale_factor", "0.0"]),
+    (dict(scale_factor=NAN), ValueError, ["scale_factor", "nan"]),
+    (dict(scale_factor="50"), TypeError, ["scale_factor", "'50'"]),
+    (dict(channels=[]), ValueError, ["channels", "[]"]),
+    (dict(channels=()), ValueError, ["channels", "()"]),
 ]
 
 

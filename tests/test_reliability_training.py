@@ -341,6 +341,19 @@ def test_a_read_only_out_is_one_line(tmp_path, monkeypatch, capsys):
     assert list(out.iterdir()) == []
 
 
+def test_a_lock_file_planted_as_a_link_is_not_followed(tmp_path):
+    """``.lock`` is opened without following links: a link planted there
+    cannot make the run write its holder record into another file."""
+    target = tmp_path / "precious.txt"
+    target.write_bytes(b"the user's notes")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").symlink_to(target)
+    with pytest.raises(RunDirectoryWriteError, match=f"cannot write in run directory {out} "):
+        RunDirectory(out).acquire()
+    assert target.read_bytes() == b"the user's notes"
+
+
 FILE_SIZE_LIMIT = textwrap.dedent(
     """
     import resource, sys

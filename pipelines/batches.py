@@ -55,6 +55,7 @@ from gp_hotdistance.torch.dataset import (
 )
 from pipelines.common import make_predictor, open_sample
 from pipelines.config import Config, ConfigError, SampleConfig, from_dict
+from pipelines.rundir import worker_keeps_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -493,7 +494,9 @@ def make_loader(
 ) -> torch.utils.data.DataLoader:
     """A ``DataLoader`` of ``training.batch_size`` with ``training.num_workers``
     worker processes (0: in this process) that keep about
-    ``training.cache_size`` batches ready between them."""
+    ``training.cache_size`` batches ready between them. Workers started
+    inside :class:`pipelines.rundir.StopSignals` ignore SIGINT and SIGTERM:
+    the trainer stops them when it stops."""
     workers = config.training.num_workers
     return torch.utils.data.DataLoader(
         dataset,
@@ -502,6 +505,7 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
         prefetch_factor=-(-config.training.cache_size // workers) if workers else None,
+        worker_init_fn=worker_keeps_stop_signals,  # a group's SIGTERM stops the trainer alone
     )
 
 

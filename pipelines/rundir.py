@@ -116,6 +116,7 @@ _LOAD_ERRORS = (
 _held_locks: set[int] = set()  # lock descriptors held by this process
 _forking_pid = 0  # the process that is forking (set just before each fork)
 _die_with_parent = False  # set in children forked while a lock was held, and theirs
+_stop_signals_active = False  # inside StopSignals (inherited by forked workers)
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -179,14 +180,19 @@ class StopSignals:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
+        global _stop_signals_active
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
+            _stop_signals_active = True
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        global _stop_signals_active
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._previous:
+            _stop_signals_active = False
         self._previous = {}
 
     def agreed(self, mean: Callable[[float], float] | None = None) -> bool:
@@ -208,6 +214,17 @@ class StopSignals:
             f"\n{name}: stopping after the current iteration, with a checkpoint "
             f"({name} again stops at once, without one)\n".encode(),
         )
+
+
+def worker_keeps_stop_signals(worker_id: int = 0) -> None:
+    """A ``DataLoader`` ``worker_init_fn``: a worker forked inside
+    :class:`StopSignals` ignores SIGINT and SIGTERM like every other forked
+    worker (torch gives its workers a SIGTERM handler of its own, which would
+    let a process group's SIGTERM kill them under the trainer); elsewhere it
+    does nothing."""
+    if _stop_signals_active:
+        for signum in StopSignals.SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 class RunDirectoryError(ConfigError):

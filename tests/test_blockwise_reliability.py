@@ -419,6 +419,37 @@ def test_stopped_launcher_kills_its_command_group(tmp_path):
             os.kill(pid, 9)
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_the_run_and_its_worker_commands(data, tmp_path):
+    """SIGINT to the scheduler's process group (Ctrl-C): one line, exit 130,
+    every worker command's process group gone."""
+    tag = str(1000700 + os.getpid() % 1000)
+    command = [sys.executable, "-m", "pipelines.blockwise"]
+    command += _args(data, tmp_path / "out.zarr", "--worker-command", f"sleep {tag}; {{command}}")
+    run = subprocess.Popen(
+        command, cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _sleepers(tag) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _sleepers(tag)
+        os.killpg(run.pid, 2)
+        assert run.wait(timeout=30) == 130
+        err = run.stderr.read()
+        assert err.strip().splitlines()[-1] == (
+            f"interrupted: finished blocks are kept in {tmp_path / 'out.zarr'}; rerun the same "
+            "command to resume"
+        )
+        assert "in main" not in err  # no traceback of this command (daisy logs its workers')
+        assert _sleepers(tag) == []
+    finally:
+        run.kill()
+        run.wait()
+        for pid in _sleepers(tag):  # only if the test failed: what it started
+            os.kill(pid, 9)
+
+
 # ---------------------------------------------------------------------------
 # the command line: numbers, names, paths
 # ---------------------------------------------------------------------------

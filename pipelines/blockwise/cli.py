@@ -373,6 +373,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: finished blocks are kept in {args.output}; rerun the same command "
+            "to resume",
+            file=sys.stderr,
+        )
+        return 130
     except OSError as error:  # preparing outputs, logs or the job file: disk full, read-only
         print(f"error: {_os_error(error)}", file=sys.stderr)
         return 1

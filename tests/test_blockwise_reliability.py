@@ -301,6 +301,9 @@ def test_raw_client_cannot_lose_blocks(data, reference, tmp_path, rogue, message
     )
     hostname, *addresses = (tmp_path / "rogue.txt").read_text().split()
     assert hostname == "127.0.0.1" and addresses == ["0100007F"]  # loopback, IPv4 only
+    deadline = time.monotonic() + 5  # the stopped workers may still be exiting
+    while _children() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _children() == []  # the workers daisy left running were stopped
     if rogue is RogueSuccess:
         return  # the rerun is the same as after a panic

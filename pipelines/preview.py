@@ -16,7 +16,10 @@ DistanceMaskNode, WeightNode; no network) and writes, per batch ``i``:
   and a column per kind (gt, mask, hot and distance target, hot and
   distance weight, distance mask) over the output region (3-D: its central
   section), each column on one fixed colour scale; single-valued panels say
-  so in the title; titled with the sample it came from.
+  so in the title; titled with the sample it came from;
+- ``.gp_hotdistance_preview``: the list of what it wrote; the next preview
+  into the same ``--out`` replaces those and refuses files of these names
+  that no preview wrote.
 
 ``training.augment: false`` shows the data as stored.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -190,22 +194,59 @@ def write_montage(path: Path, arrays: list[BatchArray], title: str, classes: lis
     plt.close(figure)
 
 
+RECORD = ".gp_hotdistance_preview"
+"""The file in ``--out`` listing what previews wrote there (JSON)."""
+
+
+def _claim_outputs(out: Path, zarr_path: Path, batches: int) -> None:
+    """Make room for ``batches`` batches in ``out``: remove what an earlier
+    preview wrote (listed in :data:`RECORD`) and record what this one will
+    write, before writing it. Anything else of the preview's names
+    (``preview.zarr``, ``preview.zarr/batch_*``, ``batch_*.png``) is refused
+    with a :class:`ConfigError` and left untouched."""
+    record = out / RECORD
+    try:
+        earlier = set(json.loads(record.read_text())["written"]) if record.is_file() else set()
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{record} is not a preview record: {error}") from None
+    found = sorted(zarr_path.glob("batch_*")) + sorted(out.glob("batch_*.png"))
+    if os.path.lexists(zarr_path):
+        found.insert(0, zarr_path)
+    foreign = [p for p in found if str(p.relative_to(out)) not in earlier]
+    if foreign:
+        raise ConfigError(
+            f"{foreign[0]} was not written by an earlier preview (it is not listed in "
+            f"{record}): it is left as it is; choose another --out, or move it away"
+        )
+    for path in found[::-1]:
+        if path == zarr_path:
+            continue  # kept: this preview writes into it again
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    names = ["preview.zarr"] + [
+        name for i in range(batches) for name in (f"preview.zarr/batch_{i}", f"batch_{i}.png")
+    ]
+    temporary = out / f".{RECORD}.{os.getpid()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(temporary, flags, 0o666), "w") as file:
+        json.dump({"written": names}, file)
+    os.replace(temporary, record)
+
+
 def preview(config: Config, out: Path, batches: int) -> list[Path]:
     """Write ``batches`` batches; returns the files and folders written. The
     batches of an earlier preview in ``out`` (``preview.zarr/batch_*`` and
-    ``batch_*.png``) are removed first, so that ``out`` holds this preview
-    alone; nothing else in ``out`` is touched."""
+    ``batch_*.png``, as listed in its :data:`RECORD`) are removed first, so
+    that ``out`` holds this preview alone; files of those names that no
+    preview wrote are refused, and nothing else in ``out`` is touched."""
     zarr_path = out / "preview.zarr"
     for path, what in ((out, "--out"), (zarr_path, "the preview container")):
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{what} {path} is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    stale = sorted(zarr_path.glob("batch_*")) + sorted(out.glob("batch_*.png"))
-    for path in stale:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    _claim_outputs(out, zarr_path, batches)
     random.seed(config.training.seed)  # gunpowder draws each request's seed from it
     np.random.seed(config.training.seed)
     config = resolve_data(config, out)

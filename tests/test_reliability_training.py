@@ -182,6 +182,27 @@ def test_train_and_preview_keep_a_users_container(users_container, tmp_path, cap
     assert tree(users_container.parent) == before
 
 
+@pytest.mark.parametrize(
+    "name", ["batch_0.png", "preview.zarr/notes.txt", "preview.zarr/batch_3/x"]
+)
+def test_preview_keeps_files_it_did_not_write(tmp_path, capsys, name):
+    """Files in --out with the preview's names that no preview wrote (no
+    record lists them) are refused, not replaced or removed."""
+    out = tmp_path / "figures"
+    (out / name).parent.mkdir(parents=True, exist_ok=True)
+    (out / name).write_bytes(b"\x89PNG mine")
+    config = write_config(demo_config(tmp_path / "demo_data.zarr"), tmp_path / "c.json")
+    before = tree(out)
+    assert preview_module.main(["--config", str(config), "--out", str(out)]) == 2
+    first = name.split("/")[0] if "batch_3" not in name else "preview.zarr"
+    assert capsys.readouterr().err == (
+        f"error: {out / first} was not written by an earlier preview (it is not listed in "
+        f"{out / preview_module.RECORD}): it is left as it is; choose another --out, or move "
+        "it away\n"
+    )
+    assert tree(out) == before
+
+
 # -- checkpoints: verified, our own loader only, writes that fail cleanly --------
 
 COUNTS = {"moving_counts": [{"0": [3.0, 4.0], "1": [1.0, 4.0]}] * 4}

@@ -143,7 +143,11 @@ class HotDistancePredictor(Predictor):
                 f"clipmin/clipmax must satisfy 0 < clipmin <= clipmax <= 1, "
                 f"got clipmin={clipmin!r}, clipmax={clipmax!r}"
             )
-        class_ids = _check_class_ids(class_ids, len(channels))
+        class_ids = (
+            tuple(range(1, len(channels) + 1))
+            if class_ids is None
+            else kernels.check_class_ids(class_ids, len(channels))
+        )
         self.channels = channels
         self.scale_factor = scale
         self.mask_distances = bool(mask_distances)
@@ -500,25 +504,3 @@ def _check_channels(channels: Any) -> list[str]:
 
 
 # class ids are compared with label volumes of any integer dtype up to uint64
-_MAX_CLASS_ID = int(np.iinfo(np.uint64).max)
-
-
-def _check_class_ids(class_ids: Any, classes: int) -> tuple[int, ...]:
-    """``class_ids`` (``None``: ``1..classes``) as a tuple of Python ints,
-    checked: ``classes`` unique integers in ``[0, 2**64)``."""
-    if class_ids is None:
-        return tuple(range(1, classes + 1))
-    if isinstance(class_ids, (str, bytes)) or not isinstance(class_ids, Sequence):
-        raise TypeError(f"class_ids must be a list of integers, got {class_ids!r}")
-    ids = list(class_ids)
-    for i in ids:
-        if not kernels.is_integer(i):
-            raise TypeError(f"class_ids must be integers, got {i!r} in class_ids={ids!r}")
-        if not 0 <= i <= _MAX_CLASS_ID:
-            raise ValueError(
-                f"class_ids must lie in [0, 2**64), the range of label dtypes, "
-                f"got {i!r} in class_ids={ids!r}"
-            )
-    if len(ids) != classes or len(set(ids)) != len(ids):
-        raise ValueError(f"class_ids must hold one unique id per channel ({classes}), got {ids!r}")
-    return tuple(int(i) for i in ids)

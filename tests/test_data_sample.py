@@ -218,3 +218,14 @@ def test_normalize_raw(data, expected):
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, np.array(expected, np.float32))
     np.testing.assert_array_equal(data, before)  # the input is not modified
+
+
+def test_sample_checks_class_ids_as_the_predictor_does(tmp_path):
+    write_volume(tmp_path / "c.zarr", "raw", np.zeros((4, 4), np.uint8), (8, 8), (0, 0))
+    write_volume(tmp_path / "c.zarr", "ids", np.zeros((4, 4), np.uint8), (8, 8), (0, 0))
+    args = (tmp_path / "c.zarr/raw", tmp_path / "c.zarr/ids", ["a", "b"], (8, 8))
+    with pytest.raises(ValueError, match=r"Sample: class_ids must hold one unique id .*\[3, 3\]"):
+        Sample(*args, class_ids=[3, 3])
+    with pytest.raises(TypeError, match=r"Sample: class_ids must be integers, got \[1.5, 2\]"):
+        Sample(*args, class_ids={"a": 1.5, "b": 2})
+    assert Sample(*args, class_ids={"b": 7, "a": 2**64 - 1}).class_ids == {"a": 2**64 - 1, "b": 7}

@@ -95,3 +95,24 @@ def test_check_moving_counts_takes_int_classes_only(key):
     with pytest.raises(ValueError, match=rf"moving_counts\[0\] has class key {key!r}"):
         F.check_moving_counts([{key: (0, 1), 1: (0, 1)}], 1)
     assert F.check_moving_counts([{0: (2, 3), 1: (0, 1.5)}], 1) == [{0: (2, 3), 1: (0, 1.5)}]
+
+
+@pytest.mark.parametrize(
+    "class_ids, classes, error, part",
+    [
+        ([], 0, ValueError, "at least one class id, got []"),
+        ([1, 1], 2, ValueError, "one unique id per channel (2), got [1, 1]"),
+        ([1, 2], 3, ValueError, "one unique id per channel (3), got [1, 2]"),
+        ([-1, 2], 2, ValueError, "[0, 2**64)"),
+        ([1, 2**64], 2, ValueError, str(2**64)),
+        ([1.0, 2], 2, TypeError, "integers, got [1.0, 2]"),
+        ([True, 2], 2, TypeError, "integers, got [True, 2]"),
+        ("12", 2, TypeError, "a list of integers, got '12'"),
+    ],
+)
+def test_check_class_ids(class_ids, classes, error, part):
+    """The one check of class ids: the predictor, a Sample and to_channels."""
+    with pytest.raises(error) as excinfo:
+        F.check_class_ids(class_ids, classes)
+    assert part in str(excinfo.value)
+    assert F.check_class_ids([np.uint64(2**64 - 1), 0], 2) == (2**64 - 1, 0)

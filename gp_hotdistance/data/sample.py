@@ -49,6 +49,7 @@ import numpy.typing as npt
 from funlib.geometry import Coordinate, Roi
 
 from ..geometry import roi_slices
+from ..kernels.validation import check_class_ids
 from .ome import Volume, open_volume
 from .resample import (
     downsample_all,
@@ -370,12 +371,12 @@ def _class_ids(
         missing = [c for c in channels if c not in class_ids]
         if missing:
             raise ValueError(f"Sample: class_ids {dict(class_ids)} has no id for {missing}")
-        return {c: int(class_ids[c]) for c in channels}
-    if len(class_ids) != len(channels):
-        raise ValueError(
-            f"Sample: {len(class_ids)} class_ids {list(class_ids)} for channels {channels}"
-        )
-    return {c: int(i) for c, i in zip(channels, class_ids, strict=True)}
+        class_ids = [class_ids[c] for c in channels]
+    try:
+        ids = check_class_ids(class_ids, len(channels))
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"Sample: {error} for channels {channels}") from None
+    return dict(zip(channels, ids, strict=True))
 
 
 def _read_resampled(

@@ -28,6 +28,7 @@ from gp_hotdistance.kernels.validation import SUPPORTED_DIMS  # noqa: F401
 from gp_hotdistance.kernels.validation import MovingCounts  # noqa: F401
 from gp_hotdistance.kernels.validation import broadcast_mask  # noqa: F401
 from gp_hotdistance.kernels.validation import check_binary  # noqa: F401
+from gp_hotdistance.kernels.validation import check_class_ids  # noqa: F401
 from gp_hotdistance.kernels.validation import check_dims  # noqa: F401
 from gp_hotdistance.kernels.validation import check_mask  # noqa: F401
 from gp_hotdistance.kernels.validation import check_moving_counts  # noqa: F401
@@ -45,6 +46,7 @@ __all__ = [
     "boundary_distance",
     "broadcast_mask",
     "check_binary",
+    "check_class_ids",
     "check_dims",
     "check_mask",
     "check_moving_counts",

@@ -58,6 +58,38 @@ def check_not_empty(array: npt.NDArray, name: str = "array") -> None:
         raise ValueError(f"{name} is empty: shape {array.shape} has an axis of length 0")
 
 
+# Class ids are compared with label values of any integer dtype up to uint64.
+MAX_CLASS_ID = int(np.iinfo(np.uint64).max)
+
+
+def check_class_ids(class_ids: object, classes: int) -> tuple[int, ...]:
+    """``class_ids`` as a tuple of Python ints, checked: ``classes`` (at
+    least one) unique integers in ``[0, 2**64)``, the range of label dtypes.
+
+    Raises:
+        TypeError: not a sequence of integers (bools and floats such as
+            ``1.0`` included).
+        ValueError: empty, an id out of range, duplicates, or not
+            ``classes`` ids.
+    """
+    if isinstance(class_ids, (str, bytes)) or not isinstance(class_ids, Sequence):
+        raise TypeError(f"class_ids must be a list of integers, got {class_ids!r}")
+    ids = list(class_ids)
+    if not ids:
+        raise ValueError("class_ids must name at least one class id, got []")
+    if not all(is_integer(i) for i in ids):
+        raise TypeError(f"class_ids must be integers, got {ids!r}")
+    for i in ids:
+        if not 0 <= i <= MAX_CLASS_ID:
+            raise ValueError(
+                f"class_ids must lie in [0, 2**64), the range of label dtypes, "
+                f"got {i!r} in class_ids={ids!r}"
+            )
+    if len(ids) != classes or len(set(ids)) != len(ids):
+        raise ValueError(f"class_ids must hold one unique id per channel ({classes}), got {ids!r}")
+    return tuple(int(i) for i in ids)
+
+
 def to_channels(labels: npt.NDArray, class_ids: Sequence[int]) -> npt.NDArray[np.uint8]:
     """Convert an integer class-id volume ``(*spatial)`` to binary channels.
 
@@ -68,18 +100,13 @@ def to_channels(labels: npt.NDArray, class_ids: Sequence[int]) -> npt.NDArray[np
     Raises:
         TypeError: ``labels`` is not an integer or boolean array, or a class
             id is not an integer.
-        ValueError: ``class_ids`` is empty or holds duplicates.
+        ValueError: ``class_ids`` is empty, out of range or holds duplicates
+            (see :func:`check_class_ids`).
     """
     labels = np.asarray(labels)
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
         raise TypeError(f"class-id labels must have an integer dtype, got dtype={labels.dtype}")
-    ids = list(class_ids)
-    if len(ids) == 0:
-        raise ValueError("class_ids must name at least one class id, got []")
-    if not all(is_integer(i) for i in ids):
-        raise TypeError(f"class_ids must be integers, got {ids!r}")
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"class_ids must be unique, got {ids}")
+    ids = check_class_ids(class_ids, len(class_ids))
     out = np.empty((len(ids),) + labels.shape, dtype=np.uint8)
     for i, class_id in enumerate(ids):
         np.equal(labels, class_id, out=out[i], casting="unsafe")

@@ -241,48 +241,46 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
     config = resolve_data(config, out)
     with Distributed(resolve_device(config.training.device)) as dist:
         if dist.rank != 0:
-            start = _on_rank_zero(dist, lambda: None)
-            _run(config, out, dist, None, start, total, quiet)
+            resume = _on_rank_zero(dist, lambda: None)
+            checkpoint = None if resume is None else RunDirectory(out).load(*resume)
+            _run(config, open_data(config), out, dist, None, checkpoint, total, quiet)
             return {"rank": dist.rank}
         with RunDirectory(out) as run:
+            opened: dict[str, Any] = {}
 
-            def begin() -> tuple[int, str] | None:
+            def begin() -> tuple[int, Path] | None:
                 run.check_config(config)
                 generate_demo_data(config, out)
-                data = open_data(config)  # every sample opens, before anything is written
+                data = opened["data"] = open_data(config)  # before anything is written
                 if not quiet:
                     model = make_model(config, make_predictor(config))
                     input_shape = Coordinate(input_shape_for(model, config.model.output_shape))
                     print("\n".join(describe_data(config, data, input_shape)), flush=True)
                 run.write_config(config)
-                checkpoint = run.newest_complete()
-                return None if checkpoint is None else (checkpoint.iteration, str(checkpoint.path))
+                checkpoint = opened["checkpoint"] = run.newest_complete()
+                return None if checkpoint is None else (checkpoint.iteration, checkpoint.path)
 
-            start = _on_rank_zero(dist, begin)
-            return _run(config, out, dist, run, start, total, quiet)
+            _on_rank_zero(dist, begin)
+            return _run(config, opened["data"], out, dist, run, opened["checkpoint"], total, quiet)
 
 
 def _run(
     config: Config,
+    data: Data,
     out: Path,
     dist: Distributed,
     run: RunDirectory | None,
-    resume: tuple[int, str] | None,
+    checkpoint: Checkpoint | None,
     total: int,
     quiet: bool,
 ) -> dict:
-    """Restore the checkpoint ``resume`` (iteration, path) if any, train up
-    to ``total`` and, on rank 0 (which holds ``run``), evaluate and write
-    the summary."""
+    """Train from ``checkpoint`` (or from scratch) up to ``total`` and, on
+    rank 0 (which holds ``run``), evaluate and write the summary."""
     device = dist.device
-    data = open_data(config)
     torch.manual_seed(config.training.seed)
     predictor = make_predictor(config)
     model = make_model(config, predictor)
     balanced = BalancedWeights(predictor)
-    checkpoint = None
-    if resume is not None:
-        checkpoint = RunDirectory(out).load(resume[0], Path(resume[1]))
     start = checkpoint.iteration if checkpoint is not None else 0
     losses: list[float] = []
     began = time.perf_counter()

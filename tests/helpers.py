@@ -199,13 +199,13 @@ def write_volumes(
     seed: int = 0,
     classes: Sequence[str] = ("mito", "er"),
 ) -> None:
-    """The synthetic demo scene (:func:`pipelines.demo_data.generate`) as
+    """The synthetic demo scene (:func:`pipelines.demo_scene.generate`) as
     funlib arrays ``raw`` (uint8), ``gt`` (``(C, *spatial)`` uint8) and
     ``mask`` in the container ``path``: what the blockwise tools read with
     ``--input path --raw raw --gt gt --mask mask``."""
     from funlib.persistence import prepare_ds
 
-    from pipelines.demo_data import generate
+    from pipelines.demo_scene import generate
 
     raw, gt, mask = generate(tuple(shape), tuple(voxel_size), tuple(classes), seed)
     spatial = ["z", "y", "x"][-len(voxel_size) :]

@@ -11,13 +11,8 @@ from funlib.persistence import open_ds
 
 from gp_hotdistance.data import OffGridWarning, Sample, open_volume
 from gp_hotdistance.data.resample import downsample_labels, mean_pool
-from pipelines.demo_data import (
-    CROPS_PATH,
-    RAW_PATH,
-    generate,
-    main,
-    make_cellmap_demo,
-)
+from pipelines.demo_data import CROPS_PATH, RAW_PATH, main, make_cellmap_demo
+from pipelines.demo_scene import generate
 
 
 def _read(path) -> np.ndarray:

@@ -44,6 +44,12 @@ class Collection:
     def raw_path(self, dataset: str) -> Path:
         return self.root / dataset / f"{dataset}.zarr" / RAW
 
+    def label_paths(self, key: str) -> dict[str, str]:
+        """``{class: path}`` of crop ``key`` (``"dataset/cropN"``)."""
+        dataset, crop = key.split("/")
+        folder = self.root / dataset / f"{dataset}.zarr" / CROPS / crop
+        return {c: str(folder / c) for c in self.crops[key]}
+
 
 def class_names(count: int) -> list[str]:
     return [f"class{i:02d}" for i in range(count)]
@@ -79,7 +85,7 @@ def write_collection(
         )
         if index % 10 == 0:
             begin = Coordinate((0,) * 3)
-        count = int(rng.integers(classes_per_crop[0], classes_per_crop[1] + 1))
+        count = min(int(rng.integers(classes_per_crop[0], classes_per_crop[1] + 1)), len(names))
         chosen = sorted(rng.choice(len(names), size=count, replace=False).tolist())
         name = f"crop{index + 1}"
         container = root / dataset / f"{dataset}.zarr"

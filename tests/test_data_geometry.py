@@ -92,6 +92,7 @@ def test_augmentation_growth_bounds_what_the_augmentations_request(voxel_size, s
 
 
 V = Coordinate(8, 8)
+V3 = Coordinate(8, 8, 8)
 RAW_SHAPE = (64, 64)
 RAW_OFFSET = Coordinate(-16, 24)
 
@@ -215,3 +216,40 @@ def test_crops_at_and_across_the_raw_edge_never_fail_a_batch(edges):
             batch = pipeline.request_batch(seeded)
             seen.add(int(batch[keys.sample].data[0]))
     assert seen == {0, 1, 2}
+
+
+def test_3d_crops_at_the_faces_of_anisotropic_raw_never_fail_an_item(tmp_path):
+    """The torch dataset training draws from: crops of the challenge-style
+    collection (raw at 16x8x8 and 16 nm read at 8 nm, crops at the raw's
+    faces among them), elastic augmentation on, 24 items from 3 seeds."""
+    from gp_hotdistance.torch import HotDistanceDataset
+    from tests.collection import write_collection
+
+    collection = write_collection(tmp_path / "data", crops=9, classes=3, seed=2)
+    samples = [
+        {"raw": str(collection.raw_path(key.split("/")[0])), "labels": collection.label_paths(key)}
+        for key in collection.crops
+    ]
+    config = from_dict(
+        {
+            "channels": collection.classes,
+            "scale_factor": 16.0,
+            "data": {"voxel_size": [8, 8, 8], "samples": samples},
+            "model": {"num_fmaps": 2, "downsample_factors": [[2, 2, 2]], "output_shape": [8, 8, 8]},
+        }
+    )
+    data = open_data(config)
+    assert {tuple(s.raw.voxel_size) for s in data.samples} == {(8, 8, 8), (16, 8, 8), (16, 16, 16)}
+    faces = [s for s in data.samples if any(s.labelled_roi.begin[a] == 0 for a in range(3))]
+    assert faces  # some crops touch the raw volume's first faces
+    model = make_model(config, make_predictor(config))
+    input_shape = input_shape_for(model, (8, 8, 8))
+    for seed in range(3):
+        dataset = HotDistanceDataset(
+            data.samples, make_predictor(config), V3, input_shape, (8, 8, 8), seed=seed
+        )
+        items = iter(dataset)
+        for _ in range(8):
+            item = next(items)
+            assert item["raw"].shape == (1, *input_shape)
+            assert item["target"].shape == (6, 8, 8, 8)

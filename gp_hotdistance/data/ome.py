@@ -90,6 +90,12 @@ class Volume:
         return self.array.dtype
 
     @property
+    def units(self) -> tuple[str, ...]:
+        """The spatial axes' units as the array's attributes state them
+        (``()`` when they do not)."""
+        return tuple(self.array.attrs.get("units") or ())
+
+    @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape)
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zarr
 from funlib.geometry import Coordinate, Roi
 
+from gp_hotdistance.data.ome import Volume, open_volume
 from gp_hotdistance.data.sample import Sample
 from gp_hotdistance.predictor import HotDistancePredictor, target_channel_names
 from pipelines.blockwise.jobs import Dataset, PredictJob, TargetsJob
@@ -22,40 +21,12 @@ from pipelines.config import ConfigError, load_config
 from pipelines.rundir import RunDirectory
 
 
-@dataclass(frozen=True)
-class InputVolume:
-    """An input zarr array ``path`` of shape ``(*channels, *spatial)``
-    whose first spatial voxel lies at the world ``offset``."""
-
-    path: str  # the array read: a multiscale group's chosen level, e.g. ``raw/s1``
-    array: zarr.Array
-    voxel_size: Coordinate
-    offset: Coordinate
-    units: tuple[str, ...]
-
-    @property
-    def channel_dims(self) -> int:
-        return self.array.ndim - self.voxel_size.dims
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(self.array.dtype)
-
-    @property
-    def roi(self) -> Roi:
-        return Roi(self.offset, Coordinate(self.shape[self.channel_dims :]) * self.voxel_size)
-
-    @property
-    def dataset(self) -> Dataset:
-        """The job's handle on this input."""
-        return Dataset(self.path, self.offset, self.voxel_size)
+def as_dataset(volume: Volume) -> Dataset:
+    """The job's handle on an input: its path and placement, picklable."""
+    return Dataset(volume.path, volume.offset, volume.voxel_size)
 
 
-def open_input(path: str | Path, role: str, voxel_size: Sequence[int] | None = None) -> InputVolume:
+def open_input(path: str | Path, role: str, voxel_size: Sequence[int] | None = None) -> Volume:
     """The input at ``path`` (``container/name``), read as
     :func:`gp_hotdistance.data.open_volume` does: an OME-NGFF multiscale
     group (the level at ``voxel_size``, or the finest without it) or an array
@@ -68,8 +39,6 @@ def open_input(path: str | Path, role: str, voxel_size: Sequence[int] | None = N
             voxel-size metadata, or one with no level at ``voxel_size``;
             named with ``role``.
     """
-    from gp_hotdistance.data import open_volume
-
     name = str(path)
     if not Path(path).exists():
         raise ValueError(f"{role} dataset {name} does not exist")
@@ -81,13 +50,7 @@ def open_input(path: str | Path, role: str, voxel_size: Sequence[int] | None = N
                 f"{opened.path} at {tuple(opened.voxel_size)}); a sample (--sample) "
                 "reads finer levels mean-pooled"
             )
-        volume = InputVolume(
-            opened.path,
-            opened.array,
-            opened.voxel_size,
-            opened.offset,
-            tuple(opened.array.attrs.get("units") or ()),
-        )
+        volume = opened
     except (ValueError, FileNotFoundError, KeyError) as error:
         raise ValueError(f"{role} dataset {name} cannot be read: {error}") from error
     if 0 in volume.shape:
@@ -204,12 +167,12 @@ def plan_targets(
         units = gt_array.units or ("nm",) * voxel_size.dims
         if roi is not None:
             raise ValueError("roi is only for a sample; a gt dataset is processed whole")
-        if gt_array.channel_dims == 1 and gt_array.shape[0] != predictor.classes:
+        if gt_array.channels == 1 and gt_array.shape[0] != predictor.classes:
             raise ValueError(
                 f"gt {gt} has {gt_array.shape[0]} channels, but channels={predictor.channels}"
             )
-        if gt_array.channel_dims > 1:
-            raise ValueError(f"gt {gt} has {gt_array.channel_dims} channel axes, expected 0 or 1")
+        if gt_array.channels > 1:
+            raise ValueError(f"gt {gt} has {gt_array.channels} channel axes, expected 0 or 1")
         if mask is not None:
             mask_array = open_input(mask, "mask", voxel_size)
             if Coordinate(mask_array.voxel_size) != voxel_size:
@@ -249,8 +212,8 @@ def plan_targets(
         context=context_world,
         done_dataset="done/targets",
         threads=threads or default_threads(num_workers),
-        gt=None if gt_array is None else gt_array.dataset,
-        mask=None if mask_array is None else mask_array.dataset,
+        gt=None if gt_array is None else as_dataset(gt_array),
+        mask=None if mask_array is None else as_dataset(mask_array),
         sample=sample,
         target_dataset=target_dataset,
         distance_mask_dataset=distance_mask_dataset,
@@ -339,7 +302,7 @@ def plan_predict(
             raise ValueError("roi is only for a sample; a raw dataset is predicted whole")
         # a multiscale raw is read at the training voxel size of a samples-form config
         raw_array = open_input(raw, "raw", getattr(config.data, "voxel_size", None))
-        if raw_array.channel_dims != 0:
+        if raw_array.channels != 0:
             raise ValueError(
                 f"raw {raw} must be spatial (one channel), got shape {raw_array.shape}"
             )
@@ -373,7 +336,7 @@ def plan_predict(
         context=context_voxels * voxel_size,
         done_dataset="done/predict",
         threads=threads or default_threads(num_workers),
-        raw=None if raw_array is None else raw_array.dataset,
+        raw=None if raw_array is None else as_dataset(raw_array),
         sample=sample,
         checkpoint=str(checkpoint),
         config=config.to_dict(),

@@ -247,7 +247,7 @@ def plan_segment(
         OutputMismatchError: an existing output or done marker of another run.
     """
     from pipelines.blockwise.outputs import OutputSpec, prepare_outputs
-    from pipelines.blockwise.plan import block_size_world, open_input
+    from pipelines.blockwise.plan import as_dataset, block_size_world, open_input
     from pipelines.blockwise.run import default_threads
 
     path = Path(prediction)
@@ -255,7 +255,7 @@ def plan_segment(
         path = path / "s0"
     volume = open_input(path, "prediction")
     channels = tuple(channels)
-    if volume.channel_dims != 1 or volume.shape[0] != 2 * len(channels):
+    if volume.channels != 1 or volume.shape[0] != 2 * len(channels):
         raise ValueError(
             f"prediction {path} of shape {volume.shape} does not have 2 x {len(channels)} "
             f"channels (hot and distance) for {list(channels)}"
@@ -271,7 +271,7 @@ def plan_segment(
         "voxel_size": voxel_size,
         "block_size": block_size_world(block_shape, voxel_size),
         "threads": threads or default_threads(num_workers),
-        "prediction": volume.dataset,
+        "prediction": as_dataset(volume),
         "channels": channels,
         "instance_classes": tuple(c for c in channels if c in instance_classes),
         "scale_factor": float(scale_factor),

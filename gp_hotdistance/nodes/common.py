@@ -29,8 +29,6 @@ from typing import Any
 import gunpowder as gp
 from funlib.geometry import Coordinate, Roi
 
-from gp_hotdistance.predictor import HotDistancePredictor
-
 
 class ContextFilter(gp.BatchFilter):
     """A :class:`gunpowder.BatchFilter` whose outputs need input context.
@@ -156,16 +154,19 @@ def check_aligned(node: gp.BatchFilter, key: Any, roi: Roi | None, voxel_size: C
 
 def grown_request(
     node: gp.BatchFilter,
-    predictor: HotDistancePredictor,
     key: Any,
     request_spec: gp.ArraySpec,
     voxel_size: Coordinate,
+    context: tuple[Coordinate, Coordinate],
     input_key: Any,
     input_roi: Roi,
 ) -> gp.ArraySpec:
     """A new spec for ``input_key``: a copy of ``request_spec`` (the request
-    for the node's output ``key``) grown by ``predictor.gt_region_for_roi``,
-    dtype cleared; ``request_spec`` itself is left untouched.
+    for the node's output ``key``, on the voxel grid) grown by ``context``
+    ``(negative, positive)``, the predictor's snapped context that the node
+    computed in ``setup`` (for an on-grid ROI the same region as
+    ``predictor.gt_region_for_roi``); dtype cleared; ``request_spec`` itself
+    is left untouched.
 
     Raises:
         ValueError: the grown ROI does not fit in ``input_roi``, the upstream
@@ -175,7 +176,8 @@ def grown_request(
     spec.voxel_size = voxel_size
     spec.dtype = None
     spec.interpolatable = None
-    grown = predictor.gt_region_for_roi(spec)
+    grown = spec
+    grown.roi = request_spec.roi.grow(*context)
     if input_roi is not None and not input_roi.contains(grown.roi):
         raise ValueError(
             f"{node.name()}: {key} at ROI {request_spec.roi} needs {input_key} at "

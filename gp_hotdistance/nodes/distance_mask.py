@@ -65,14 +65,15 @@ class DistanceMaskNode(ContextFilter):
         target_spec = upstream_spec(self, self.target, "target")
         mask_spec = None if self.mask is None else upstream_spec(self, self.mask, "mask")
         voxel_size = check_same_voxel_size(self, {self.target: target_spec, self.mask: mask_spec})
+        # the context, computed once: prepare and process grow ROIs by it
+        self.context = self.predictor.snapped_context(voxel_size)
         spec = target_spec.copy()
         spec.interpolatable = False
         inputs = {self.target: target_spec.roi}
         if mask_spec is None:
             spec.dtype = np.uint8
         else:
-            negative, positive = self.predictor.snapped_context(voxel_size)
-            spec.roi = spec.roi.intersect(shrink(mask_spec.roi, negative, positive, voxel_size))
+            spec.roi = spec.roi.intersect(shrink(mask_spec.roi, *self.context, voxel_size))
             spec.dtype = mask_spec.dtype
             inputs[self.mask] = mask_spec.roi
         self.advertise(self.distance_mask, spec, inputs)
@@ -86,10 +87,10 @@ class DistanceMaskNode(ContextFilter):
         if self.mask is not None:
             deps[self.mask] = grown_request(
                 self,
-                self.predictor,
                 self.distance_mask,
                 out,
                 self.spec[self.distance_mask].voxel_size,
+                self.context,
                 self.mask,
                 self.get_upstream_provider().spec[self.mask].roi,
             )
@@ -109,9 +110,7 @@ class DistanceMaskNode(ContextFilter):
                 f"got shape {target.data.shape}"
             )
         if self.mask is None:
-            grown_roi = self.predictor.gt_region_for_roi(
-                gp.ArraySpec(roi=roi, voxel_size=voxel_size)
-            ).roi
+            grown_roi = roi.grow(*self.context)
             mask = None
             key = self.target
         else:

@@ -45,9 +45,10 @@ class TargetNode(ContextFilter):
 
     def setup(self) -> None:
         gt_spec = upstream_spec(self, self.gt, "gt")
-        negative, positive = self.predictor.snapped_context(gt_spec.voxel_size)
+        # the context, computed once: prepare grows requests by it
+        self.context = self.predictor.snapped_context(gt_spec.voxel_size)
         spec = gt_spec.copy()
-        spec.roi = shrink(gt_spec.roi, negative, positive, gt_spec.voxel_size)
+        spec.roi = shrink(gt_spec.roi, *self.context, gt_spec.voxel_size)
         spec.dtype = np.float32
         spec.interpolatable = self.predictor.output_array_type.interpolatable
         self.advertise(self.target, spec, {self.gt: gt_spec.roi})
@@ -56,10 +57,10 @@ class TargetNode(ContextFilter):
         deps = gp.BatchRequest()
         deps[self.gt] = grown_request(
             self,
-            self.predictor,
             self.target,
             request[self.target],
             self.spec[self.target].voxel_size,
+            self.context,
             self.gt,
             self.get_upstream_provider().spec[self.gt].roi,
         )

@@ -101,25 +101,18 @@ class BalancedWeights(torch.nn.Module):
         self._check("mask", mask, shape)
         self._check("distance_mask", distance_mask, shape)
         with torch.no_grad():
-            labels = (target[:, :classes] != 0).repeat(1, 2, *([1] * (target.dim() - 2)))
+            labels = (target[:, :classes] != 0).flatten(2)
             hot = (
-                torch.ones(shape, dtype=torch.float32, device=target.device)
+                torch.ones(labels.shape, dtype=torch.float32, device=target.device)
                 if mask is None
-                else mask.to(torch.float32)
+                else mask.flatten(2).to(torch.float32)
             )
-            distance = hot if distance_mask is None else hot * distance_mask.to(torch.float32)
-            scale = torch.cat([hot, distance], dim=1)
-            known = scale != 0
-            spatial = tuple(range(2, target.dim()))
-            # per sample and channel: masked-in sum, background and foreground counts
-            stats = torch.stack(
-                [
-                    scale.sum(dim=spatial, dtype=torch.float64),
-                    (known & ~labels).sum(dim=spatial).to(torch.float64),
-                    (known & labels).sum(dim=spatial).to(torch.float64),
-                ],
-                dim=-1,
+            distance = (
+                hot if distance_mask is None else hot * distance_mask.flatten(2).to(torch.float32)
             )
+            # per sample and channel (hot channels, then distance channels):
+            # masked-in sum, background and foreground counts
+            stats = torch.cat([_class_counts(labels, hot), _class_counts(labels, distance)], 1)
             stats, first = self._gather(stats)
             present = stats[..., 1:] > 0
             if self.moving_counts:
@@ -133,10 +126,12 @@ class BalancedWeights(torch.nn.Module):
                 num = stats[..., 1:]
             frac = (num / den).clamp(self.clipmin, self.clipmax)
             weight = torch.where(present, 1.0 / (2.0 * frac), 0.0).to(torch.float32)
-            weight = weight[first : first + target.shape[0]]
-            view = (*weight.shape[:2], *([1] * len(spatial)))
-            w0, w1 = weight[..., 0].reshape(view), weight[..., 1].reshape(view)
-            return scale * torch.where(labels, w1, w0)
+            w0, w1 = weight[first : first + target.shape[0], :, :, None].unbind(2)
+            weights = torch.empty(target.shape, dtype=torch.float32, device=target.device)
+            flat = weights.view(*target.shape[:2], -1)
+            for part, scale in ((slice(0, classes), hot), (slice(classes, None), distance)):
+                flat[:, part] = scale * torch.where(labels, w1[:, part], w0[:, part])
+            return weights
 
     def _gather(self, stats: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Every rank's ``stats`` in rank order and where this rank's begin."""
@@ -146,3 +141,15 @@ class BalancedWeights(torch.nn.Module):
         parts = [torch.empty_like(stats) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, stats.contiguous())
         return torch.cat(parts), dist.get_rank() * stats.shape[0]
+
+
+def _class_counts(labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``(B, C, 3)`` float64: per sample and channel of flat ``(B, C, N)``
+    tensors, ``sum(scale)``, the background and the foreground voxels where
+    ``scale != 0``."""
+    known = scale != 0
+    known_count = known.sum(-1)
+    foreground = (known & labels).sum(-1)
+    return torch.stack(
+        [scale.sum(-1, dtype=torch.float64), known_count - foreground, foreground], dim=-1
+    ).to(torch.float64)

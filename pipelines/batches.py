@@ -1,7 +1,8 @@
 """The training data that ``train`` and ``preview`` share: the config's
 samples opened with the data layer, the training dataset and its loader,
-the gunpowder pipeline up to ``Stack`` (previews and the data benchmark),
-and the writer of batches (previews and training snapshots).
+and the gunpowder pipeline up to ``Stack`` (previews and the data
+benchmark); :mod:`pipelines.batch_io` writes batches (previews and training
+snapshots).
 
 The pipeline (:func:`gp_hotdistance.torch.hot_distance_pipeline`)::
 
@@ -39,13 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gunpowder as gp
-import numpy as np
 import torch
 from funlib.geometry import Coordinate
 
 from gp_hotdistance import WeightNode
-from gp_hotdistance.data import Sample, write_volume
-from gp_hotdistance.predictor import target_channel_names
+from gp_hotdistance.data import Sample
 from gp_hotdistance.torch.dataset import (
     JITTER_SIGMA,
     ROTATION_MAX,
@@ -64,7 +63,6 @@ DEMO_CONTAINER = "demo_data.zarr"
 JITTER_BOUND = 4
 #: The geometry report names at most this many padded samples (the most padded).
 GEOMETRY_LINES = 10
-SPATIAL_AXES = {2: ["y", "x"], 3: ["z", "y", "x"]}
 
 
 @dataclass
@@ -508,114 +506,3 @@ def make_loader(
         worker_init_fn=worker_keeps_stop_signals,  # a group's SIGTERM stops the trainer alone
     )
 
-
-@dataclass(frozen=True)
-class BatchArray:
-    """One channel (or channel-less array) of one sample of a batch, at the
-    world offset where it was read."""
-
-    name: str
-    data: np.ndarray
-    offset: Coordinate
-    voxel_size: Coordinate
-
-
-def batch_arrays(
-    batch: gp.Batch, keys: Keys, config: Config, index: int = 0, extra: dict | None = None
-) -> list[BatchArray]:
-    """Split sample ``index`` of a stacked batch into named channels:
-    ``raw``, ``gt/<c>``, ``mask/<c>``, ``target/hot_<c>``, ``target/dist_<c>``,
-    ``weights/hot_<c>``, ``weights/dist_<c>``, ``distance_mask/dist_<c>`` (and
-    ``extra``: ``{key: (name, channel names)}``). Offsets are world offsets:
-    the request's ROI plus the batch's random shift."""
-    channels = list(config.channels)
-    names = target_channel_names(channels)
-    hot, dist = list(names[: len(channels)]), list(names[len(channels) :])
-    layout = [
-        (keys.raw, "raw", None),
-        (keys.gt, "gt", channels),
-        (keys.mask, "mask", channels),
-        (keys.target, "target", hot + dist),
-        (keys.weights, "weights", hot + dist),
-        (keys.distance_mask, "distance_mask", dist),
-    ]
-    layout += [(key, name, names) for key, (name, names) in (extra or {}).items()]
-    shift = Coordinate(np.asarray(batch[keys.random_shift].data)[index])
-    arrays = []
-    for key, name, names in layout:
-        if key is None or key not in batch:
-            continue
-        array = batch[key]
-        spec = array.spec
-        dims = spec.voxel_size.dims
-        data = np.asarray(array.data)[index]
-        data = data.reshape((-1,) + data.shape[-dims:])
-        offset = spec.roi.offset + shift
-        if names is None:
-            if data.shape[0] != 1:
-                raise ValueError(f"{name} has {data.shape[0]} channels, expected 1")
-            arrays.append(BatchArray(name, data[0], offset, spec.voxel_size))
-            continue
-        if data.shape[0] != len(names):
-            raise ValueError(f"{name} has {data.shape[0]} channels, expected {names}")
-        for channel, values in zip(names, data, strict=True):
-            arrays.append(BatchArray(f"{name}/{channel}", values, offset, spec.voxel_size))
-    return arrays
-
-
-def item_arrays(
-    config: Config,
-    batch: dict[str, torch.Tensor],
-    voxel_size: Coordinate,
-    context: Coordinate,
-    index: int = 0,
-) -> list[BatchArray]:
-    """Split sample ``index`` of a :class:`HotDistanceDataset` batch into the
-    named channels of :func:`batch_arrays` (``weights`` and ``prediction``
-    too when the batch holds them; ``distance_mask`` only with
-    ``mask_distances``). Raw starts ``context`` voxels before the batch's
-    ``offset``, the world offset of everything else."""
-    channels = list(config.channels)
-    names = target_channel_names(channels)
-    hot, dist = list(names[: len(channels)]), list(names[len(channels) :])
-    layout = [
-        ("raw", None),
-        ("gt", channels),
-        ("mask", channels),
-        ("target", hot + dist),
-        ("weights", hot + dist),
-        ("prediction", hot + dist),
-    ]
-    if config.mask_distances:
-        layout.append(("distance_mask", dist))
-    offset = Coordinate(batch["offset"][index].tolist())
-    arrays = []
-    for name, names in layout:
-        if name not in batch:
-            continue
-        data = batch[name][index].detach().cpu().numpy()
-        if names is None:
-            arrays.append(BatchArray(name, data[0], offset - context * voxel_size, voxel_size))
-            continue
-        for channel, values in zip(names, data, strict=True):
-            arrays.append(BatchArray(f"{name}/{channel}", values, offset, voxel_size))
-    return arrays
-
-
-def write_batch(container: Path, group: str, arrays: list[BatchArray]) -> list[str]:
-    """Write each array with the data layer's writer as the OME-NGFF group
-    ``container/group/name`` (``container/name`` if ``group`` is empty; level ``s0``, funlib attributes too); returns
-    the group names written."""
-    written = []
-    for array in arrays:
-        name = f"{group}/{array.name}" if group else array.name
-        write_volume(
-            container,
-            name,
-            array.data,
-            array.voxel_size,
-            array.offset,
-            axis_names=SPATIAL_AXES[array.voxel_size.dims],
-        )
-        written.append(name)
-    return written

@@ -43,17 +43,15 @@ from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.torch.inference import input_shape_for
+from pipelines.batch_io import BatchArray, batch_arrays, write_batch
 from pipelines.batches import (
-    BatchArray,
     Keys,
-    batch_arrays,
     build_data_pipeline,
     describe_data,
     generate_demo_data,
     open_data,
     resolve_data,
     sample_paths,
-    write_batch,
 )
 from pipelines.common import data_error, make_model, make_predictor
 from pipelines.config import Config, ConfigError, load_config

@@ -52,16 +52,15 @@ from tqdm import tqdm
 
 from gp_hotdistance.torch import BalancedWeights, HotDistanceLoss
 from gp_hotdistance.torch.inference import input_shape_for
+from pipelines.batch_io import item_arrays, write_batch
 from pipelines.batches import (
     Data,
     describe_data,
     generate_demo_data,
-    item_arrays,
     make_dataset,
     make_loader,
     open_data,
     resolve_data,
-    write_batch,
 )
 from pipelines.challenge import EvalCrop, eval_crop, format_scores, tune_and_save
 from pipelines.common import (
@@ -449,7 +448,7 @@ def write_snapshot(
 ) -> Path:
     """Write the first sample of a training batch (with its weights and
     prediction) to ``out/snapshots/batch_<iteration>.zarr`` (OME-NGFF groups,
-    see :func:`pipelines.batches.write_batch`)."""
+    see :func:`pipelines.batch_io.write_batch`)."""
     path = out / "snapshots" / f"batch_{iteration}.zarr"
     write_batch(path, "", item_arrays(config, batch, voxel_size, context))
     return path

@@ -22,7 +22,8 @@ from gp_hotdistance.torch.inference import context_for, input_shape_for, predict
 from pipelines import common, evaluation
 from pipelines import preview as preview_module
 from pipelines import train as train_module
-from pipelines.batches import BatchArray, make_dataset, open_data, resolve_data
+from pipelines.batch_io import BatchArray
+from pipelines.batches import make_dataset, open_data, resolve_data
 from pipelines.config import ConfigError, from_dict, load_config
 from pipelines.demo_data import make_cellmap_demo
 from tests.helpers import tiny_config

@@ -1,4 +1,4 @@
-"""A plain PyTorch training loop: python examples/plain_loop.py [OUT] [STEPS]"""
+"""A plain PyTorch training loop: python -m examples.plain_loop [OUT] [STEPS]"""
 
 import sys
 from pathlib import Path

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from funlib.geometry import Coordinate, Roi
+from funlib.geometry import Coordinate
 
 from gp_hotdistance import kernels
 from gp_hotdistance.kernels import MovingCounts
@@ -214,8 +214,9 @@ class HotDistancePredictor(Predictor):
                 raise ValueError(
                     f"gt_region_for_roi needs target_spec.voxel_size, got None in {target_spec}"
                 )
-            gt_spec.roi = grow_roi(
-                gt_spec.roi, self.context(gt_spec.voxel_size), gt_spec.voxel_size
+            context = self.context(gt_spec.voxel_size)
+            gt_spec.roi = gt_spec.roi.grow(context, context).snap_to_grid(
+                gt_spec.voxel_size, mode="shrink"
             )
         return gt_spec
 
@@ -363,11 +364,6 @@ class HotDistancePredictor(Predictor):
             gt_data, mask_data, distance_mask, moving_class_counts, self.clipmin, self.clipmax
         )
         return _channel_array(weights, target), counts
-
-
-def grow_roi(roi: Roi, context: Coordinate, voxel_size: Coordinate) -> Roi:
-    """``roi`` grown by ``context`` on every side, snapped inwards to the grid."""
-    return roi.grow(context, context).snap_to_grid(voxel_size, mode="shrink")
 
 
 def grid_voxel_size(voxel_size: Any, name: str = "voxel_size") -> Coordinate:

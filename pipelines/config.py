@@ -219,7 +219,10 @@ def _expand_datasplit(data: dict[str, Any], info: ValidationInfo) -> dict[str, A
     if not isinstance(path, str) or not path:
         raise ValueError(f"datasplit must be a path, got {path!r}")
     path = _resolve(path, info)
-    channels = info.data.get("channels") or ["mito", "er"]
+    channels = info.data.get("channels")
+    if channels is None:  # not given (the default) or refused (reported on its own)
+        channels = next(f for f in dataclasses.fields(Config) if f.name == "channels")
+        channels = channels.default_factory()
     try:
         rows = read_datasplit(path)
     except (FileNotFoundError, ValueError) as error:

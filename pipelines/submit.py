@@ -4,7 +4,7 @@
 
     python -m pipelines.submit --run runs/demo --crops crops.csv --out submission.zarr
 
-Each crop of ``crops.csv`` (see :func:`pipelines.challenge.read_crop_rows`:
+Each crop of ``crops.csv`` (see :func:`pipelines.submission.read_crop_rows`:
 crop id, raw dataset path, voxel size, translation, shape; optionally a
 ``class_label`` per row) is predicted with the run's newest model (raw read
 with the model's context), segmented with the run's chosen parameters
@@ -26,8 +26,9 @@ from pathlib import Path
 import zarr
 
 from gp_hotdistance.segment import DEFAULT_INSTANCE_CLASSES
-from pipelines.challenge import open_run, read_crop_rows, run_parameters, segment_crop, write_label
+from pipelines.challenge import open_run, run_parameters
 from pipelines.config import ConfigError
+from pipelines.submission import read_crop_rows, segment_crop, write_label
 
 
 def zip_path(out: Path) -> Path:

@@ -194,6 +194,19 @@ def test_funlib_attributes(tmp_path):
     np.testing.assert_array_equal(volume.read(Roi((-2, 8), (4, 2))), [[7], [13]])
 
 
+def test_challenge_translation_attribute(tmp_path):
+    """The challenge's arrays state ``translation`` (floats) instead of ``offset``."""
+    array = zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=(4, 6), dtype=np.uint64)
+    array.attrs.update({"voxel_size": [8.0, 8.0], "translation": [32.0, -40.0]})
+    volume = open_volume(tmp_path / "a.zarr")
+    assert (volume.voxel_size, volume.offset) == (Coordinate(8, 8), Coordinate(32, -40))
+    array.attrs["offset"] = [32, -40]  # both, agreeing
+    assert open_volume(tmp_path / "a.zarr").offset == Coordinate(32, -40)
+    array.attrs["offset"] = [0, 0]  # both, differing: ambiguous
+    with pytest.raises(ValueError, match=r"a.zarr: attributes offset .* translation .* differ"):
+        open_volume(tmp_path / "a.zarr")
+
+
 def test_level_array_reads_parent_multiscales(tmp_path):
     volume = open_volume(_pyramid(tmp_path) / "s2")  # s2 has no funlib attributes
     assert volume.voxel_size == Coordinate(16, 16, 16)

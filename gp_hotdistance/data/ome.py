@@ -8,7 +8,8 @@ Reading (:func:`open_volume`) accepts
   followed by a transform of the whole multiscale (applied after the level's:
   ``world = top_scale * (scale * index + translation) + top_translation``);
 - an array with funlib attributes ``voxel_size`` (or ``resolution``) and
-  ``offset`` (0 when absent);
+  ``offset`` (0 when absent), or, without ``offset``, the challenge's
+  ``translation`` (both present must agree);
 - a level array of a multiscale group (e.g. ``.../mito/s0``) without funlib
   attributes: its transforms are read from the parent group.
 
@@ -361,13 +362,11 @@ def _array_transform(name: str, array: zarr.Array) -> tuple[Coordinate, tuple[fl
     key = "voxel_size" if "voxel_size" in attrs else "resolution"
     if key in attrs:
         voxel_size = _finite_list(name, key, attrs[key])
-        offset = attrs.get("offset")
-        offset = (
-            (0.0,) * len(voxel_size) if offset is None else _finite_list(name, "offset", offset)
-        )
+        offset, field = _array_offset(name, attrs)
+        offset = offset or (0.0,) * len(voxel_size)
         if len(offset) != len(voxel_size):
             raise ValueError(
-                f"{name}: offset {list(offset)} and {key} {list(voxel_size)} differ in length"
+                f"{name}: {field} {list(offset)} and {key} {list(voxel_size)} differ in length"
             )
         names = attrs.get("axis_names") or []
         if names:
@@ -388,6 +387,25 @@ def _array_transform(name: str, array: zarr.Array) -> tuple[Coordinate, tuple[fl
         f"{name} has no voxel-size metadata (no 'voxel_size'/'resolution' attribute "
         "and no OME-NGFF multiscales entry); refusing to assume voxel size 1"
     )
+
+
+def _array_offset(name: str, attrs: dict) -> tuple[tuple[float, ...] | None, str]:
+    """A plain array's ``offset`` attribute, else its ``translation`` (the
+    challenge's name for it), and which one was read; both present and
+    different is ambiguous, a ``ValueError``."""
+    offset, translation = attrs.get("offset"), attrs.get("translation")
+    if offset is not None:
+        offset = _finite_list(name, "offset", offset)
+    if translation is not None:
+        translation = _finite_list(name, "translation", translation)
+        if offset is not None and offset != translation:
+            raise ValueError(
+                f"{name}: attributes offset {list(offset)} and translation "
+                f"{list(translation)} differ; which one places the array is ambiguous"
+            )
+        if offset is None:
+            return translation, "translation"
+    return offset, "offset"
 
 
 def _check_spatial_array(

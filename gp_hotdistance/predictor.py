@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from funlib.geometry import Coordinate
 
 from gp_hotdistance import kernels
 from gp_hotdistance.kernels import MovingCounts
+from gp_hotdistance.kernels.validation import check_channels, check_finite
 
 if TYPE_CHECKING:
     # imported where used: dask and funlib.persistence take seconds to import,
@@ -123,8 +123,8 @@ class HotDistancePredictor(Predictor):
         class_ids: Sequence[int] | None = None,
         norm: str = "tanh",
     ):
-        channels = _check_channels(channels)
-        scale = _finite("scale_factor", scale_factor)
+        channels = check_channels(channels)
+        scale = check_finite("scale_factor", scale_factor)
         if not scale > 0:
             raise ValueError(f"scale_factor must be positive and finite, got {scale_factor!r}")
         if not isinstance(mask_distances, (bool, np.bool_)):
@@ -133,11 +133,11 @@ class HotDistancePredictor(Predictor):
             raise ValueError(f"norm must be 'tanh' (the only normalisation), got {norm!r}")
         if not kernels.is_integer(kernel_size) or kernel_size < 1:
             raise ValueError(f"kernel_size must be a positive integer, got {kernel_size!r}")
-        if not _finite("epsilon", epsilon) >= 0:
+        if not check_finite("epsilon", epsilon) >= 0:
             raise ValueError(f"epsilon must be >= 0, got epsilon={epsilon!r}")
-        if not 0 < _finite("threshold", threshold) <= 1:
+        if not 0 < check_finite("threshold", threshold) <= 1:
             raise ValueError(f"threshold must satisfy 0 < threshold <= 1, got {threshold!r}")
-        low, high = _finite("clipmin", clipmin), _finite("clipmax", clipmax)
+        low, high = check_finite("clipmin", clipmin), check_finite("clipmax", clipmax)
         if not 0 < low <= high <= 1:
             raise ValueError(
                 f"clipmin/clipmax must satisfy 0 < clipmin <= clipmax <= 1, "
@@ -239,6 +239,20 @@ class HotDistancePredictor(Predictor):
         context = self.context(voxel_size)
         snapped = Coordinate((c // v) * v for c, v in zip(context, voxel_size, strict=True))
         return snapped, snapped
+
+    def whole_voxel_context(
+        self, voxel_size: Coordinate, context: Sequence[float] | None = None
+    ) -> Coordinate:
+        """``context`` (world units per axis; default :meth:`padding`,
+        ``max_distance`` per axis) rounded UP to whole voxels of
+        ``voxel_size``: the context a blockwise target needs to be exact where
+        ``|d| <= max_distance`` (docs/blockwise.md). :meth:`snapped_context`
+        rounds down instead: ``gt_region_for_roi`` keeps the whole voxels
+        inside ``max_distance``."""
+        voxel_size = Coordinate(voxel_size)
+        if context is None:
+            context = self.padding(voxel_size)
+        return Coordinate(math.ceil(c / v) * v for c, v in zip(context, voxel_size, strict=True))
 
     def padding(self, gt_voxel_size: Coordinate) -> Coordinate:
         """``Coordinate((max_distance,) * dims)``: what a training pipeline
@@ -448,55 +462,3 @@ def _channel_array(data: npt.NDArray, like: Array) -> Array:
         axis_names=["c^", *spatial],
         units=like.units,
     )
-
-
-def _finite(name: str, value: Any) -> float:
-    """``value`` as a float, checked to be a finite real number (numpy
-    scalars included, bools excluded).
-
-    Raises:
-        TypeError: ``value`` is not a real number.
-        ValueError: ``value`` is NaN, infinite or too large for a float.
-    """
-    if not kernels.is_real(value):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    try:
-        as_float = float(value)
-    except OverflowError:
-        as_float = math.inf
-    if not math.isfinite(as_float):
-        raise ValueError(f"{name} must be finite, got {name}={value!r}")
-    return as_float
-
-
-CHANNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
-"""What a channel name may be: it names datasets and files (``target/hot_<name>``),
-so letters, digits, ``_``, ``.``, ``+``, ``-``, not starting with ``.``, ``+``
-or ``-`` (no ``.``/``..``, no slashes, no spaces, no hidden names)."""
-
-
-def check_channel_name(name: str) -> None:
-    """Raise ``ValueError`` unless ``name`` matches :data:`CHANNEL_NAME`."""
-    if not CHANNEL_NAME.fullmatch(name):
-        raise ValueError(
-            f"channel name {name!r} is not safe as a file or dataset name: use letters, "
-            "digits, '_', '.', '+' and '-', starting with a letter, digit or '_'"
-        )
-
-
-def _check_channels(channels: Any) -> list[str]:
-    """``channels`` as a list, checked: a non-empty sequence of unique
-    strings that match :data:`CHANNEL_NAME`."""
-    if isinstance(channels, str) or not isinstance(channels, Sequence) or len(channels) == 0:
-        raise ValueError(f"channels must be a non-empty list of names, got {channels!r}")
-    names = list(channels)
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"channels must be non-empty strings, got {name!r} in {names}")
-        check_channel_name(name)
-    if len(set(names)) != len(names):
-        raise ValueError(f"channels must be unique, got {names}")
-    return names
-
-
-# class ids are compared with label volumes of any integer dtype up to uint64

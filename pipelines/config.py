@@ -76,7 +76,7 @@ from pydantic.dataclasses import dataclass
 # "er": "crop7/er"}; a template without exactly one [...] group is a ValueError
 from gp_hotdistance.data import expand_label_template as expand_labels
 from gp_hotdistance.data.datasplit import read_datasplit
-from gp_hotdistance.predictor import check_channel_name
+from gp_hotdistance.kernels.validation import check_channel_name
 
 logger = logging.getLogger(__name__)
 

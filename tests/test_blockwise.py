@@ -85,7 +85,7 @@ def test_whole_voxel_context_rounds_up_unlike_snapped_context():
     predictor = _predictor()
     vs = Coordinate(VOXEL_SIZE)
     assert predictor.max_distance == pytest.approx(40.0)
-    assert bw.whole_voxel_context(predictor, vs) == Coordinate(48, 40, 40)
+    assert predictor.whole_voxel_context(vs) == Coordinate(48, 40, 40)
     assert predictor.snapped_context(vs) == (Coordinate(32, 40, 40), Coordinate(32, 40, 40))
 
 
@@ -129,7 +129,7 @@ def test_targets_equal_whole_volume_where_known(data, targets_run):
     np.testing.assert_array_equal(block_target[:2], whole[:2])
 
     context = Coordinate(48, 40, 40)  # SCALE rounded up to whole voxels per axis
-    assert bw.whole_voxel_context(predictor, vs) == context
+    assert predictor.whole_voxel_context(vs) == context
     block_size = Coordinate(BLOCK) * vs
     known_total = 0
     for write in block_rois(volume, block_size):

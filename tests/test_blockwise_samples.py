@@ -56,7 +56,7 @@ def test_sample_targets_equal_whole_region_where_exact(fixture, tmp_path):
     job = bw.plan_targets(sample, output, predictor, BLOCK)
     volume = sample.labelled_roi
     assert job.volume_roi == volume == Roi(fixture.crop_offsets["crop9"], VOXEL_SIZE * 8)
-    context = bw.whole_voxel_context(predictor, VOXEL_SIZE)
+    context = predictor.whole_voxel_context(VOXEL_SIZE)
     assert job.context == context == Coordinate(16, 16, 16)
     bw.run_job(job, num_workers=2, progress=False)
 

@@ -66,3 +66,17 @@ def test_roi_slices_errors():
         roi_slices(Roi((-4, 0), (8, 8)), outer, (4, 8))
     with pytest.raises(ValueError, match=r"ROI \[0:6, 0:8\] \(6, 8\) is not on the grid"):
         roi_slices(Roi((0, 0), (6, 8)), outer, (4, 8))
+
+
+@pytest.mark.parametrize(
+    "scale_factor, voxel_size, context, expected",
+    [
+        (40.0, (40, 4, 4), None, (40, 40, 40)),
+        (37.5, (40, 4, 4), None, (40, 40, 40)),  # rounded up: one whole 40-voxel
+        (20.0, (6, 8), None, (24, 24)),
+        (20.0, (4, 8), (10.0, 0.0), (12, 0)),  # a given context is rounded up too
+    ],
+)
+def test_whole_voxel_context_hand_values(scale_factor, voxel_size, context, expected):
+    predictor = HotDistancePredictor(["a"], scale_factor=scale_factor, mask_distances=True)
+    assert predictor.whole_voxel_context(Coordinate(voxel_size), context) == Coordinate(expected)

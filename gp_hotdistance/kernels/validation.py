@@ -1,10 +1,12 @@
-"""Checks of the kernels' inputs: voxel sizes, binary channels, masks and
-moving counts, with errors that name the argument and the offending values."""
+"""Checks of the kernels' inputs (voxel sizes, binary channels, masks,
+moving counts) and of the predictor's parameters (finite numbers, channel
+names), with errors that name the argument and the offending values."""
 
 from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -27,6 +29,25 @@ def is_real(value: object) -> bool:
     """True for Python and numpy integers and floats; False for bools,
     strings and everything else."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_finite(name: str, value: object) -> float:
+    """``value`` as a float, checked to be a finite real number (numpy
+    scalars included, bools excluded).
+
+    Raises:
+        TypeError: ``value`` is not a real number.
+        ValueError: ``value`` is NaN, infinite or too large for a float.
+    """
+    if not is_real(value):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        as_float = float(value)
+    except OverflowError:
+        as_float = math.inf
+    if not math.isfinite(as_float):
+        raise ValueError(f"{name} must be finite, got {name}={value!r}")
+    return as_float
 
 
 def check_voxel_size(
@@ -245,3 +266,33 @@ def check_moving_counts(counts: object, channels: int, name: str = "moving_count
             pairs[class_id] = (num, den)
         checked.append(pairs)
     return checked
+
+
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+"""What a channel name may be: it names datasets and files (``target/hot_<name>``),
+so letters, digits, ``_``, ``.``, ``+``, ``-``, not starting with ``.``, ``+``
+or ``-`` (no ``.``/``..``, no slashes, no spaces, no hidden names)."""
+
+
+def check_channel_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` matches :data:`CHANNEL_NAME`."""
+    if not CHANNEL_NAME.fullmatch(name):
+        raise ValueError(
+            f"channel name {name!r} is not safe as a file or dataset name: use letters, "
+            "digits, '_', '.', '+' and '-', starting with a letter, digit or '_'"
+        )
+
+
+def check_channels(channels: object) -> list[str]:
+    """``channels`` as a list, checked: a non-empty sequence of unique
+    strings that match :data:`CHANNEL_NAME`."""
+    if isinstance(channels, str) or not isinstance(channels, Sequence) or len(channels) == 0:
+        raise ValueError(f"channels must be a non-empty list of names, got {channels!r}")
+    names = list(channels)
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"channels must be non-empty strings, got {name!r} in {names}")
+        check_channel_name(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"channels must be unique, got {names}")
+    return names

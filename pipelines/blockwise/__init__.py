@@ -36,7 +36,6 @@ _EXPORTS = {
     "main": "pipelines.blockwise.cli",
     "plan_predict": "pipelines.blockwise.plan",
     "plan_targets": "pipelines.blockwise.plan",
-    "whole_voxel_context": "pipelines.blockwise.plan",
 }
 
 __all__ = [

@@ -73,24 +73,6 @@ def block_size_world(block_shape: Sequence[int], voxel_size: Coordinate) -> Coor
     return Coordinate(block_shape) * voxel_size
 
 
-def whole_voxel_context(predictor: HotDistancePredictor, voxel_size: Coordinate) -> Coordinate:
-    """Default targets context: ``max_distance`` per axis, rounded UP to whole voxels.
-
-    Blockwise targets are exact where ``|d| <= context`` (docs/blockwise.md),
-    so the context must be at least ``max_distance``. This differs on
-    purpose from :meth:`HotDistancePredictor.snapped_context`, which rounds
-    DOWN because :meth:`~HotDistancePredictor.gt_region_for_roi` grows a ROI
-    by ``max_distance`` and keeps the whole voxels inside it.
-    """
-    voxel_size = Coordinate(voxel_size)
-    return whole_voxels(predictor.padding(voxel_size), voxel_size)
-
-
-def whole_voxels(context: Sequence[float], voxel_size: Coordinate) -> Coordinate:
-    """``context`` (world units per axis) rounded up to whole voxels."""
-    return Coordinate(math.ceil(c / v) * v for c, v in zip(context, voxel_size, strict=True))
-
-
 def sample_roi(sample: Sample, roi: Roi | None, default: str) -> Roi:
     """``roi`` checked to lie on the sample's voxel grid, or the sample's
     ``default`` ROI (``"labelled"``: :attr:`Sample.labelled_roi`, ``"raw"``:
@@ -193,7 +175,7 @@ def plan_targets(
     spatial = voxel_size.dims
     block_size = block_size_world(block_shape, voxel_size)
     if context is None:
-        context_world = whole_voxel_context(predictor, voxel_size)
+        context_world = predictor.whole_voxel_context(voxel_size)
     else:
         values = [float(context)] if np.isscalar(context) else [float(c) for c in context]
         if len(values) == 1:
@@ -202,7 +184,7 @@ def plan_targets(
             raise ValueError(
                 f"context must be one or {spatial} finite non-negative values, got {context}"
             )
-        context_world = whole_voxels(values, voxel_size)
+        context_world = predictor.whole_voxel_context(voxel_size, values)
     job = TargetsJob(
         task_id="targets",
         output=str(output),

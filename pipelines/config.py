@@ -34,7 +34,8 @@ relative to the directory of the config file; :func:`load_config` makes them
 absolute. Paths holding ``://`` (URLs) are kept as they are.
 
 Unknown keys, wrong types and out-of-range values are refused with one
-:class:`ConfigError` naming each key path and its value.
+:class:`ConfigError` naming each key path and its value. Reading the files
+(the config file, the datasplit CSV) is :mod:`pipelines.config_io`'s part.
 
 Repeatability: ``training.seed`` seeds torch (the network's initial
 weights) and every data stream of :class:`gp_hotdistance.torch.HotDistanceDataset`:
@@ -48,10 +49,7 @@ batches. CUDA kernels may add non-determinism of their own.
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -75,10 +73,8 @@ from pydantic.dataclasses import dataclass
 # cellmap-data's bracket template: "crop7/[mito,er]" -> {"mito": "crop7/mito",
 # "er": "crop7/er"}; a template without exactly one [...] group is a ValueError
 from gp_hotdistance.data import expand_label_template as expand_labels
-from gp_hotdistance.data.datasplit import read_datasplit
 from gp_hotdistance.kernels.validation import check_channel_name
-
-logger = logging.getLogger(__name__)
+from pipelines.config_io import ConfigError, expand_datasplit, read_config_file
 
 #: Largest side of ``model.output_shape``, in voxels.
 MAX_OUTPUT_SIDE = 4096
@@ -112,10 +108,6 @@ SAMPLES_FORM_HELP = (
     "    eval: {raw: ..., labels: ...}   # optional held-out sample\n"
     "(paths relative to the config file; see the README)"
 )
-
-
-class ConfigError(ValueError):
-    """A config file or value that cannot be used."""
 
 
 def _resolve(path: str | None, info: ValidationInfo) -> str | None:
@@ -209,51 +201,19 @@ class SamplesDataConfig:
         return [value] if isinstance(value, Mapping | SampleConfig) else value
 
 
-def _expand_datasplit(data: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-    """``data`` with the rows of its ``datasplit`` CSV (path relative to the
-    config file) appended: ``train`` rows to ``samples``, ``validate`` rows
-    to ``eval``, each with the crop's classes that are channels (the others
-    are left out; a row with none is left out, with a warning). The
-    expanded section records the rows, not the CSV (``datasplit: null``)."""
+def _with_datasplit(data: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """``data`` with its ``datasplit`` rows added (see
+    :func:`pipelines.config_io.expand_datasplit`): the path taken from the
+    config file's directory, the channels those given (the default ones when
+    not given, or refused: that is reported on its own)."""
     path = data["datasplit"]
     if not isinstance(path, str) or not path:
         raise ValueError(f"datasplit must be a path, got {path!r}")
-    path = _resolve(path, info)
     channels = info.data.get("channels")
-    if channels is None:  # not given (the default) or refused (reported on its own)
+    if channels is None:
         channels = next(f for f in dataclasses.fields(Config) if f.name == "channels")
         channels = channels.default_factory()
-    try:
-        rows = read_datasplit(path)
-    except (FileNotFoundError, ValueError) as error:
-        raise ValueError(str(error)) from None
-    added: dict[str, list[dict[str, str]]] = {"train": [], "validate": []}
-    dropped = 0
-    for row in rows:
-        classes = [c for c in row.classes if c in channels]
-        if not classes:
-            dropped += 1
-            continue
-        labels = re.sub(r"\[[^\[\]]*\]", f"[{','.join(classes)}]", row.labels)
-        added[row.usage].append({"raw": row.raw, "labels": labels})
-    if dropped:
-        logger.warning(
-            "datasplit %s: %d of %d rows name none of the channels %s: left out",
-            path,
-            dropped,
-            len(rows),
-            channels,
-        )
-    if not added["train"] and not data.get("samples"):
-        raise ValueError(f"datasplit {path} has no train row naming any of the channels {channels}")
-    held_out = data.get("eval")
-    held_out = [] if held_out is None else [held_out] if isinstance(held_out, Mapping) else held_out
-    return {
-        **data,
-        "samples": [*(data.get("samples") or []), *added["train"]],
-        "eval": [*held_out, *added["validate"]],
-        "datasplit": None,
-    }
+    return expand_datasplit(data, _resolve(path, info), channels)
 
 
 @dataclass(frozen=True, config=_SECTION)
@@ -348,7 +308,7 @@ class Config:
                     f"no longer read. {SAMPLES_FORM_HELP}"
                 )
             if value.get("datasplit") is not None:
-                return _expand_datasplit(dict(value), info)
+                return _with_datasplit(dict(value), info)
         return value
 
     @model_validator(mode="after")
@@ -489,32 +449,6 @@ def from_dict(
         raise _config_error(error, source) from None
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise ConfigError(f"key(s) {repeated} given more than once")
-    return dict(pairs)
-
-
-def _parse_yaml(text: str) -> Any:
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        """A safe loader that refuses a repeated key (PyYAML keeps the last)."""
-
-    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[str, Any]:
-        loader.flatten_mapping(node)
-        pairs = [(loader.construct_object(k), loader.construct_object(v)) for k, v in node.value]
-        return _reject_duplicates(pairs)
-
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    try:
-        return yaml.load(text, Loader=Loader)
-    except yaml.YAMLError as error:
-        raise ValueError(str(error)) from error
-
-
 def load_config(path: str | Path | None) -> Config:
     """Read a JSON (``.json``) or YAML (``.yaml``/``.yml``) config, with
     relative paths taken from the file's directory; ``None`` gives the
@@ -522,30 +456,11 @@ def load_config(path: str | Path | None) -> Config:
 
     Raises:
         ConfigError: the file is missing, not UTF-8 text, empty, not a
-            mapping, holds a key twice or has an invalid value.
+            mapping, holds a key twice or has an invalid value (see
+            :func:`pipelines.config_io.read_config_file`).
     """
     if path is None:
         return Config()
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    if path.suffix not in (".json", ".yaml", ".yml"):
-        raise ConfigError(f"config file {path} must end in .json, .yaml or .yml")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"config file {path} is not UTF-8 text: {error}") from None
-    try:
-        if path.suffix == ".json":
-            values = (
-                json.loads(text, object_pairs_hook=_reject_duplicates) if text.strip() else None
-            )
-        else:
-            values = _parse_yaml(text)
-    except ConfigError as error:
-        raise ConfigError(f"config file {path}: {error}") from None
-    except ValueError as error:  # json.JSONDecodeError, yaml.YAMLError
-        raise ConfigError(f"cannot parse config file {path}: {error}") from None
-    if values is None:  # an empty file, or YAML with comments only
-        raise ConfigError(f"config file {path} is empty; write {{}} for the defaults")
+    values = read_config_file(path)
     return from_dict(values, base_dir=path.parent, source=f"config file {path}")

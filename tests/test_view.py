@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipelines import view
+from pipelines import view, view_layers
 from tests.helpers import ArraySource, make_array
 
 VOXEL_3D = (40, 4, 4)
@@ -133,7 +133,7 @@ def test_unviewable_arrays_are_skipped_with_a_note(container, capsys):
 
 def test_channels_are_served_lazily_and_exactly(container):
     root, data = container
-    volumes = {v.name: v for v in view.find_volumes(root)}
+    volumes = {v.name: v for v in view_layers.find_volumes(root)}
     np.testing.assert_array_equal(volumes["target/dist_1"].data[:, :, :], data["target"][3])
     np.testing.assert_array_equal(volumes["gt/er"].data[:, 2:5, :], data["gt"][1, :, 2:5])
     np.testing.assert_array_equal(volumes["raw"].data[1:3, :, :], data["raw"][1:3])
@@ -167,13 +167,13 @@ def test_preview_directory_newest_batch_or_chosen(tmp_path, capsys):
     assert names == ["gt/er", "gt/mito", "raw", "target/dist_er", "target/dist_mito"]
     assert view.main([str(out), "--state-only"]) == 0
     assert "showing batch_2 of" in capsys.readouterr().err
-    volumes = {v.name: v for v in view.find_volumes(out, batch=1)}
+    volumes = {v.name: v for v in view_layers.find_volumes(out, batch=1)}
     assert volumes["raw"].data[0, 0] == 1  # batch_1's raw holds ones
     # a group inside the container: the same layers
-    inside = {v.name: v for v in view.find_volumes(out / "preview.zarr" / "batch_1")}
+    inside = {v.name: v for v in view_layers.find_volumes(out / "preview.zarr" / "batch_1")}
     assert list(inside) == list(volumes)
     assert inside["raw"].data[0, 0] == 1
-    (only_raw,) = view.find_volumes(out / "preview.zarr" / "batch_0" / "raw")
+    (only_raw,) = view_layers.find_volumes(out / "preview.zarr" / "batch_0" / "raw")
     assert (only_raw.name, only_raw.data[0, 0]) == ("raw", 0)
     assert volumes["target/dist_er"].offset == (32.0, 24.0)
     assert volumes["target/dist_er"].voxel_size == (8.0, 8.0)
@@ -207,7 +207,7 @@ def test_gunpowder_snapshots_newest_or_chosen(tmp_path, capsys):
     assert names == ["raw", "target/hot_0", "target/hot_1", "target/dist_0", "target/dist_1"]
     assert view.main([str(snapshots), "--state-only"]) == 0
     assert "showing batch_3.zarr of" in capsys.readouterr().err
-    volumes = {v.name: v for v in view.find_volumes(snapshots, batch=2)}
+    volumes = {v.name: v for v in view_layers.find_volumes(snapshots, batch=2)}
     assert volumes["raw"].axis_names == ("y", "x")  # gunpowder writes no axis names
     assert volumes["raw"].offset == (-16.0, 12.0)
     assert volumes["raw"].voxel_size == (8.0, 4.0)
@@ -252,7 +252,7 @@ def test_segmentation_dtypes(tmp_path, capsys):
     write_funlib(
         tmp_path / "l.zarr" / "labels", labels.astype(np.int32) * -3, (8, 8), (0, 0), ["y", "x"]
     )
-    viewer = view.make_viewer(view.find_volumes(tmp_path / "l.zarr"))
+    viewer = view.make_viewer(view_layers.find_volumes(tmp_path / "l.zarr"))
     assert "labels has dtype int32, shown as an image" in capsys.readouterr().err
     layers = viewer.state.layers
     assert (layers["gt"].type, layers["labels"].type) == ("segmentation", "image")
@@ -280,7 +280,7 @@ def test_segmentation_dtypes(tmp_path, capsys):
     ],
 )
 def test_layer_role(name, role):
-    assert view.layer_role(name) == role
+    assert view_layers.layer_role(name) == role
 
 
 def _screenshot(viewer: neuroglancer.Viewer, timeout: float) -> np.ndarray:
@@ -303,7 +303,7 @@ def test_screenshot_in_headless_chromium(container, tmp_path):
         pytest.skip("chromium not installed (Debian: apt-get install chromium); screenshot skipped")
     root, _ = container
     neuroglancer.set_server_bind_address("127.0.0.1", 0)
-    viewer = view.make_viewer(view.find_volumes(root))
+    viewer = view.make_viewer(view_layers.find_volumes(root))
     url = viewer.get_viewer_url()
     assert url.startswith("http://127.0.0.1:")
     browser = subprocess.Popen(

@@ -115,7 +115,7 @@ def _children(path: Path) -> list[str]:
 
 
 def find_volumes(path: Path, batch: int | None = None) -> list[Layer]:
-    """All viewable volumes under ``path``; prints a note for each skipped dataset.
+    """All viewable layers under ``path``; prints a note for each skipped dataset.
 
     Layer names are dataset paths relative to ``path`` (or to the chosen
     ``batch_<N>``), prefixed by the container name where several are shown.
@@ -233,7 +233,7 @@ def _open(path: Path, attrs: dict[str, Any], name: str) -> list[Layer]:
         return []
     try:
         volume = open_volume(path)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:  # e.g. a multiscale level missing
         note(f"skipping {error}")
         return []
     dims = len(volume.voxel_size)

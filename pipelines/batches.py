@@ -54,7 +54,7 @@ from gp_hotdistance.torch.dataset import (
 )
 from pipelines.common import make_predictor, open_sample
 from pipelines.config import Config, ConfigError, SampleConfig, from_dict
-from pipelines.rundir import worker_keeps_stop_signals
+from pipelines.stops import worker_keeps_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -493,7 +493,7 @@ def make_loader(
     """A ``DataLoader`` of ``training.batch_size`` with ``training.num_workers``
     worker processes (0: in this process) that keep about
     ``training.cache_size`` batches ready between them. Workers started
-    inside :class:`pipelines.rundir.StopSignals` ignore SIGINT and SIGTERM:
+    inside :class:`pipelines.stops.StopSignals` ignore SIGINT and SIGTERM:
     the trainer stops them when it stops."""
     workers = config.training.num_workers
     return torch.utils.data.DataLoader(

@@ -1,4 +1,4 @@
-"""The layer the scripts share: predictor, model, device, checkpoints and
+"""The layer the scripts share: predictor, model, device, a checkpoint's model and
 the samples of a config (raw normalisation is the data layer's
 :func:`gp_hotdistance.data.normalize_raw`).
 
@@ -8,12 +8,12 @@ from each other.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gp_hotdistance.predictor import HotDistancePredictor
+from pipelines.checkpoints import checksum_error
 from pipelines.config import Config, ConfigError
 
 if TYPE_CHECKING:
@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 
     from gp_hotdistance.data import Sample
     from pipelines.config import SampleConfig
-
-CHECKPOINT_BASENAME = "model"
-CHECKSUM_KEY = "checksum"
-"""The key of a checkpoint's :func:`state_checksum` (of every other key)."""
 
 
 def make_predictor(config: Config, class_ids: list[int] | None = None) -> HotDistancePredictor:
@@ -65,58 +61,6 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device is {name!r}, but no CUDA device is available")
     return name
-
-
-def checkpoint_path(out: Path, iteration: int) -> Path:
-    """Where the checkpoint of ``iteration`` lives in run directory ``out``."""
-    return Path(out) / f"{CHECKPOINT_BASENAME}_checkpoint_{iteration}"
-
-
-def state_checksum(state: Any) -> str:
-    """``sha256:<hex>`` over everything in ``state`` (nested dicts, lists and
-    tuples of tensors, numbers, strings): each tensor's dtype, shape and
-    bytes, each other value's ``repr``, dict keys in sorted order. Equal for
-    a state and the same state loaded back by ``torch.load``."""
-    import torch
-
-    digest = hashlib.sha256()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, torch.Tensor):
-            tensor = value.detach().cpu().contiguous()
-            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(value, dict):
-            digest.update(f"D{len(value)}".encode())
-            for key in sorted(value, key=repr):
-                digest.update(f"K{key!r}".encode())
-                walk(value[key])
-        elif isinstance(value, (list, tuple)):
-            digest.update(f"L{len(value)}".encode())
-            for item in value:
-                walk(item)
-        else:
-            digest.update(f"V{value!r}".encode())
-
-    walk(state)
-    return f"sha256:{digest.hexdigest()}"
-
-
-def checksum_error(state: dict[str, Any]) -> str | None:
-    """Why a loaded checkpoint ``state`` does not match the checksum saved
-    in it (``None``: it matches, or it has none, as checkpoints of earlier
-    versions)."""
-    expected = state.get(CHECKSUM_KEY)
-    if expected is None:
-        return None
-    actual = state_checksum({k: v for k, v in state.items() if k != CHECKSUM_KEY})
-    if actual != expected:
-        return (
-            f"its contents do not match the checksum saved with them ({actual[:19]}... "
-            f"instead of {str(expected)[:19]}...): the file was damaged or changed after it "
-            "was written"
-        )
-    return None
 
 
 def data_error(error: BaseException) -> str | None:

@@ -7,7 +7,8 @@ checkpoints were made with, atomic checkpoints and an honest summary.
       .lock                 held (flock) by the training using the directory
       config.json           the config the checkpoints were made with
       model_checkpoint_<N>  one file per saved iteration N: model, optimizer,
-                            moving counts (written to a temporary name, then renamed)
+                            moving counts (written to a temporary name, then renamed;
+                            the file's format: :mod:`pipelines.checkpoints`)
       summary.json          the evaluation of the newest trained model
 
 Use::
@@ -25,52 +26,38 @@ process ends, however it ends. A ``.lock`` file whose lock is free was left
 by a process that died; it is taken over with a warning naming that process.
 (On NFS, flock works across hosts only where the mount supports it.)
 
-Processes forked while a lock is held (data-loading workers: gunpowder's
-``PreCache``, a torch ``DataLoader``) close their copy of the lock at once,
-so the lock lives exactly as long as the training process, and on Linux
-they are killed when their parent dies (``PR_SET_PDEATHSIG``), so a killed
-trainer leaves no worker behind.
-
-Stopping cleanly (:class:`StopSignals`)::
-
-    with StopSignals() as stop:             # before the workers are forked
-        for iteration in ...:
-            ...
-            if stop.agreed():                # stop.agreed(mean) under torchrun
-                path = run.save(iteration, ...)
-                raise TrainingStopped(stop.requested, iteration, path)
+Processes forked while the lock is held close their copy of it at once and,
+on Linux, die with their parent (see :mod:`pipelines.stops`, which also
+stops a training cleanly on SIGINT and SIGTERM).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import fcntl
 import fnmatch
 import json
 import logging
 import os
-import pickle
 import re
 import secrets
-import signal
 import socket
-import sys
-import threading
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pipelines.common import (
+from pipelines.checkpoints import (
     CHECKPOINT_BASENAME,
-    CHECKSUM_KEY,
+    CHECKPOINT_NAME,
+    Checkpoint,
+    CheckpointError,
     checkpoint_path,
-    checksum_error,
-    state_checksum,
+    checkpoint_state,
+    load_checkpoint,
 )
 from pipelines.config import Config, ConfigError, from_dict
+from pipelines.stops import held_locks
 
 logger = logging.getLogger(__name__)
 
@@ -94,137 +81,11 @@ RESUMABLE_KEYS = (
     "data.upsample",
 )
 
-_CHECKPOINT = re.compile(rf"^{CHECKPOINT_BASENAME}_checkpoint_(\d+)$")
 # temporary files this module writes: ".<final name>.<random>.tmp"
 _TEMPORARY = re.compile(
     rf"^\.({CHECKPOINT_BASENAME}_checkpoint_\d+|{re.escape(CONFIG_NAME)}|"
     rf"{re.escape(SUMMARY_NAME)})\..+\.tmp$"
 )
-# what torch.load raises for a truncated, corrupt or non-weights-only file
-_LOAD_ERRORS = (
-    RuntimeError,
-    EOFError,
-    OSError,
-    ValueError,
-    pickle.UnpicklingError,
-    zipfile.BadZipFile,
-)
-
-
-# -- processes forked while a lock is held ---------------------------------------
-
-_held_locks: set[int] = set()  # lock descriptors held by this process
-_forking_pid = 0  # the process that is forking (set just before each fork)
-_die_with_parent = False  # set in children forked while a lock was held, and theirs
-_stop_signals_active = False  # inside StopSignals (inherited by forked workers)
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def _before_fork() -> None:
-    global _forking_pid
-    _forking_pid = os.getpid()
-
-
-def _after_fork_in_child() -> None:
-    """In a child forked while a lock is held: close the inherited lock
-    descriptors (the lock must end with the trainer) and, on Linux, ask for
-    SIGKILL when the parent dies (exit now if it already has)."""
-    global _die_with_parent
-    if _held_locks:
-        for fd in _held_locks:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        _held_locks.clear()
-        _die_with_parent = True
-    if _die_with_parent and sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != _forking_pid:  # the parent died before prctl
-            os._exit(1)
-
-
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
-
-
-class TrainingStopped(Exception):
-    """Training stopped on a signal after saving the checkpoint of the
-    iteration it had reached. ``str()`` says where it is and how to resume."""
-
-    def __init__(self, signum: int, iteration: int, path: Path):
-        self.signum, self.iteration, self.path = signum, iteration, path
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name} at iteration {iteration}: saved "
-            f"{path}\nto resume, run the same command again (it resumes from the newest "
-            f"checkpoint in {path.parent})"
-        )
-
-
-class StopSignals:
-    """SIGINT (Ctrl-C) and SIGTERM as a request to stop: the first one sets
-    :attr:`requested` (the signal number) and says on stderr that the run
-    stops after the current iteration; a second one raises
-    ``KeyboardInterrupt`` at once. Processes forked inside the context (data
-    workers, which inherit the handlers) ignore both: a Ctrl-C or a batch
-    system's SIGTERM reaches the whole process group, and the trainer shuts
-    its workers down itself (they die with it on Linux, see the module
-    docs). Installed only in the main thread (elsewhere it does nothing);
-    the previous handlers come back on exit."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested: int | None = None
-        self._pid = os.getpid()
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        global _stop_signals_active
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            _stop_signals_active = True
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        global _stop_signals_active
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        if self._previous:
-            _stop_signals_active = False
-        self._previous = {}
-
-    def agreed(self, mean: Callable[[float], float] | None = None) -> bool:
-        """Whether to stop now: a signal arrived in this process, or, with
-        ``mean`` (the mean of a value over the processes of one run, a
-        collective call every process makes), in any of them."""
-        stopping = float(self.requested is not None)
-        return (mean(stopping) if mean is not None else stopping) > 0
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if os.getpid() != self._pid:  # a forked worker: the trainer stops it
-            return
-        name = signal.Signals(signum).name
-        if self.requested is not None:
-            raise KeyboardInterrupt(f"{name} while stopping")
-        self.requested = signum
-        os.write(
-            2,
-            f"\n{name}: stopping after the current iteration, with a checkpoint "
-            f"({name} again stops at once, without one)\n".encode(),
-        )
-
-
-def worker_keeps_stop_signals(worker_id: int = 0) -> None:
-    """A ``DataLoader`` ``worker_init_fn``: a worker forked inside
-    :class:`StopSignals` ignores SIGINT and SIGTERM like every other forked
-    worker (torch gives its workers a SIGTERM handler of its own, which would
-    let a process group's SIGTERM kill them under the trainer); elsewhere it
-    does nothing."""
-    if _stop_signals_active:
-        for signum in StopSignals.SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
 
 
 class RunDirectoryError(ConfigError):
@@ -236,17 +97,6 @@ class RunDirectoryWriteError(RunDirectoryError):
     """A file of the run directory could not be written (disk full, a
     file-size limit, a read-only directory). Nothing was lost: the files
     already there are unchanged."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """A complete checkpoint: states to restore and the iteration it ends."""
-
-    iteration: int
-    path: Path
-    model_state: dict[str, Any]
-    optimizer_state: dict[str, Any]
-    moving_counts: dict[str, Any]
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -369,7 +219,7 @@ class RunDirectory:
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         os.fsync(fd)
         self._lock_fd = fd
-        _held_locks.add(fd)
+        held_locks.add(fd)
         for leftover in sorted(self.path.iterdir()):
             if _TEMPORARY.match(leftover.name):
                 logger.warning(
@@ -383,7 +233,7 @@ class RunDirectory:
             return
         with contextlib.suppress(FileNotFoundError):
             self.lock_path.unlink()
-        _held_locks.discard(self._lock_fd)
+        held_locks.discard(self._lock_fd)
         os.close(self._lock_fd)
         self._lock_fd = None
 
@@ -425,7 +275,7 @@ class RunDirectory:
         newest first; other names (``model_checkpoint_30.bak``) are ignored."""
         found = []
         for path in self.path.iterdir():
-            match = _CHECKPOINT.match(path.name)
+            match = CHECKPOINT_NAME.match(path.name)
             if match and path.is_file():
                 found.append((int(match.group(1)), path))
         return sorted(found, reverse=True)
@@ -486,11 +336,9 @@ class RunDirectory:
         moving_counts: dict[str, Any],
     ) -> Path:
         """Write ``model_checkpoint_<iteration>`` atomically: one
-        ``torch.save`` of ``{"model_state_dict", "optimizer_state_dict",
-        "moving_counts", "iteration", "checksum"}`` (a superset of what
-        :func:`pipelines.common.load_model` reads; ``checksum`` is
-        :func:`pipelines.common.state_checksum` of the rest, verified on
-        load) to a temporary file, fsync, rename. Returns the path.
+        ``torch.save`` of :func:`pipelines.checkpoints.checkpoint_state` (the
+        states and their checksum, verified on load) to a temporary file,
+        fsync, rename. Returns the path.
 
         Raises:
             RunDirectoryWriteError: the file cannot be written (disk full, a
@@ -500,52 +348,22 @@ class RunDirectory:
         import torch
 
         path = checkpoint_path(self.path, iteration)
-        payload = {
-            "model_state_dict": model_state,
-            "optimizer_state_dict": optimizer_state,
-            "moving_counts": moving_counts,
-            "iteration": iteration,
-        }
-        payload[CHECKSUM_KEY] = state_checksum(payload)
-        self._write_atomic(path.name, lambda file: torch.save(payload, file))
+        state = checkpoint_state(iteration, model_state, optimizer_state, moving_counts)
+        self._write_atomic(path.name, lambda file: torch.save(state, file))
         return path
 
     def load(self, iteration: int, path: Path) -> Checkpoint:
-        """The checkpoint in ``path``, loaded with ``weights_only=True``, its
-        checksum verified (checkpoints of earlier versions have none).
+        """The checkpoint in ``path`` (see :func:`pipelines.checkpoints.load_checkpoint`).
 
         Raises:
             RunDirectoryError: the file is truncated, corrupt, damaged (its
                 checksum differs) or incomplete (the message names it and
                 says why).
         """
-        import torch
-
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except _LOAD_ERRORS as error:
-            size = path.stat().st_size if path.exists() else 0
-            raise RunDirectoryError(
-                f"{path} is truncated or corrupt ({size} bytes): {error}"
-            ) from None
-        if not isinstance(state, dict):
-            raise RunDirectoryError(f"{path} holds a {type(state).__name__}, not a checkpoint")
-        missing = [k for k in ("model_state_dict", "optimizer_state_dict") if k not in state]
-        if missing:
-            raise RunDirectoryError(f"{path} has no {missing}")
-        mismatch = checksum_error(state)
-        if mismatch:
-            raise RunDirectoryError(f"{path}: {mismatch}")
-        if state.get("iteration", iteration) != iteration:
-            raise RunDirectoryError(f"{path} holds iteration {state['iteration']}")
-        counts = state.get("moving_counts")
-        if counts is None:
-            raise RunDirectoryError(f"{path} holds no moving counts")
-        if not isinstance(counts, dict) or not isinstance(counts.get("moving_counts"), list):
-            raise RunDirectoryError(f"{path}: moving counts are not {{'moving_counts': [...]}}")
-        return Checkpoint(
-            iteration, path, state["model_state_dict"], state["optimizer_state_dict"], counts
-        )
+            return load_checkpoint(iteration, path)
+        except CheckpointError as error:
+            raise RunDirectoryError(str(error)) from None
 
     def newest_complete(self) -> Checkpoint | None:
         """The newest checkpoint that loads completely, or ``None``. Each
@@ -633,7 +451,7 @@ class RunDirectory:
         cause = error.__cause__ or error.__context__
         if not getattr(error, "strerror", None) and isinstance(cause, OSError) and cause.strerror:
             reason = cause.strerror
-        match = _CHECKPOINT.match(name)
+        match = CHECKPOINT_NAME.match(name)
         if match:
             kept = [i for i, _ in self.checkpoint_files() if i != int(match.group(1))]
             newest = f"the newest is iteration {kept[0]}" if kept else "there are none yet"

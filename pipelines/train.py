@@ -16,8 +16,10 @@ with ``DistributedDataParallel`` on N processes (gloo on the CPU, nccl with
 CUDA, one GPU per process): each rank draws its own data stream, gradients
 are averaged, and ``BalancedWeights`` gathers every rank's class counts each
 step, so all ranks hold the same model and counts. Rank 0 alone holds the run
-directory, writes checkpoints, snapshots and the summary, and evaluates. A
-run resumes with any number of processes.
+directory, writes checkpoints, snapshots and the summary, and evaluates (see
+:mod:`pipelines.distributed`). A run resumes with any number of processes.
+SIGINT or SIGTERM stops it after the current iteration, with a checkpoint
+(:mod:`pipelines.stops`).
 
 Every ``training.snapshot_every`` iterations the first sample of the batch
 (with weights and prediction) is written to ``snapshots/batch_<iteration>.zarr``
@@ -28,7 +30,8 @@ The output directory is a :class:`~pipelines.rundir.RunDirectory`: locked for
 the whole run, its ``config.json`` compared with the config before anything
 is written, checkpoints (model, optimizer, moving counts) written atomically,
 resumed from the newest complete one, and ``summary.json`` never replaced by
-a less informed one (see :meth:`~pipelines.rundir.RunDirectory.write_summary`).
+a less informed one (see :meth:`~pipelines.rundir.RunDirectory.write_summary`);
+the report printed at the end is :func:`pipelines.summary.print_summary`.
 """
 
 from __future__ import annotations
@@ -36,14 +39,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +63,8 @@ from pipelines.batches import (
     open_data,
     resolve_data,
 )
-from pipelines.challenge import EvalCrop, eval_crop, format_scores, tune_and_save
+from pipelines.challenge import EvalCrop, eval_crop, tune_and_save
+from pipelines.checkpoints import Checkpoint
 from pipelines.common import (
     data_error,
     make_model,
@@ -70,14 +72,11 @@ from pipelines.common import (
     resolve_device,
 )
 from pipelines.config import Config, ConfigError, load_config
-from pipelines.evaluation import ClassScore, evaluate
-from pipelines.rundir import (
-    SUMMARY_NAME,
-    Checkpoint,
-    RunDirectory,
-    StopSignals,
-    TrainingStopped,
-)
+from pipelines.distributed import Distributed, RankZeroFailed, on_rank_zero
+from pipelines.evaluation import evaluate
+from pipelines.rundir import RunDirectory
+from pipelines.stops import StopSignals, TrainingStopped
+from pipelines.summary import challenge_summary, print_summary
 
 logger = logging.getLogger(__name__)
 
@@ -141,85 +140,6 @@ class Progress:
         self.bar.close()
 
 
-def challenge_summary(tuned: dict | None) -> dict:
-    """The summary entries of :func:`pipelines.challenge.tune_run`'s result:
-    the challenge's scores with the parameters chosen on the held-out crops
-    (saved in ``segmentation.json``) and with the untuned defaults."""
-    if tuned is None:
-        return {}
-    return {
-        "challenge_scores": tuned["scores"],
-        "challenge_default_scores": tuned["default_scores"],
-        "segmentation_parameters": {c: p.to_dict() for c, p in tuned["parameters"].items()},
-    }
-
-
-class Distributed:
-    """This process's place among torchrun's processes: ``rank`` and
-    ``world`` from the environment torchrun sets (``RANK``, ``WORLD_SIZE``,
-    ``LOCAL_RANK``); one process alone without it. With more than one, a
-    process group (gloo on the CPU, nccl with CUDA) lives while the context
-    is entered."""
-
-    def __init__(self, device: str) -> None:
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
-        self.device = device
-        if device == "cuda" and self.world > 1:
-            self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-
-    def __enter__(self) -> Distributed:
-        if self.world > 1:
-            if self.device.startswith("cuda"):
-                torch.cuda.set_device(self.device)
-            backend = "nccl" if self.device.startswith("cuda") else "gloo"
-            torch.distributed.init_process_group(backend)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.world > 1:
-            torch.distributed.destroy_process_group()
-
-    def share(self, value: Any) -> Any:
-        """Rank 0's ``value`` on every rank."""
-        if self.world == 1:
-            return value
-        shared = [value]
-        torch.distributed.broadcast_object_list(shared, src=0)
-        return shared[0]
-
-    def mean(self, value: float) -> float:
-        """The mean of ``value`` over the ranks."""
-        if self.world == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(tensor)
-        return float(tensor) / self.world
-
-
-class RankZeroFailed(ConfigError):
-    """Rank 0 could not start the run (its own error says why)."""
-
-
-T = TypeVar("T")
-
-
-def _on_rank_zero(dist: Distributed, work: Callable[[], T]) -> T:
-    """``work()`` on rank 0, its result shared with every rank; an error on
-    rank 0 stops every rank (:class:`RankZeroFailed` on the others)."""
-    if dist.rank != 0:
-        status, value = dist.share(None)
-        if status == "error":
-            raise RankZeroFailed(f"rank 0 stopped: {value}")
-        return value
-    try:
-        result = work()
-    except BaseException as error:
-        dist.share(("error", str(error)))
-        raise
-    return dist.share(("ok", result))[1]
-
-
 def train(config: Config, out: Path, iterations: int | None = None, quiet: bool = False) -> dict:
     """Train in run directory ``out`` (resuming from its newest complete
     checkpoint) up to ``iterations`` and evaluate the trained model.
@@ -240,7 +160,7 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
     config = resolve_data(config, out)
     with Distributed(resolve_device(config.training.device)) as dist:
         if dist.rank != 0:
-            resume = _on_rank_zero(dist, lambda: None)
+            resume = on_rank_zero(dist, lambda: None)
             checkpoint = None if resume is None else RunDirectory(out).load(*resume)
             _run(config, open_data(config), out, dist, None, checkpoint, total, quiet)
             return {"rank": dist.rank}
@@ -259,7 +179,7 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
                 checkpoint = opened["checkpoint"] = run.newest_complete()
                 return None if checkpoint is None else (checkpoint.iteration, checkpoint.path)
 
-            _on_rank_zero(dist, begin)
+            on_rank_zero(dist, begin)
             return _run(config, opened["data"], out, dist, run, opened["checkpoint"], total, quiet)
 
 
@@ -454,36 +374,6 @@ def write_snapshot(
     return path
 
 
-def print_scores(evaluation: dict[str, dict], crops: int) -> None:
-    """The report of :func:`pipelines.evaluation.evaluate` (as saved in the
-    summary): one line per class."""
-    if not evaluation:
-        return
-    print(f"Dice per class, pooled over {crops} evaluation crop{'s' if crops != 1 else ''}:")
-    for name, values in evaluation.items():
-        score = ClassScore(
-            values["known_voxels"],
-            values["truth_voxels"],
-            values["predicted_voxels"],
-            values["overlap_voxels"],
-            values["crops"],
-        )
-        print(f"dice {name}: {score.describe()}")
-
-
-def print_challenge_scores(summary: dict) -> None:
-    """The challenge's scores of the evaluation crops (see :func:`challenge_summary`)."""
-    if "challenge_scores" not in summary:
-        return
-    print("challenge scores of the evaluation crops (segmentation parameters chosen on them):")
-    for line in format_scores(summary["challenge_scores"]):
-        print(f"  {line}")
-    for name, parameters in summary["segmentation_parameters"].items():
-        print(f"  {name}: {parameters}")
-    default = summary["challenge_default_scores"]["overall_score"]
-    print(f"  (untuned default parameters: overall_score {default:.3f})")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.train",
@@ -546,33 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "rank" in summary:
         return 0  # rank 0 reports
-    print(
-        f"device: {summary['device']}"
-        + (f", {summary['processes']} processes" if summary["processes"] > 1 else "")
-    )
-    if summary["trained"]:
-        print(
-            f"iterations: {summary['iterations']} (resumed from {summary['resumed_from']}), "
-            f"wall time {summary['wall_seconds']:.1f} s"
-        )
-    else:
-        asked = args.iterations if args.iterations is not None else config.training.iterations
-        print(
-            f"nothing to train: the newest checkpoint is at iteration {summary['iterations']} "
-            f"(asked for {asked}); evaluated it"
-        )
-    if summary["first_50_loss"] is not None:
-        print(
-            f"mean loss: first 50 iterations {summary['first_50_loss']:.4f}, "
-            f"last 50 iterations {summary['last_50_loss']:.4f}"
-        )
-    print_scores(summary["evaluation"], summary["evaluation_crops"])
-    print_challenge_scores(summary)
-    if not summary["summary_written"]:
-        print(
-            f"kept {SUMMARY_NAME}, which already evaluates iteration {summary['iterations']} or later"
-        )
-    print(f"outputs in {args.out}")
+    asked = args.iterations if args.iterations is not None else config.training.iterations
+    print_summary(summary, asked, args.out)
     return 0
 
 

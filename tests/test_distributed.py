@@ -13,6 +13,7 @@ import torch
 
 from pipelines import train as train_module
 from pipelines.demo_data import make_cellmap_demo
+from pipelines.distributed import Distributed, on_rank_zero
 from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,9 +81,9 @@ def _start_rank(rank, port, directory, fail):
             raise train_module.ConfigError("run directory X is in use by pid 1")
         return (3, "model_checkpoint_3")
 
-    with train_module.Distributed("cpu") as dist:
+    with Distributed("cpu") as dist:
         try:
-            result = repr(train_module._on_rank_zero(dist, work))
+            result = repr(on_rank_zero(dist, work))
         except train_module.ConfigError as error:
             result = f"{type(error).__name__}: {error}"
     (directory / f"rank{rank}.txt").write_text(result)

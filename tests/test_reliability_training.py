@@ -27,6 +27,7 @@ from pipelines import demo_data as demo_module
 from pipelines import preview as preview_module
 from pipelines import train as train_module
 from pipelines.batches import generate_demo_data
+from pipelines.checkpoints import state_checksum
 from pipelines.config import ConfigError
 from pipelines.demo_data import (
     CROPS_PATH,
@@ -261,14 +262,14 @@ def test_a_checkpoint_with_one_flipped_byte_is_skipped(tmp_path, caplog):
 def test_the_checksum_covers_every_tensor_and_value():
     _, model, optimizer = model_and_optimizer()
     state = {"model_state_dict": model.state_dict(), "moving_counts": COUNTS, "iteration": 3}
-    checksum = common.state_checksum(state)
+    checksum = state_checksum(state)
     assert checksum.startswith("sha256:") and len(checksum) == 7 + 64
     tensor = next(iter(state["model_state_dict"].values()))
     tensor.view(-1)[0] += 1e-6
-    assert common.state_checksum(state) != checksum
+    assert state_checksum(state) != checksum
     tensor.view(-1)[0] -= 1e-6
     for changed in ({**state, "iteration": 4}, {**state, "moving_counts": {"moving_counts": []}}):
-        assert common.state_checksum(changed) != common.state_checksum(state)
+        assert state_checksum(changed) != state_checksum(state)
 
 
 def test_gunpowder_checkpoint_names_are_never_restored(tmp_path):

@@ -16,7 +16,8 @@ from gp_hotdistance.predictor import HotDistancePredictor, target_channel_names
 from pipelines.blockwise.jobs import Dataset, PredictJob, TargetsJob
 from pipelines.blockwise.outputs import OutputSpec, prepare_outputs
 from pipelines.blockwise.run import default_threads
-from pipelines.common import checkpoint_path, load_model
+from pipelines.checkpoints import checkpoint_path
+from pipelines.common import load_model
 from pipelines.config import ConfigError, load_config
 from pipelines.rundir import RunDirectory
 

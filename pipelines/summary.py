@@ -1,0 +1,87 @@
+"""The summary of a training run (``summary.json``): the challenge's entries
+(:func:`challenge_summary`) and the report ``python -m pipelines.train``
+prints of it (:func:`print_summary`): device, iterations, losses, per-class
+Dice pooled over the evaluation crops and the challenge's scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.challenge import format_scores
+from pipelines.evaluation import ClassScore
+from pipelines.rundir import SUMMARY_NAME
+
+
+def challenge_summary(tuned: dict | None) -> dict:
+    """The summary entries of :func:`pipelines.challenge.tune_run`'s result:
+    the challenge's scores with the parameters chosen on the held-out crops
+    (saved in ``segmentation.json``) and with the untuned defaults."""
+    if tuned is None:
+        return {}
+    return {
+        "challenge_scores": tuned["scores"],
+        "challenge_default_scores": tuned["default_scores"],
+        "segmentation_parameters": {c: p.to_dict() for c, p in tuned["parameters"].items()},
+    }
+
+
+def print_scores(evaluation: dict[str, dict], crops: int) -> None:
+    """The report of :func:`pipelines.evaluation.evaluate` (as saved in the
+    summary): one line per class."""
+    if not evaluation:
+        return
+    print(f"Dice per class, pooled over {crops} evaluation crop{'s' if crops != 1 else ''}:")
+    for name, values in evaluation.items():
+        score = ClassScore(
+            values["known_voxels"],
+            values["truth_voxels"],
+            values["predicted_voxels"],
+            values["overlap_voxels"],
+            values["crops"],
+        )
+        print(f"dice {name}: {score.describe()}")
+
+
+def print_challenge_scores(summary: dict) -> None:
+    """The challenge's scores of the evaluation crops (see :func:`challenge_summary`)."""
+    if "challenge_scores" not in summary:
+        return
+    print("challenge scores of the evaluation crops (segmentation parameters chosen on them):")
+    for line in format_scores(summary["challenge_scores"]):
+        print(f"  {line}")
+    for name, parameters in summary["segmentation_parameters"].items():
+        print(f"  {name}: {parameters}")
+    default = summary["challenge_default_scores"]["overall_score"]
+    print(f"  (untuned default parameters: overall_score {default:.3f})")
+
+
+def print_summary(summary: dict, asked: int, out: str | Path) -> None:
+    """The report of ``python -m pipelines.train`` on stdout: device, iterations, losses,
+    the scores and where the outputs are (``asked``: the iteration asked for)."""
+    print(
+        f"device: {summary['device']}"
+        + (f", {summary['processes']} processes" if summary["processes"] > 1 else "")
+    )
+    if summary["trained"]:
+        print(
+            f"iterations: {summary['iterations']} (resumed from {summary['resumed_from']}), "
+            f"wall time {summary['wall_seconds']:.1f} s"
+        )
+    else:
+        print(
+            f"nothing to train: the newest checkpoint is at iteration {summary['iterations']} "
+            f"(asked for {asked}); evaluated it"
+        )
+    if summary["first_50_loss"] is not None:
+        print(
+            f"mean loss: first 50 iterations {summary['first_50_loss']:.4f}, "
+            f"last 50 iterations {summary['last_50_loss']:.4f}"
+        )
+    print_scores(summary["evaluation"], summary["evaluation_crops"])
+    print_challenge_scores(summary)
+    if not summary["summary_written"]:
+        print(
+            f"kept {SUMMARY_NAME}, which already evaluates iteration {summary['iterations']} or later"
+        )
+    print(f"outputs in {out}")

@@ -5,7 +5,8 @@ No gunpowder, no torch: every function takes plain arrays plus an explicit
 new arrays. Channels lead, spatial axes trail. One module per concern:
 
 - :mod:`.validation`: checks of inputs (voxel sizes, binary channels, masks,
-  moving counts) and :func:`to_channels`;
+  moving counts), of the predictor's parameters (finite numbers, channel
+  names) and :func:`to_channels`;
 - :mod:`.transform`: the exact signed distance to label faces and the
   hot-distance target (:mod:`.envelope` holds its lower envelopes);
 - :mod:`.masking`: the distances a crop cannot know;

@@ -8,6 +8,7 @@ through ``/bin/sh``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -90,14 +91,18 @@ def test_command_template_output_is_byte_identical(data, reference, tmp_path, ca
 
 
 class SlowFirstBlock(bw.TargetsJob):
-    """The first block any worker starts (flag file beside the output)
-    writes ``pid`` and sleeps before computing, so it can be killed mid-block."""
+    """The first block any worker starts (the one that creates the flag file
+    ``pid`` beside the output) writes its pid there and sleeps before
+    computing, so it can be killed mid-block."""
 
     def process(self, write_roi):
-        flag = Path(self.output).parent / "pid"
-        if not flag.exists():
-            flag.write_text(str(os.getpid()))
-            time.sleep(30)
+        try:
+            flag = os.open(Path(self.output).parent / "pid", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            return super().process(write_roi)
+        os.write(flag, str(os.getpid()).encode())
+        os.close(flag)
+        time.sleep(300)
         return super().process(write_roi)
 
 
@@ -109,12 +114,15 @@ def test_killed_worker_block_is_retried(data, reference, tmp_path):
     killed = []
 
     def kill_when_started():
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 180  # worker commands start slowly on a loaded machine
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError, ValueError):  # not (all) written yet
+                pid = int((tmp_path / "pid").read_text())
+                break
             time.sleep(0.05)
-        time.sleep(0.2)  # the pid is written; the block is in progress
-        pid = int((tmp_path / "pid").read_text())
-        os.kill(pid, signal.SIGKILL)
+        else:
+            return  # no block started: the test fails on ``killed``
+        os.kill(pid, signal.SIGKILL)  # the block is in progress (it sleeps 300 s)
         killed.append(pid)
 
     killer = threading.Thread(target=kill_when_started)
@@ -132,7 +140,7 @@ def test_failing_template_is_a_clear_error(data, tmp_path, capsys):
     code = bw.main(
         _args(data, output, "--worker-command", "false {command}", "--worker-restarts", "1")
     )
-    assert code == 1 and time.monotonic() - started < 60
+    assert code == 1 and time.monotonic() - started < 300  # restarts end; not in a loop
     err = capsys.readouterr().err
     assert "the worker command 'false {command}' kept exiting with errors" in err
     assert "max_worker_restarts" not in err.split("error: ", 1)[1]

@@ -103,7 +103,7 @@ def test_rank_zero_shares_its_start_or_its_error(tmp_path, fail):
     for p in processes:
         p.start()
     for p in processes:
-        p.join(timeout=60)
+        p.join(timeout=180)
     assert [p.exitcode for p in processes] == [0, 0]
     zero, one = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
     if fail:

@@ -749,17 +749,17 @@ def test_a_stopped_trainer_saves_and_leaves_no_worker(tmp_path, signum):
             start_new_session=True,
         )
     try:
-        started = wait_for(lambda: (out / "snapshots" / "batch_1.zarr").exists(), 120)
+        started = wait_for(lambda: (out / "snapshots" / "batch_1.zarr").exists(), 300)
         assert started, (tmp_path / "stderr").read_text()
         workers = descendants(trainer.pid)
         assert workers  # the DataLoader's worker
         # Ctrl-C, a batch system or `timeout` signal the whole process group
         os.killpg(trainer.pid, signum) if signum != signal.SIGKILL else trainer.kill()
-        code = trainer.wait(timeout=60)
+        code = trainer.wait(timeout=180)
     finally:
         if trainer.poll() is None:
             trainer.kill()
-    assert wait_for(lambda: not any(alive(w) for w in workers), 10), "a worker outlived its run"
+    assert wait_for(lambda: not any(alive(w) for w in workers), 30), "a worker outlived its run"
     with RunDirectory(out) as run:  # the lock is free
         checkpoint = run.newest_complete()
     if signum == signal.SIGKILL:

@@ -118,10 +118,14 @@ FORKING_HOLDER = textwrap.dedent(
     import os, sys, time
     from pipelines.rundir import RunDirectory
     with RunDirectory(sys.argv[1]):
+        started, ready = os.pipe()
         child = os.fork()  # as a PreCache worker does; it shares the lock
-        if child == 0:
-            time.sleep(60)
+        if child == 0:  # past the fork hooks: says so by closing its end of the pipe
+            os.close(ready)
+            time.sleep(600)
             os._exit(0)
+        os.close(ready)
+        os.read(started, 1)  # end of file: the child runs (a worker, not one being forked)
         print(child, flush=True)
         sys.stdin.readline()
     """
@@ -142,13 +146,13 @@ def test_a_forked_child_of_a_killed_run_neither_keeps_the_lock_nor_outlives_it(t
             pass
         assert f"taking over the lock left by pid {holder.pid}" in caplog.text
         if sys.platform.startswith("linux"):
-            for _ in range(100):  # not our child: poll until it is gone
-                if (
-                    not Path(f"/proc/{child}").exists()
-                    or " Z " in Path(f"/proc/{child}/stat").read_text()
-                ):
-                    break
-                time.sleep(0.1)
+            deadline = time.monotonic() + 60  # it sleeps 600 s unless killed with its parent
+            while time.monotonic() < deadline:  # not our child: poll until it is gone
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    if " Z " not in Path(f"/proc/{child}/stat").read_text():
+                        time.sleep(0.1)
+                        continue
+                break
             else:
                 pytest.fail(f"forked child {child} outlived its parent")
     finally:

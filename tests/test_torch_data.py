@@ -186,7 +186,7 @@ def test_balanced_weights_under_torch_distributed_equal_one_process(tmp_path):
     for p in processes:
         p.start()
     for p in processes:
-        p.join(timeout=60)
+        p.join(timeout=180)
     assert [p.exitcode for p in processes] == [0, 0]
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     single = BalancedWeights(HotDistancePredictor(["a", "b"], 24.0, True))

@@ -333,13 +333,13 @@ def test_screenshot_in_headless_chromium(container, tmp_path):
             for layer in state.layers:
                 layer.visible = layer.name == "raw"
         start = time.monotonic()
-        shot = _screenshot(viewer, timeout=20)
+        shot = _screenshot(viewer, timeout=120)
         seconds = time.monotonic() - start
         pixels = shot.screenshot.image_pixels[..., :3].astype(np.float64)
         (tmp_path / "raw.png").write_bytes(shot.screenshot.image)
         with viewer.txn() as state:
             state.layers["raw"].visible = False
-        empty = _screenshot(viewer, timeout=20).screenshot.image_pixels[..., :3]
+        empty = _screenshot(viewer, timeout=120).screenshot.image_pixels[..., :3]
     finally:
         browser.kill()
         browser.wait()

@@ -401,9 +401,17 @@ def run_parameters(run: str | Path, config: Config) -> dict[str, SegmentParamete
 
 def format_scores(result: Mapping[str, Any]) -> list[str]:
     """Lines for a report: overall scores, then one line per class."""
+    kinds = ["combined_score" in s for s in result["label_scores"].values()]
+    missing = [
+        f"no {kind} class: the challenge counts its mean as 0"
+        for kind, present in (("instance", any(kinds)), ("semantic", not all(kinds)))
+        if not present
+    ]
     lines = [
         f"overall_score {result['overall_score']:.3f} (instance "
-        f"{result['overall_instance_score']:.3f}, semantic {result['overall_semantic_score']:.3f})"
+        f"{result['overall_instance_score']:.3f}, semantic {result['overall_semantic_score']:.3f}"
+        + "".join(f"; {m}" for m in missing)
+        + ")"
     ]
     for label, s in result["label_scores"].items():
         if "combined_score" in s:

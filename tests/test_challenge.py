@@ -68,3 +68,29 @@ def test_run_parameters_default_and_errors(tmp_path, caplog):
     with pytest.raises(ConfigError, match="segmentation.json"):
         challenge.run_parameters(tmp_path, config)
     assert SegmentParameters(seed_level=1.0) != default_parameters(SCALE)
+
+
+def test_report_says_when_a_kind_of_class_is_missing():
+    """Without instance classes the challenge's overall score is 0 (its mean
+    over no class counts 0); the report line says so instead of a bare 0."""
+    semantic = {"tp": 1, "fp": 1, "fn": 0, "iou": 0.5, "dice": 2 / 3}
+    instance = {"tp": 1, "fp": 0, "fn": 0, "f1": 1.0, "normalized_hausdorff_distance": 1.0,
+                "combined_score": 1.0}  # fmt: skip
+    only_semantic = {
+        "label_scores": {"er": semantic},
+        "overall_instance_score": 0.0,
+        "overall_semantic_score": 0.5,
+        "overall_score": 0.0,
+    }
+    first = challenge.format_scores(only_semantic)[0]
+    assert first == (
+        "overall_score 0.000 (instance 0.000, semantic 0.500; "
+        "no instance class: the challenge counts its mean as 0)"
+    )
+    both = {**only_semantic, "label_scores": {"er": semantic, "mito": instance},
+            "overall_instance_score": 1.0}  # fmt: skip
+    assert challenge.format_scores(both)[0] == "overall_score 0.000 (instance 1.000, semantic 0.500)"
+    only_instance = {**both, "label_scores": {"mito": instance}}
+    assert challenge.format_scores(only_instance)[0].endswith(
+        "; no semantic class: the challenge counts its mean as 0)"
+    )

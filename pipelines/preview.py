@@ -47,7 +47,6 @@ from pipelines.batch_io import BatchArray, batch_arrays, write_batch
 from pipelines.batches import (
     Keys,
     build_data_pipeline,
-    describe_data,
     generate_demo_data,
     open_data,
     resolve_data,
@@ -55,6 +54,7 @@ from pipelines.batches import (
 )
 from pipelines.common import data_error, make_model, make_predictor
 from pipelines.config import Config, ConfigError, load_config
+from pipelines.data_report import describe_data
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,6 @@ from gp_hotdistance.torch.inference import input_shape_for
 from pipelines.batch_io import item_arrays, write_batch
 from pipelines.batches import (
     Data,
-    describe_data,
     generate_demo_data,
     make_dataset,
     make_loader,
@@ -72,6 +71,7 @@ from pipelines.common import (
     resolve_device,
 )
 from pipelines.config import Config, ConfigError, load_config
+from pipelines.data_report import describe_data
 from pipelines.distributed import Distributed, RankZeroFailed, on_rank_zero
 from pipelines.evaluation import evaluate
 from pipelines.rundir import RunDirectory

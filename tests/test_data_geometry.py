@@ -12,18 +12,12 @@ import pytest
 from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance.data import write_volume
+from gp_hotdistance.torch.dataset import augmented_axes
 from gp_hotdistance.torch.inference import input_shape_for
-from pipelines.batches import (
-    Keys,
-    augmentation_growth,
-    augmented_axes,
-    build_data_pipeline,
-    describe_data,
-    open_data,
-    request_reach,
-)
+from pipelines.batches import Keys, build_data_pipeline, open_data
 from pipelines.common import make_model, make_predictor
 from pipelines.config import ConfigError, from_dict
+from pipelines.data_report import augmentation_growth, describe_data, request_reach
 
 
 class RecordingSource(gp.BatchProvider):

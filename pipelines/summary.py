@@ -6,11 +6,33 @@ Dice pooled over the evaluation crops and the challenge's scores.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from pipelines.challenge import format_scores
 from pipelines.evaluation import ClassScore
 from pipelines.rundir import SUMMARY_NAME
+
+#: The report's mean losses are over at most this many first and last iterations.
+LOSS_WINDOW = 50
+
+
+def loss_summary(losses: Sequence[float]) -> dict:
+    """The summary's mean losses of the ``n = len(losses)`` iterations a run
+    trained: ``first_50_loss`` over the first ``loss_window`` of them and
+    ``last_50_loss`` over the last, where ``loss_window`` is
+    ``min(LOSS_WINDOW, n // 2)`` (1 for one iteration), so the two do not
+    overlap; ``None`` (window 0) when nothing was trained."""
+    if not losses:
+        return {"first_50_loss": None, "last_50_loss": None, "loss_window": 0}
+    window = min(LOSS_WINDOW, max(len(losses) // 2, 1))
+    return {
+        "first_50_loss": float(np.mean(losses[:window])),
+        "last_50_loss": float(np.mean(losses[-window:])),
+        "loss_window": window,
+    }
 
 
 def challenge_summary(tuned: dict | None) -> dict:
@@ -74,9 +96,11 @@ def print_summary(summary: dict, asked: int, out: str | Path) -> None:
             f"(asked for {asked}); evaluated it"
         )
     if summary["first_50_loss"] is not None:
+        window = summary["loss_window"]
+        its = "iteration" if window == 1 else "iterations"
         print(
-            f"mean loss: first 50 iterations {summary['first_50_loss']:.4f}, "
-            f"last 50 iterations {summary['last_50_loss']:.4f}"
+            f"mean loss: first {window} {its} {summary['first_50_loss']:.4f}, "
+            f"last {window} {its} {summary['last_50_loss']:.4f} (of {summary['trained']} trained)"
         )
     print_scores(summary["evaluation"], summary["evaluation_crops"])
     print_challenge_scores(summary)

@@ -46,7 +46,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from funlib.geometry import Coordinate
 from tqdm import tqdm
@@ -76,7 +75,7 @@ from pipelines.distributed import Distributed, RankZeroFailed, on_rank_zero
 from pipelines.evaluation import evaluate
 from pipelines.rundir import RunDirectory
 from pipelines.stops import StopSignals, TrainingStopped
-from pipelines.summary import challenge_summary, print_summary
+from pipelines.summary import challenge_summary, loss_summary, print_summary
 
 logger = logging.getLogger(__name__)
 
@@ -222,8 +221,7 @@ def _run(
         "resumed_from": start,
         "trained": max(total - start, 0),
         "wall_seconds": wall,
-        "first_50_loss": float(np.mean(losses[:50])) if losses else None,
-        "last_50_loss": float(np.mean(losses[-50:])) if losses else None,
+        **loss_summary(losses),
         "dice": {c: s.dice for c, s in scores.items()},
         "evaluation": {c: s.to_dict() for c, s in scores.items()},
         "evaluation_crops": len(data.eval),

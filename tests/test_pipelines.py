@@ -229,8 +229,9 @@ def test_train_3d_anisotropic_batches_and_snapshots(tmp_path):
     summary = train_module.train(config, out, quiet=True)
     assert summary["iterations"] == 4
     assert np.isfinite(summary["first_50_loss"]) and np.isfinite(summary["last_50_loss"])
+    assert summary["loss_window"] == 2  # 4 iterations: the first 2 and the last 2
     resumed = train_module.train(config, out, iterations=6, quiet=True)
-    assert resumed["resumed_from"] == 4
+    assert resumed["resumed_from"] == 4 and resumed["loss_window"] == 1  # trained 2
     snapshots = sorted(p.name for p in (out / "snapshots").iterdir())
     assert snapshots == ["batch_2.zarr", "batch_4.zarr", "batch_6.zarr"]
     checkpoints = sorted(p.name for p in out.glob("model_checkpoint_*"))

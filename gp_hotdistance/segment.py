@@ -87,6 +87,12 @@ class SegmentParameters:
             "min_size": float(self.min_size),
         }
 
+    def used(self, instance: bool) -> dict[str, float | None]:
+        """The entries of :meth:`to_dict` that segment a class: all for an instance
+        class, ``mask_threshold`` alone for a semantic one (seeds and sizes are unused)."""
+        values = self.to_dict()
+        return values if instance else {"mask_threshold": values["mask_threshold"]}
+
 
 def default_parameters(scale_factor: float) -> SegmentParameters:
     """Untuned parameters: seeds a quarter ``scale_factor`` inside, the mask

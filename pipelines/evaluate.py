@@ -34,6 +34,7 @@ from pipelines.challenge import (
     tune_and_save,
 )
 from pipelines.config import ConfigError
+from pipelines.summary import parameter_lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +93,10 @@ def _tune(args: argparse.Namespace) -> int:
     if tuned is None:
         raise ConfigError(f"{args.run}: its config has no held-out crop (data.eval) to tune on")
     print(f"iteration {iteration}: chosen on the held-out crop(s):")
-    for channel, parameters in tuned["parameters"].items():
-        print(f"  {channel}: {parameters.to_dict()}")
+    instance = set(args.instance_classes)
+    used = {c: p.used(c in instance) for c, p in tuned["parameters"].items()}
+    for line in parameter_lines(used):
+        print(f"  {line}")
     print("challenge scores, chosen parameters:")
     for line in format_scores(tuned["scores"]):
         print("  " + line)

@@ -6,11 +6,12 @@ Dice pooled over the evaluation crops and the challenge's scores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from gp_hotdistance.segment import DEFAULT_INSTANCE_CLASSES
 from pipelines.challenge import format_scores
 from pipelines.evaluation import ClassScore
 from pipelines.rundir import SUMMARY_NAME
@@ -35,17 +36,37 @@ def loss_summary(losses: Sequence[float]) -> dict:
     }
 
 
-def challenge_summary(tuned: dict | None) -> dict:
-    """The summary entries of :func:`pipelines.challenge.tune_run`'s result:
+def challenge_summary(
+    tuned: dict | None, instance_classes: Sequence[str] = DEFAULT_INSTANCE_CLASSES
+) -> dict:
+    """The summary entries of :func:`pipelines.challenge.tune_and_save`'s result:
     the challenge's scores with the parameters chosen on the held-out crops
-    (saved in ``segmentation.json``) and with the untuned defaults."""
+    (saved in ``segmentation.json``) and with the untuned defaults. The
+    parameters are those each class uses (``SegmentParameters.used``):
+    a semantic class (not in ``instance_classes``) has its ``mask_threshold``
+    alone, while ``segmentation.json`` keeps every class's full set, since
+    ``blockwise segment --instance-classes`` may segment it into instances."""
     if tuned is None:
         return {}
     return {
         "challenge_scores": tuned["scores"],
         "challenge_default_scores": tuned["default_scores"],
-        "segmentation_parameters": {c: p.to_dict() for c, p in tuned["parameters"].items()},
+        "segmentation_parameters": {
+            c: p.used(c in instance_classes) for c, p in tuned["parameters"].items()
+        },
     }
+
+
+def parameter_lines(parameters: Mapping[str, Mapping[str, float | None]]) -> list[str]:
+    """One line per class of the parameters it uses (``SegmentParameters.used``);
+    a semantic class's line says that it has no seed level or size limit."""
+    lines = []
+    for name, values in parameters.items():
+        words = ", ".join(f"{key} {value}" for key, value in values.items())
+        if "seed_level" not in values:
+            words += " (semantic class, a 0/1 mask: seed_level and min_size unused)"
+        lines.append(f"{name}: {words}")
+    return lines
 
 
 def print_scores(evaluation: dict[str, dict], crops: int) -> None:
@@ -72,8 +93,8 @@ def print_challenge_scores(summary: dict) -> None:
     print("challenge scores of the evaluation crops (segmentation parameters chosen on them):")
     for line in format_scores(summary["challenge_scores"]):
         print(f"  {line}")
-    for name, parameters in summary["segmentation_parameters"].items():
-        print(f"  {name}: {parameters}")
+    for line in parameter_lines(summary["segmentation_parameters"]):
+        print(f"  {line}")
     default = summary["challenge_default_scores"]["overall_score"]
     print(f"  (untuned default parameters: overall_score {default:.3f})")
 

@@ -9,6 +9,7 @@ from funlib.geometry import Roi
 from gp_hotdistance.segment import SegmentParameters, default_parameters
 from pipelines import challenge
 from pipelines.config import ConfigError
+from pipelines.summary import challenge_summary, print_challenge_scores
 
 SCALE = 40.0
 
@@ -94,3 +95,26 @@ def test_report_says_when_a_kind_of_class_is_missing():
     assert challenge.format_scores(only_instance)[0].endswith(
         "; no semantic class: the challenge counts its mean as 0)"
     )
+
+
+def test_reports_show_a_semantic_class_without_seed_level(capsys):
+    """er is semantic (a 0/1 mask): the summary and the printed lines give
+    its mask threshold alone and say the rest is unused; mito (instance)
+    keeps all three."""
+    tuned = challenge.tune(_config(), [_crop()])
+    entries = challenge_summary(tuned)
+    assert set(tuned["parameters"]) == {"mito", "er"}
+    mito, er = tuned["parameters"]["mito"], tuned["parameters"]["er"]
+    assert entries["segmentation_parameters"] == {
+        "mito": {"seed_level": 20.0, "mask_threshold": mito.mask_threshold, "min_size": 0.0},
+        "er": {"mask_threshold": er.mask_threshold},
+    }
+    print_challenge_scores(entries)
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert f"mito: seed_level 20.0, mask_threshold {mito.mask_threshold}, min_size 0.0" in lines
+    assert (
+        f"er: mask_threshold {er.mask_threshold} (semantic class, a 0/1 mask: seed_level and "
+        "min_size unused)"
+    ) in lines
+    # er counted as an instance class: all three are used again
+    assert challenge_summary(tuned, ["mito", "er"])["segmentation_parameters"]["er"] == er.to_dict()

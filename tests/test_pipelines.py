@@ -20,6 +20,7 @@ from gp_hotdistance import HotDistancePredictor, WeightNode
 from gp_hotdistance.torch import BalancedWeights, HotDistanceLoss, UNet
 from gp_hotdistance.torch.inference import context_for, input_shape_for, predict_volume
 from pipelines import common, evaluation
+from pipelines import evaluate as evaluate_module
 from pipelines import preview as preview_module
 from pipelines import train as train_module
 from pipelines.batch_io import BatchArray
@@ -140,7 +141,7 @@ def test_evaluate_scores_constant_models_exactly(demo_2d, tmp_path, logit, caplo
 # -- training ----------------------------------------------------------------
 
 
-def test_train_two_iterations_then_resume(demo_2d, tmp_path):
+def test_train_two_iterations_then_resume(demo_2d, tmp_path, capsys):
     out = tmp_path / "run"
     config = tiny_config(demo_2d.data_section())
     summary = train_module.train(config, out, quiet=True)
@@ -153,6 +154,12 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
     assert 0.0 <= summary["challenge_scores"]["overall_score"] <= 1.0
     chosen = json.loads((out / "segmentation.json").read_text())
     assert chosen["iteration"] == 2 and set(chosen["parameters"]) == {"mito", "er"}
+    # the summary gives each class what it uses (er is semantic: its mask alone);
+    # segmentation.json keeps full sets, which blockwise may segment as instances
+    assert set(summary["segmentation_parameters"]["er"]) == {"mask_threshold"}
+    full = {"seed_level", "mask_threshold", "min_size"}
+    assert set(summary["segmentation_parameters"]["mito"]) == full
+    assert set(chosen["parameters"]["er"]) == full
     # the summary scores the trained model: evaluating its checkpoint again agrees
     trained = common.make_model(config, common.make_predictor(config))
     trained.load_state_dict(
@@ -195,6 +202,13 @@ def test_train_two_iterations_then_resume(demo_2d, tmp_path):
     for before, after in zip(counts["moving_counts"], later["moving_counts"], strict=True):
         for cls in ("0", "1"):
             assert after[cls][1] > before[cls][1]
+    # choosing the parameters again for the newest checkpoint prints what each class uses
+    capsys.readouterr()
+    assert evaluate_module.main(["--tune", "--run", str(out)]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert any(line.startswith("mito: seed_level ") for line in lines), lines
+    er = next(line for line in lines if line.startswith("er: "))
+    assert er.startswith("er: mask_threshold ") and er.endswith("seed_level and min_size unused)")
 
 
 def test_resume_skips_a_checkpoint_without_counts(demo_2d, tmp_path):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -329,8 +330,9 @@ def make_dataset(
 ) -> HotDistanceDataset:
     """The training samples of ``config`` as a :class:`HotDistanceDataset`
     (seeded with ``training.seed``, augmented by ``training.augment``, the
-    samples' weights); its errors become :class:`ConfigError` s naming
-    ``data.samples[i]``."""
+    samples' weights); its errors become :class:`ConfigError` s naming a
+    sample as the config does (``data.samples[i]``, its index in the config
+    even when unusable samples before it were skipped, and its paths)."""
     try:
         return HotDistanceDataset(
             data.samples,
@@ -344,9 +346,15 @@ def make_dataset(
             rank=rank,
         )
     except ValueError as error:
-        raise ConfigError(
-            str(error).replace("HotDistanceDataset: samples", "data.samples")
-        ) from None
+        message = str(error)
+        found = re.match(r"HotDistanceDataset: samples\[(\d+)\] ", message)
+        if found is not None:
+            index = int(found.group(1))
+            where = data.where[index]
+            paths = ", ".join(f"{k} {p}" for k, p in sample_paths(config, where).items())
+            rest = message[found.end() :].removeprefix(f"({data.samples[index]!r}) ")
+            message = f"{where} ({paths}) {rest}"
+        raise ConfigError(message) from None
 
 
 def make_loader(

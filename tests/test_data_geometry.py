@@ -4,6 +4,7 @@ listed at once, and no batch failing on the data's geometry."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import gunpowder as gp
@@ -14,8 +15,8 @@ from funlib.geometry import Coordinate, Roi
 from gp_hotdistance.data import write_volume
 from gp_hotdistance.torch.dataset import augmented_axes
 from gp_hotdistance.torch.inference import input_shape_for
-from pipelines.batches import Keys, build_data_pipeline, open_data
-from pipelines.common import make_model, make_predictor
+from pipelines.batches import Keys, build_data_pipeline, make_dataset, open_data
+from pipelines.common import make_model, make_predictor, open_sample
 from pipelines.config import ConfigError, from_dict
 from pipelines.data_report import augmentation_growth, describe_data, request_reach
 
@@ -152,6 +153,23 @@ def test_unusable_samples_are_listed_at_once_then_skipped_on_request(edges, capl
         data = open_data(from_dict(values))
     assert data.where == ["data.samples[0]", "data.samples[2]"]
     assert len(data.skipped) == 2 and "skipping unusable sample data.samples[1]" in caplog.text
+
+
+def test_dataset_errors_name_the_config_sample_after_a_skipped_one(edges):
+    """With data.samples[0] skipped, the second opened sample is the config's
+    data.samples[2]: an error about it names that index and its paths."""
+    config = config_for(edges, ["beyond", "corner", "inside"], skip_unusable=True)
+    data = open_data(config)
+    assert data.where == ["data.samples[1]", "data.samples[2]"]
+    coarse = open_sample(config, config.data.samples[2], "data.samples[2]", voxel_size=[16, 16])
+    mixed = dataclasses.replace(data, samples=[data.samples[0], coarse])
+    output_shape = Coordinate(config.model.output_shape)
+    with pytest.raises(ConfigError) as error:
+        make_dataset(config, mixed, output_shape + 8, output_shape)
+    assert str(error.value) == (
+        f"data.samples[2] (raw {edges['raw']}, labels.mito {edges['labels']['inside']}) "
+        "is at voxel size (16, 16), not (8, 8)"
+    )
 
 
 def test_every_missing_path_is_reported_at_once(edges, tmp_path):

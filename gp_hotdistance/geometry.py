@@ -25,3 +25,11 @@ def roi_slices(roi: Roi, outer: Roi, voxel_size: Sequence[int]) -> tuple[slice, 
         ):
             raise ValueError(f"{name} {r} is not on the grid of voxel size {voxel_size}")
     return ((roi - outer.offset) / voxel_size).to_slices()
+
+
+def relative_slices(inner: Roi, outer: Roi, voxel_size: Sequence[int]) -> tuple[slice, ...]:
+    """:func:`roi_slices` on the grid that starts at ``outer``'s offset: an
+    array whose offset is not a multiple of its voxel size (a funlib array
+    may have any integer offset) puts every ROI read from it on that shifted
+    grid, not on the absolute one."""
+    return roi_slices(inner - outer.offset, outer - outer.offset, voxel_size)

@@ -32,6 +32,7 @@ import zarr
 from funlib.geometry import Roi
 
 from gp_hotdistance import scores
+from gp_hotdistance.data.ome import read_placement
 from gp_hotdistance.segment import (
     DEFAULT_INSTANCE_CLASSES,
     SegmentParameters,
@@ -70,66 +71,21 @@ class Placed:
 
 def read_placed(path: str | Path) -> Placed:
     """``path`` as the challenge stores labels: an array with ``voxel_size``
-    (or ``resolution``/``scale``) and ``translation`` (or ``offset``)
-    attributes, or an OME-NGFF multiscale group (its first level).
+    (or ``resolution``) and ``translation`` (or ``offset``) attributes, or an
+    OME-NGFF multiscale group (its first level), read by
+    :func:`gp_hotdistance.data.ome.read_placement` with float placements.
 
     Raises:
-        ConfigError: nothing there, or no voxel size (never assumed 1).
+        ConfigError: nothing there, no voxel size (never assumed 1), or a
+            channel axis.
     """
-    name = str(path)
-    if not os.path.exists(name):
-        raise ConfigError(f"{name} does not exist")
-    node = zarr.open(name, mode="r")
-    if isinstance(node, zarr.Group):
-        return _read_multiscale(name, node)
-    attrs = node.attrs.asdict()
-    voxel_size = next((attrs[k] for k in ("voxel_size", "resolution", "scale") if k in attrs), None)
-    if voxel_size is None:
-        raise ConfigError(
-            f"{name} has no voxel_size/resolution/scale attribute; refusing to assume voxel size 1"
-        )
-    translation = next((attrs[k] for k in ("translation", "offset") if k in attrs), None)
-    translation = translation if translation is not None else [0.0] * len(voxel_size)
-    if len(voxel_size) != node.ndim or len(translation) != node.ndim:
-        raise ConfigError(
-            f"{name}: voxel size {voxel_size} and translation {translation} do not match its "
-            f"{node.ndim} axes"
-        )
-    return Placed(
-        node[...], tuple(float(v) for v in voxel_size), tuple(float(t) for t in translation)
-    )
-
-
-def _read_multiscale(name: str, group: zarr.Group) -> Placed:
-    """The first level of an OME-NGFF multiscale group, its scale and
-    translation (dataset, then multiscale transformations) kept as floats
-    (the challenge's crops have voxel sizes such as 1.74)."""
     try:
-        multiscale = group.attrs["multiscales"][0]
-        dataset = multiscale["datasets"][0]
-        scale = translation = None
-        for transform in dataset["coordinateTransformations"]:
-            if transform["type"] == "scale":
-                scale = [float(v) for v in transform["scale"]]
-            elif transform["type"] == "translation":
-                translation = [float(v) for v in transform["translation"]]
-        if scale is None:
-            raise KeyError("no scale transformation")
-        translation = translation or [0.0] * len(scale)
-        for transform in multiscale.get("coordinateTransformations", []):
-            if transform["type"] == "scale":
-                factors = [float(v) for v in transform["scale"]]
-                scale = [a * b for a, b in zip(scale, factors, strict=True)]
-                translation = [a * b for a, b in zip(translation, factors, strict=True)]
-            elif transform["type"] == "translation":
-                shift = [float(v) for v in transform["translation"]]
-                translation = [a + b for a, b in zip(translation, shift, strict=True)]
-        array = group[dataset["path"]]
-    except (KeyError, IndexError, TypeError, ValueError) as error:
-        raise ConfigError(f"{name}: not an OME-NGFF multiscale group ({error})") from error
-    if array.ndim != len(scale):
-        raise ConfigError(f"{name}: {array.ndim} axes but {len(scale)} scales")
-    return Placed(array[...], tuple(scale), tuple(translation))
+        array, voxel_size, translation, channels = read_placement(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(str(error)) from None
+    if channels:
+        raise ConfigError(f"{path}: has a channel axis (shape {array.shape}); labels are spatial")
+    return Placed(array[...], voxel_size, translation)
 
 
 def truth_labels(truth: str | Path) -> list[tuple[str, str]]:

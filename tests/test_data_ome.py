@@ -13,6 +13,7 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
 from gp_hotdistance.data import OffGridWarning, Sample, open_volume, prepare_volume, write_volume
+from gp_hotdistance.data.ome import read_placement
 from tests.cellmap_fixture import add_level
 
 
@@ -262,3 +263,16 @@ def test_prepare_volume_filled_block_by_block(tmp_path):
         prepare_volume(
             tmp_path / "out.zarr", "seg", (6, 4), np.uint8, (8, 4), (0, 0), channel_axis=True
         )
+
+
+def test_read_placement_keeps_float_placements_that_open_volume_refuses(tmp_path):
+    array = zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=(3, 4), dtype=np.uint8)
+    array.attrs.update({"voxel_size": [1.74, 2.0], "translation": [23837.13, -7.5]})
+    opened, voxel_size, translation, channels = read_placement(tmp_path / "a.zarr")
+    assert (voxel_size, translation, channels) == ((1.74, 2.0), (23837.13, -7.5), 0)
+    assert opened.shape == (3, 4)
+    with pytest.raises(ValueError, match=r"voxel size \(1.74, 2.0\) is not a positive integer"):
+        open_volume(tmp_path / "a.zarr")
+    del array.attrs["voxel_size"]
+    with pytest.raises(ValueError, match="no voxel-size metadata"):
+        read_placement(tmp_path / "a.zarr")

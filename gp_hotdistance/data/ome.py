@@ -40,7 +40,8 @@ Conventions:
   16 nm translated by 4 nm.)
 
 Writing is :mod:`gp_hotdistance.data.write`'s, whose outputs
-:func:`open_volume` reads.
+:func:`open_volume` reads. The :class:`~gp_hotdistance.data.volume.Volume`
+returned reads, pads and writes in world units.
 """
 
 from __future__ import annotations
@@ -50,71 +51,16 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 import zarr
-from funlib.geometry import Coordinate, Roi
+from funlib.geometry import Coordinate
+
+from gp_hotdistance.data.volume import Volume
 
 
 class OffGridWarning(UserWarning):
     """A dataset's offset was moved onto the grid it is resampled from."""
-
-
-@dataclass(frozen=True)
-class Volume:
-    """One zarr array placed in world units.
-
-    Attributes:
-        path: where it was opened (the group for a multiscale, plus the level).
-        array: the zarr array: ``channels`` leading channel axes (0 or 1),
-            then the spatial axes.
-        voxel_size: world units per voxel, per spatial axis.
-        offset: world position of the first voxel's corner.
-        channels: how many leading axes are channels (not spatial).
-    """
-
-    path: str
-    array: zarr.Array
-    voxel_size: Coordinate
-    offset: Coordinate
-    channels: int = 0
-
-    @property
-    def roi(self) -> Roi:
-        """The world ROI the array covers."""
-        return Roi(self.offset, Coordinate(self.array.shape[self.channels :]) * self.voxel_size)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.array.dtype
-
-    @property
-    def units(self) -> tuple[str, ...]:
-        """The spatial axes' units as the array's attributes state them
-        (``()`` when they do not)."""
-        return tuple(self.array.attrs.get("units") or ())
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
-
-    def read(self, roi: Roi) -> npt.NDArray:
-        """The voxels of world ``roi`` (inside :attr:`roi`, on this volume's
-        voxel grid), every channel, as a numpy array; reads only those chunks."""
-        if not self.roi.contains(roi):
-            raise ValueError(f"{self.path}: ROI {roi} is not inside the dataset's ROI {self.roi}")
-        begin = roi.begin - self.offset
-        if any(b % v for b, v in zip(begin, self.voxel_size, strict=True)) or any(
-            s % v for s, v in zip(roi.shape, self.voxel_size, strict=True)
-        ):
-            raise ValueError(
-                f"{self.path}: ROI {roi} is not on the dataset's voxel grid "
-                f"(offset {self.offset}, voxel size {self.voxel_size})"
-            )
-        index = (roi - self.offset) / self.voxel_size
-        return self.array[(slice(None),) * self.channels + index.to_slices()]
 
 
 def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None) -> Volume:
@@ -140,6 +86,7 @@ def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None
         if "multiscales" not in node.attrs:
             raise ValueError(f"{name} is a zarr group without OME-NGFF 'multiscales' metadata")
         levels, channels = _levels(name, node.attrs.asdict())
+        levels = [(p, _integer_voxel_size(f"{name}/{p}", v), t) for p, v, t in levels]
         if target is not None:
             _check_dims(name, levels[0][1], target)
         level = levels[0] if target is None else _choose_level(name, levels, target)
@@ -151,11 +98,44 @@ def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None
     else:
         array = node
         scale, translation, channels = _array_transform(name, array)
+        scale = _integer_voxel_size(name, scale)
         if target is not None:
             _check_dims(name, scale, target)
     _check_spatial_array(name, array, scale, channels)
     offset = _place(name, scale, translation, target)
-    return Volume(path=name, array=array, voxel_size=scale, offset=offset, channels=channels)
+    volume = Volume(path=name, voxel_size=scale, offset=offset, channels=channels)
+    volume._arrays["r"] = array  # opened already
+    return volume
+
+
+def read_placement(
+    path: str | os.PathLike,
+) -> tuple[zarr.Array, tuple[float, ...], tuple[float, ...], int]:
+    """The array at ``path`` (a multiscale group's first level), its voxel
+    size and translation as stored (floats: the challenge's crops have voxel
+    sizes such as 1.74 nm) and its number of leading channel axes: the
+    metadata :func:`open_volume` reads, before it requires integer voxel
+    sizes and offsets.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: as :func:`open_volume`, but for non-integer placements.
+    """
+    name = str(path)
+    node = _open_node(name)
+    if isinstance(node, zarr.Group):
+        if "multiscales" not in node.attrs:
+            raise ValueError(f"{name} is a zarr group without OME-NGFF 'multiscales' metadata")
+        levels, channels = _levels(name, node.attrs.asdict())
+        level_path, scale, translation = levels[0]
+        if level_path not in node:
+            raise FileNotFoundError(f"{name}: multiscale level {level_path!r} does not exist")
+        array = node[level_path]
+    else:
+        array = node
+        scale, translation, channels = _array_transform(name, array)
+    _check_spatial_array(name, array, scale, channels)
+    return array, scale, translation, channels
 
 
 def _check_dims(name: str, voxel_size: Sequence[int], target: Coordinate) -> None:
@@ -190,7 +170,7 @@ def _open_node(name: str) -> zarr.Array | zarr.Group:
         raise FileNotFoundError(f"{name} is not a zarr array or group: {error}") from None
 
 
-_Level = tuple[str, Coordinate, tuple[float, ...]]
+_Level = tuple[str, tuple[float, ...], tuple[float, ...]]
 
 
 def _levels(name: str, attrs: dict) -> tuple[list[_Level], int]:
@@ -251,7 +231,7 @@ def _levels(name: str, attrs: dict) -> tuple[list[_Level], int]:
         if top_translation is not None:
             translation = tuple(t + u for t, u in zip(translation, top_translation, strict=True))
         scale, translation = scale[channels:], translation[channels:]  # spatial axes
-        levels.append((path, _integer_voxel_size(name, path, scale), translation))
+        levels.append((path, scale, translation))
     return levels, channels
 
 
@@ -304,11 +284,9 @@ def _transforms(
     return scale, translation
 
 
-def _integer_voxel_size(name: str, level: str, scale: Sequence[float]) -> Coordinate:
+def _integer_voxel_size(where: str, scale: Sequence[float]) -> Coordinate:
     if any(s <= 0 or s != int(s) for s in scale):
-        raise ValueError(
-            f"{name}/{level}: voxel size {tuple(scale)} is not a positive integer per axis"
-        )
+        raise ValueError(f"{where}: voxel size {tuple(scale)} is not a positive integer per axis")
     return Coordinate(int(s) for s in scale)
 
 
@@ -354,7 +332,9 @@ def _integer_ratio(voxel_size: Coordinate, target: Coordinate) -> bool:
     return all(t % v == 0 or v % t == 0 for v, t in zip(voxel_size, target, strict=True))
 
 
-def _array_transform(name: str, array: zarr.Array) -> tuple[Coordinate, tuple[float, ...], int]:
+def _array_transform(
+    name: str, array: zarr.Array
+) -> tuple[tuple[float, ...], tuple[float, ...], int]:
     """Voxel size, translation and number of leading channel axes of a plain
     array: funlib attributes (channel axes named ``...^``), else the parent
     group's multiscale entry for this array."""
@@ -373,7 +353,7 @@ def _array_transform(name: str, array: zarr.Array) -> tuple[Coordinate, tuple[fl
             channels = 1 if str(names[0]).endswith("^") else 0
         else:  # funlib's own reader takes leading extra axes as channels
             channels = 1 if array.ndim == len(voxel_size) + 1 else 0
-        return _integer_voxel_size(name, "", voxel_size), offset, channels
+        return voxel_size, offset, channels
     parent, _, level = name.rstrip("/").replace(os.sep, "/").rpartition("/")
     if parent and os.path.exists(os.path.join(parent, ".zattrs")):
         _check_json_files(parent)
@@ -460,4 +440,4 @@ def _numbers(values: Sequence[float]) -> tuple[float, ...]:
     return tuple(int(v) if v == int(v) else v for v in values)
 
 
-__all__ = ["OffGridWarning", "Volume", "open_volume"]
+__all__ = ["OffGridWarning", "Volume", "open_volume", "read_placement"]

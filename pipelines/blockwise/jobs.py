@@ -1,19 +1,18 @@
 """Block jobs: one block's work, pickled into daisy's worker processes.
 
-A job reads and writes its zarr datasets with zarr alone (no
+A job reads and writes its datasets as volumes
+(:class:`~gp_hotdistance.data.volume.Volume`: zarr alone, no
 funlib.persistence, dask, gunpowder or torch on the targets path), so a
 worker starts in about a second.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import daisy
 import numpy as np
 import numpy.typing as npt
-import zarr
 from funlib.geometry import Coordinate, Roi
 
-from gp_hotdistance.geometry import roi_slices
+from gp_hotdistance.data.ome import open_volume
+from gp_hotdistance.data.volume import Volume, VolumeWriteError
+from gp_hotdistance.geometry import relative_slices
 from pipelines.blockwise.outputs import DoneMarkers, array_path, signature_value
 
 if TYPE_CHECKING:
@@ -34,93 +34,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class BlockReadError(RuntimeError):
-    """A block's input that cannot be read (e.g. a corrupt chunk file)."""
-
-
 class BlockWriteError(RuntimeError):
     """A block's output that cannot be written (disk full, read-only, ...)."""
 
-    def __init__(self, path: str, roi: Roi, error: OSError) -> None:
+    def __init__(self, error: VolumeWriteError | str) -> None:
         super().__init__(
-            f"cannot write {path} in {roi}: {error.strerror or error} (errno {error.errno}); "
-            "blocks finished before are kept: make room or fix the permissions and rerun "
-            "the same command to resume"
+            f"{error}; blocks finished before are kept: make room or fix the permissions "
+            "and rerun the same command to resume"
         )
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A zarr array ``path`` of shape ``(*channels, *spatial)`` whose first
-    spatial voxel lies at the world ``offset``."""
-
-    path: str
-    offset: Coordinate
-    voxel_size: Coordinate
-
-    def _slices(self, roi: Roi, shape: Sequence[int]) -> tuple[slice, ...]:
-        spatial = Coordinate(shape[len(shape) - self.voxel_size.dims :])
-        outer = Roi(self.offset, spatial * self.voxel_size)
-        channels = len(shape) - self.voxel_size.dims
-        return (slice(None),) * channels + relative_slices(roi, outer, self.voxel_size)
-
-    def read(self, array: zarr.Array, roi: Roi) -> npt.NDArray:
-        """The data inside ``roi`` (which must lie inside the array).
-
-        Raises:
-            BlockReadError: a chunk cannot be decoded; names its file.
-        """
-        slices = self._slices(roi, array.shape)
-        try:
-            return array[slices]
-        except Exception as error:
-            raise BlockReadError(
-                f"cannot read {self.path} in {roi}: {self._bad_chunk(array, slices)}: "
-                f"{type(error).__name__}: {error}"
-            ) from error
-
-    def read_padded(self, array: zarr.Array, roi: Roi) -> npt.NDArray:
-        """The data inside ``roi``, zeros where ``roi`` leaves the array."""
-        spatial = Coordinate(array.shape[-self.voxel_size.dims :])
-        inside = roi.intersect(Roi(self.offset, spatial * self.voxel_size))
-        channels = tuple(array.shape[: len(array.shape) - self.voxel_size.dims])
-        out = np.zeros(channels + tuple(roi.shape / self.voxel_size), dtype=array.dtype)
-        if not inside.empty:
-            where = (slice(None),) * len(channels) + relative_slices(inside, roi, self.voxel_size)
-            out[where] = self.read(array, inside)
-        return out
-
-    def write(self, array: zarr.Array, roi: Roi, data: npt.NDArray) -> None:
-        """Write ``data`` inside ``roi``.
-
-        Raises:
-            BlockWriteError: the file system refused (disk full, read-only,
-                file-size limit, permissions).
-        """
-        try:
-            array[self._slices(roi, array.shape)] = data
-        except OSError as error:
-            raise BlockWriteError(self.path, roi, error) from error
-
-    def _bad_chunk(self, array: zarr.Array, slices: tuple[slice, ...]) -> str:
-        """The file of the first chunk in ``slices`` that fails to decode."""
-        ranges = [
-            range(
-                (s.start or 0) // c,
-                -(-(n if s.stop is None else s.stop) // c),
-            )
-            for s, c, n in zip(slices, array.chunks, array.shape, strict=True)
-        ]
-        separator = getattr(array, "_dimension_separator", None) or "."
-        for index in itertools.product(*ranges):
-            chunk = tuple(
-                slice(i * c, (i + 1) * c) for i, c in zip(index, array.chunks, strict=True)
-            )
-            try:
-                array[chunk]
-            except Exception:
-                return f"chunk file {Path(self.path) / separator.join(map(str, index))}"
-        return "a chunk could not be read"
 
 
 @dataclass
@@ -160,9 +81,24 @@ class BlockJob:
             grid,
         )
 
-    def output_dataset(self, name: str) -> Dataset:
-        """Output ``name``'s level array ``name/s0`` (over ``volume_roi``)."""
-        return Dataset(str(array_path(self.output, name)), self.volume_roi.offset, self.voxel_size)
+    def output_volume(self, name: str) -> Volume:
+        """Output ``name``'s level array ``name/s0`` (over ``volume_roi``),
+        opened once per process."""
+        key = f"output {name}"
+        if key not in self._cache:
+            self._cache[key] = open_volume(array_path(self.output, name))
+        return self._cache[key]
+
+    def write_output(self, name: str, roi: Roi, data: npt.NDArray) -> None:
+        """Write ``data`` (every channel) over ``roi`` of output ``name``.
+
+        Raises:
+            BlockWriteError: the file system refused.
+        """
+        try:
+            self.output_volume(name).write(roi, data)
+        except VolumeWriteError as error:
+            raise BlockWriteError(error) from error
 
     def task(
         self,
@@ -228,7 +164,9 @@ class BlockJob:
         try:
             self.markers.mark(block.write_roi)
         except OSError as error:
-            raise BlockWriteError(self.markers.path, block.write_roi, error) from error
+            raise BlockWriteError(
+                VolumeWriteError(self.markers.path, block.write_roi, error)
+            ) from error
         logger.info(
             "block %s %s done in %.2f s (%s)",
             block.block_id,
@@ -270,19 +208,14 @@ class BlockJob:
             sys.modules["torch"].set_num_threads(self.threads)
         self._cache["threads_set"] = True
 
-    def _open(self, dataset: Dataset, mode: str = "r") -> zarr.Array:
-        if dataset.path not in self._cache:
-            self._cache[dataset.path] = zarr.open_array(dataset.path, mode=mode)
-        return self._cache[dataset.path]
-
 
 @dataclass
 class TargetsJob(BlockJob):
     """Targets ``[hot x C, tanh(d / scale_factor) x C]`` (float32) and the
     distance mask (``C`` channels, the mask's dtype) of one block."""
 
-    gt: Dataset | None = None
-    mask: Dataset | None = None
+    gt: Volume | None = None
+    mask: Volume | None = None
     target_dataset: str = "target"
     distance_mask_dataset: str = "distance_mask"
     predictor: HotDistancePredictor | None = None
@@ -297,8 +230,8 @@ class TargetsJob(BlockJob):
         if sample is not None:
             labels, mask = sample.read_labels(read_roi)
         else:
-            labels = gt.read(self._open(gt), read_roi)
-            mask = None if self.mask is None else self.mask.read(self._open(self.mask), read_roi)
+            labels = gt.read(read_roi)
+            mask = None if self.mask is None else self.mask.read(read_roi)
         read = time.perf_counter()
         target = predictor.process(labels, self.voxel_size)
         distance_mask = predictor.create_distance_mask(
@@ -310,8 +243,7 @@ class TargetsJob(BlockJob):
             (self.target_dataset, target),
             (self.distance_mask_dataset, distance_mask),
         ):
-            dataset = self.output_dataset(name)
-            dataset.write(self._open(dataset, "r+"), write_roi, data[crop])
+            self.write_output(name, write_roi, data[crop])
         written = time.perf_counter()
         return {"read": read - started, "compute": computed - read, "write": written - computed}
 
@@ -342,7 +274,7 @@ class PredictJob(BlockJob):
     """Raw prediction (``2C`` float32 channels) and segmentation (``C``
     uint8 channels, ``sigmoid(hot) > 0.5``) of one block."""
 
-    raw: Dataset | None = None
+    raw: Volume | None = None
     checkpoint: str = ""
     config: dict[str, Any] | None = None
     output_shape: tuple[int, ...] = ()
@@ -375,8 +307,7 @@ class PredictJob(BlockJob):
         if self.sample is not None:
             padded = sample_raw_padded(self.sample, read_roi)
         else:
-            raw_array = self._open(self.raw)
-            padded = normalize_raw(self.raw.read_padded(raw_array, read_roi), raw_array.dtype)
+            padded = normalize_raw(self.raw.read_padded(read_roi), self.raw.dtype)
         read = time.perf_counter()
         prediction = predict_padded(model, padded, self.output_shape, self._cache["device"])
         segmentation = segment(prediction).astype(np.uint8)
@@ -385,8 +316,7 @@ class PredictJob(BlockJob):
             (self.prediction_dataset, prediction),
             (self.segmentation_dataset, segmentation),
         ):
-            dataset = self.output_dataset(name)
-            dataset.write(self._open(dataset, "r+"), write_roi, data)
+            self.write_output(name, write_roi, data)
         written = time.perf_counter()
         return {"read": read - started, "compute": computed - read, "write": written - computed}
 
@@ -414,17 +344,6 @@ class PredictJob(BlockJob):
                 }
             ),
         }
-
-
-def relative_slices(inner: Roi, outer: Roi, voxel_size: Coordinate) -> tuple[slice, ...]:
-    """Spatial slices of ``inner`` in an array covering ``outer``.
-
-    :func:`~gp_hotdistance.geometry.roi_slices` relative to ``outer``'s
-    offset: an input whose offset is not a multiple of its voxel size (a
-    funlib array may have any integer offset) puts every ROI of the job on
-    that shifted grid, not on the absolute one.
-    """
-    return roi_slices(inner - outer.offset, outer - outer.offset, voxel_size)
 
 
 def sample_signature(sample: Sample) -> dict[str, Any]:

@@ -13,18 +13,13 @@ from funlib.geometry import Coordinate, Roi
 from gp_hotdistance.data.ome import Volume, open_volume
 from gp_hotdistance.data.sample import Sample
 from gp_hotdistance.predictor import HotDistancePredictor, target_channel_names
-from pipelines.blockwise.jobs import Dataset, PredictJob, TargetsJob
+from pipelines.blockwise.jobs import PredictJob, TargetsJob
 from pipelines.blockwise.outputs import OutputSpec, prepare_outputs
 from pipelines.blockwise.run import default_threads
 from pipelines.checkpoints import checkpoint_path
 from pipelines.common import load_model
 from pipelines.config import ConfigError, load_config
 from pipelines.rundir import RunDirectory
-
-
-def as_dataset(volume: Volume) -> Dataset:
-    """The job's handle on an input: its path and placement, picklable."""
-    return Dataset(volume.path, volume.offset, volume.voxel_size)
 
 
 def open_input(path: str | Path, role: str, voxel_size: Sequence[int] | None = None) -> Volume:
@@ -195,8 +190,8 @@ def plan_targets(
         context=context_world,
         done_dataset="done/targets",
         threads=threads or default_threads(num_workers),
-        gt=None if gt_array is None else as_dataset(gt_array),
-        mask=None if mask_array is None else as_dataset(mask_array),
+        gt=gt_array,
+        mask=mask_array,
         sample=sample,
         target_dataset=target_dataset,
         distance_mask_dataset=distance_mask_dataset,
@@ -319,7 +314,7 @@ def plan_predict(
         context=context_voxels * voxel_size,
         done_dataset="done/predict",
         threads=threads or default_threads(num_workers),
-        raw=None if raw_array is None else as_dataset(raw_array),
+        raw=raw_array,
         sample=sample,
         checkpoint=str(checkpoint),
         config=config.to_dict(),

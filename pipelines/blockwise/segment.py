@@ -32,7 +32,9 @@ import zarr
 from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance import segment as seg
-from pipelines.blockwise.jobs import BlockJob, Dataset, relative_slices
+from gp_hotdistance.data.volume import Volume
+from gp_hotdistance.geometry import relative_slices
+from pipelines.blockwise.jobs import BlockJob
 from pipelines.blockwise.outputs import array_path, signature_value
 
 FRAGMENTS = "fragments"
@@ -48,7 +50,7 @@ _RECORD_FIELDS = (
 class SegmentJob(BlockJob):
     """Shared settings of the two daisy steps of ``blockwise segment``."""
 
-    prediction: Dataset | None = None
+    prediction: Volume | None = None
     channels: tuple[str, ...] = ()
     instance_classes: tuple[str, ...] = ()
     scale_factor: float = 1.0
@@ -107,7 +109,7 @@ class FragmentsJob(SegmentJob):
         started = time.perf_counter()
         halo = Coordinate((seg.HALO,) * self.voxel_size.dims) * self.voxel_size
         read_roi = write_roi.grow(halo, halo)
-        prediction = self.prediction.read_padded(self._open(self.prediction), read_roi)
+        prediction = self.prediction.read_padded(read_roi)
         inside = np.zeros(prediction.shape[1:], bool)
         inside[relative_slices(read_roi.intersect(self.volume_roi), read_roi, self.voxel_size)] = 1
         read = time.perf_counter()
@@ -137,8 +139,7 @@ class FragmentsJob(SegmentJob):
             _save_record(record_path(self.output, channel, index), found)
         computed = time.perf_counter()
         for name, data in outputs.items():
-            dataset = self.output_dataset(name)
-            dataset.write(self._open(dataset, "r+"), write_roi, data)
+            self.write_output(name, write_roi, data)
         written = time.perf_counter()
         return {"read": read - started, "compute": computed - read, "write": written - computed}
 
@@ -151,13 +152,11 @@ class RelabelJob(SegmentJob):
         started = time.perf_counter()
         seconds = {"read": 0.0, "compute": 0.0, "write": 0.0}
         for channel in self.instance_channels:
-            source = self.output_dataset(fragments_name(channel))
-            fragments = source.read(self._open(source), write_roi)
+            fragments = self.output_volume(fragments_name(channel)).read(write_roi)
             read = time.perf_counter()
             objects = seg.relabel(fragments, self._table(channel))
             computed = time.perf_counter()
-            target = self.output_dataset(channel)
-            target.write(self._open(target, "r+"), write_roi, objects)
+            self.write_output(channel, write_roi, objects)
             written = time.perf_counter()
             seconds["read"] += read - started
             seconds["compute"] += computed - read
@@ -247,7 +246,7 @@ def plan_segment(
         OutputMismatchError: an existing output or done marker of another run.
     """
     from pipelines.blockwise.outputs import OutputSpec, prepare_outputs
-    from pipelines.blockwise.plan import as_dataset, block_size_world, open_input
+    from pipelines.blockwise.plan import block_size_world, open_input
     from pipelines.blockwise.run import default_threads
 
     path = Path(prediction)
@@ -271,7 +270,7 @@ def plan_segment(
         "voxel_size": voxel_size,
         "block_size": block_size_world(block_shape, voxel_size),
         "threads": threads or default_threads(num_workers),
-        "prediction": as_dataset(volume),
+        "prediction": volume,
         "channels": channels,
         "instance_classes": tuple(c for c in channels if c in instance_classes),
         "scale_factor": float(scale_factor),

@@ -103,43 +103,43 @@ def prepare_output(container: Path, spec: OutputSpec, block_shape: Sequence[int]
             plain array of an older layout), or differs in shape, channels,
             voxel size, offset, dtype or has chunks that straddle blocks.
     """
-    from gp_hotdistance.data import prepare_volume
+    from gp_hotdistance.data import open_volume, prepare_volume
 
     path = container / spec.name
     if path.exists():
         try:
             group = zarr.open_group(str(path), mode="r")
-            existing = group[LEVEL]
-            if not isinstance(existing, zarr.Array) or "multiscales" not in group.attrs:
+            if not isinstance(group.get(LEVEL), zarr.Array) or "multiscales" not in group.attrs:
                 raise ValueError(f"no OME-NGFF multiscales group with an array {LEVEL!r}")
+            existing = open_volume(path)
+            if Path(existing.path) != path / LEVEL:
+                raise ValueError(f"its first level is {existing.path}, not {LEVEL}")
         except Exception as error:
             raise OutputMismatchError(
                 f"refusing to overwrite {path}: it exists but is not an OME-NGFF output group "
                 f"with the array {spec.name}/{LEVEL} ({type(error).__name__}: {error}); "
                 "outputs of older runs were plain arrays: remove it or use another --output"
             ) from error
-        attrs = existing.attrs.asdict()
         problems = []
-        shape = tuple(existing.shape)
+        shape = existing.shape
         first = 1 if spec.channels else 0  # the first spatial axis
-        if len(shape) != len(spec.shape):
+        if len(shape) != len(spec.shape) or existing.channels != first:
             problems.append(f"shape {shape}, expected {spec.shape}")
         else:
             if spec.channels and shape[0] != spec.channels:
                 problems.append(f"{shape[0]} channels, expected {spec.channels}")
             if shape[first:] != spec.shape[first:]:
                 problems.append(f"spatial shape {shape[first:]}, expected {spec.shape[first:]}")
-        if tuple(attrs.get("voxel_size") or ()) != tuple(spec.voxel_size):
-            problems.append(f"voxel size {attrs.get('voxel_size')}, expected {spec.voxel_size}")
-        if tuple(attrs.get("offset") or ()) != tuple(spec.roi.offset):
-            problems.append(f"offset {attrs.get('offset')}, expected {spec.roi.offset}")
-        if tuple(attrs.get("channel_names") or ()) != spec.channel_names and spec.channels:
-            problems.append(
-                f"channel names {attrs.get('channel_names')}, expected {list(spec.channel_names)}"
-            )
+        if existing.voxel_size != spec.voxel_size:
+            problems.append(f"voxel size {existing.voxel_size}, expected {spec.voxel_size}")
+        if existing.offset != spec.roi.offset:
+            problems.append(f"offset {existing.offset}, expected {spec.roi.offset}")
+        names = existing.array.attrs.get("channel_names")
+        if tuple(names or ()) != spec.channel_names and spec.channels:
+            problems.append(f"channel names {names}, expected {list(spec.channel_names)}")
         if np.dtype(existing.dtype) != spec.dtype:
             problems.append(f"dtype {existing.dtype}, expected {spec.dtype}")
-        chunks = tuple(existing.chunks)[first:]
+        chunks = tuple(existing.array.chunks)[first:]
         if len(chunks) == len(block_shape) and any(
             b % c for b, c in zip(block_shape, chunks, strict=True)
         ):

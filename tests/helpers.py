@@ -167,6 +167,20 @@ def blockwise_targets_args(data, output, block, scale, *extra) -> list[str]:
     ]  # fmt: skip
 
 
+# the tiny volume of the blockwise worker tests (conftest's ``tiny_data``):
+# daisy runs with worker processes over it take seconds
+TINY_SHAPE = (8, 32, 48)
+TINY_BLOCK = (4, 32, 32)  # 2 x 1 x 2 blocks, the last ones shrink
+TINY_VOXEL_SIZE = (16, 8, 8)
+TINY_OFFSET = (0, 0, 0)
+TINY_SCALE = 40.0
+
+
+def tiny_predictor() -> HotDistancePredictor:
+    """The predictor of the tiny blockwise tests (mito and er, masked distances)."""
+    return HotDistancePredictor(["mito", "er"], scale_factor=TINY_SCALE, mask_distances=True)
+
+
 def tiny_config(data_section, dims=2, **training):
     """A run config for the demo classes (mito, er) with the smallest model
     that trains: ``dims``-D, output 8 per axis, 2 iterations, checkpoints

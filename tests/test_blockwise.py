@@ -28,6 +28,7 @@ from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
 from pipelines.common import load_model
 from pipelines.config import load_config
+from tests.blockwise_jobs import FailAlways, FailOnce
 from tests.helpers import (
     block_rois,
     blockwise_targets_args,
@@ -167,11 +168,7 @@ def test_targets_equal_whole_volume_where_known(data, targets_run):
 
 _DRIVER = """
 import dataclasses, pickle, sys, time
-from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
-from gp_hotdistance.data import normalize_raw
-from pipelines.common import load_model
-from pipelines.config import load_config
 
 class Slow(bw.TargetsJob):
     def process(self, write_roi):
@@ -292,24 +289,6 @@ def test_resume_refuses_other_parameters(data, tmp_path, capsys):
         bw.plan_targets(data / "gt", output, _predictor(), (8, 32, 32), mask=data / "mask")
     # the same parameters resume
     bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
-
-
-class FailOnce(bw.TargetsJob):
-    """Fails the first attempt at the first block (flag file beside the output)."""
-
-    def process(self, write_roi):
-        flag = Path(self.output).parent / "failed_once"
-        if write_roi.offset == self.volume_roi.offset and not flag.exists():
-            flag.write_text("x")
-            raise RuntimeError(f"injected failure at {write_roi}")
-        return super().process(write_roi)
-
-
-class FailAlways(bw.TargetsJob):
-    def process(self, write_roi):
-        if write_roi.offset == self.volume_roi.offset:
-            raise RuntimeError(f"injected failure at {write_roi}")
-        return super().process(write_roi)
 
 
 def _as(cls, job):

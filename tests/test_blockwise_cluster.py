@@ -22,35 +22,19 @@ import pytest
 import zarr
 from funlib.persistence import open_ds, prepare_ds
 
-from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
 from pipelines.blockwise.outputs import chunk_shape_for
-from tests.helpers import blockwise_targets_args, write_volumes
+from tests.blockwise_jobs import SlowFirstBlock
+from tests.helpers import (
+    TINY_BLOCK,
+    TINY_SCALE,
+    TINY_VOXEL_SIZE,
+    blockwise_targets_args,
+    tiny_predictor,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-SHAPE = (8, 32, 48)
-BLOCK = (4, 32, 32)  # 2 x 1 x 2 blocks, the last ones shrink
-VOXEL_SIZE = (16, 8, 8)
-SCALE = 40.0
-
-
-@pytest.fixture(autouse=True)
-def _cwd_and_path(tmp_path, monkeypatch):
-    """Run in tmp_path (daisy logs) with the repository importable by the
-    launched workers (they unpickle jobs defined in this module)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "data.zarr"
-    write_volumes(path, SHAPE, VOXEL_SIZE, (0, 0, 0), seed=5)
-    return path
-
-
-def _predictor():
-    return HotDistancePredictor(["mito", "er"], scale_factor=SCALE, mask_distances=True)
+BLOCK, SCALE = TINY_BLOCK, TINY_SCALE  # 2 x 1 x 2 blocks of the 8 x 32 x 48 voxels of tiny_data
+pytestmark = pytest.mark.usefixtures("repo_importable_in_tmp")
 
 
 def _args(data, output, *extra):
@@ -58,10 +42,12 @@ def _args(data, output, *extra):
 
 
 @pytest.fixture(scope="module")
-def reference(data, tmp_path_factory):
+def reference(tiny_data, tmp_path_factory):
     """The same targets computed in this process (daisy's serial mode)."""
     output = tmp_path_factory.mktemp("reference") / "out.zarr"
-    job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    job = bw.plan_targets(
+        tiny_data / "gt", output, tiny_predictor(), BLOCK, mask=tiny_data / "mask"
+    )
     bw.run_job(job, progress=False, multiprocessing=False)
     return output
 
@@ -77,39 +63,25 @@ def _chunk_files(output: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_command_template_output_is_byte_identical(data, reference, tmp_path, capsys):
+def test_command_template_output_is_byte_identical(tiny_data, reference, tmp_path, capsys):
     output = tmp_path / "out.zarr"
-    assert bw.main(_args(data, output, "--workers", "2", "--worker-command", "{command}")) == 0
+    assert bw.main(_args(tiny_data, output, "--workers", "2", "--worker-command", "{command}")) == 0
     files = _chunk_files(output)
     assert len(files) == 2 * 2 * 1 * 2  # two outputs, one chunk per block
     assert files == _chunk_files(reference)
     assert "4 blocks (0 already done)" in capsys.readouterr().out
     # a second run has nothing to do and says so
-    assert bw.main(_args(data, output, "--workers", "2", "--worker-command", "{command}")) == 0
+    assert bw.main(_args(tiny_data, output, "--workers", "2", "--worker-command", "{command}")) == 0
     assert "nothing to do: all 4 blocks were already done" in capsys.readouterr().out
     assert _chunk_files(output) == files
 
 
-class SlowFirstBlock(bw.TargetsJob):
-    """The first block any worker starts (the one that creates the flag file
-    ``pid`` beside the output) writes its pid there and sleeps before
-    computing, so it can be killed mid-block."""
-
-    def process(self, write_roi):
-        try:
-            flag = os.open(Path(self.output).parent / "pid", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        except FileExistsError:
-            return super().process(write_roi)
-        os.write(flag, str(os.getpid()).encode())
-        os.close(flag)
-        time.sleep(300)
-        return super().process(write_roi)
-
-
 @pytest.mark.slow
-def test_killed_worker_block_is_retried(data, reference, tmp_path):
+def test_killed_worker_block_is_retried(tiny_data, reference, tmp_path):
     output = tmp_path / "out.zarr"
-    job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    job = bw.plan_targets(
+        tiny_data / "gt", output, tiny_predictor(), BLOCK, mask=tiny_data / "mask"
+    )
     slow = SlowFirstBlock(**{k: v for k, v in vars(job).items() if not k.startswith("_")})
     killed = []
 
@@ -134,11 +106,11 @@ def test_killed_worker_block_is_retried(data, reference, tmp_path):
     assert _chunk_files(output) == _chunk_files(reference)
 
 
-def test_failing_template_is_a_clear_error(data, tmp_path, capsys):
+def test_failing_template_is_a_clear_error(tiny_data, tmp_path, capsys):
     output = tmp_path / "out.zarr"
     started = time.monotonic()
     code = bw.main(
-        _args(data, output, "--worker-command", "false {command}", "--worker-restarts", "1")
+        _args(tiny_data, output, "--worker-command", "false {command}", "--worker-restarts", "1")
     )
     assert code == 1 and time.monotonic() - started < 300  # restarts end; not in a loop
     err = capsys.readouterr().err
@@ -146,18 +118,20 @@ def test_failing_template_is_a_clear_error(data, tmp_path, capsys):
     assert "max_worker_restarts" not in err.split("error: ", 1)[1]
 
 
-def test_template_must_hold_command(data, tmp_path, capsys):
-    assert bw.main(_args(data, tmp_path / "out.zarr", "--worker-command", "srun {cmd}")) == 2
+def test_template_must_hold_command(tiny_data, tmp_path, capsys):
+    assert bw.main(_args(tiny_data, tmp_path / "out.zarr", "--worker-command", "srun {cmd}")) == 2
     assert "must contain {command}" in capsys.readouterr().err
     assert not (tmp_path / "out.zarr").exists()
 
 
 @pytest.mark.slow
-def test_worker_start_imports_neither_torch_nor_gunpowder(data, tmp_path):
+def test_worker_start_imports_neither_torch_nor_gunpowder(tiny_data, tmp_path):
     """A targets worker unpickles its job and processes a block (as the
     launched worker does) without importing torch or gunpowder."""
     output = tmp_path / "out.zarr"
-    job = bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    job = bw.plan_targets(
+        tiny_data / "gt", output, tiny_predictor(), BLOCK, mask=tiny_data / "mask"
+    )
     (tmp_path / "job.pickle").write_bytes(__import__("pickle").dumps(job))
     script = (
         "import pickle, sys\n"
@@ -188,15 +162,20 @@ def test_worker_start_imports_neither_torch_nor_gunpowder(data, tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def test_rerun_with_other_dataset_names_is_refused(data, tmp_path, capsys):
+def test_rerun_with_other_dataset_names_is_refused(tiny_data, tmp_path, capsys):
     output = tmp_path / "out.zarr"
-    bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    bw.plan_targets(tiny_data / "gt", output, tiny_predictor(), BLOCK, mask=tiny_data / "mask")
     with pytest.raises(bw.OutputMismatchError, match=r"done/targets.*outputs"):
         bw.plan_targets(
-            data / "gt", output, _predictor(), BLOCK, mask=data / "mask", target_dataset="target2"
+            tiny_data / "gt",
+            output,
+            tiny_predictor(),
+            BLOCK,
+            mask=tiny_data / "mask",
+            target_dataset="target2",
         )
     assert not (output / "target2").exists()
-    assert bw.main(_args(data, output, "--target", "target2")) == 2
+    assert bw.main(_args(tiny_data, output, "--target", "target2")) == 2
     assert "outputs" in capsys.readouterr().err
 
 
@@ -208,26 +187,28 @@ def test_chunk_shapes():
         chunk_shape_for((16, 67, 32))
 
 
-def test_prime_block_shape_is_refused_before_writing(data, tmp_path):
+def test_prime_block_shape_is_refused_before_writing(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="multiple of 16"):
-        bw.plan_targets(data / "gt", tmp_path / "out.zarr", _predictor(), (4, 32, 47 + 20))
+        bw.plan_targets(tiny_data / "gt", tmp_path / "out.zarr", tiny_predictor(), (4, 32, 47 + 20))
     assert not (tmp_path / "out.zarr").exists()
 
 
-def test_context_single_value(data, tmp_path):
-    job = bw.plan_targets(data / "gt", tmp_path / "out.zarr", _predictor(), BLOCK, context=[16.0])
+def test_context_single_value(tiny_data, tmp_path):
+    job = bw.plan_targets(
+        tiny_data / "gt", tmp_path / "out.zarr", tiny_predictor(), BLOCK, context=[16.0]
+    )
     assert tuple(job.context) == (16, 16, 16)  # 16 world units: 1 voxel in z, 2 in y, x
     job = bw.plan_targets(
-        data / "gt", tmp_path / "out2.zarr", _predictor(), BLOCK, context=[17.0, 8.0, 1.0]
+        tiny_data / "gt", tmp_path / "out2.zarr", tiny_predictor(), BLOCK, context=[17.0, 8.0, 1.0]
     )
     assert tuple(job.context) == (32, 8, 8)  # rounded up to whole voxels
 
 
 @pytest.mark.slow
-def test_no_mask_means_no_mask(data, tmp_path):
+def test_no_mask_means_no_mask(tiny_data, tmp_path):
     """Without --mask the default config's ``mask`` dataset is not used."""
     output = tmp_path / "out.zarr"
-    args = [a for a in _args(data, output) if a not in ("--mask", "mask")]
+    args = [a for a in _args(tiny_data, output) if a not in ("--mask", "mask")]
     assert bw.main(args) == 0
     signature = zarr.open_array(str(output / "done" / "targets"), mode="r").attrs["signature"]
     assert signature["mask"] is None
@@ -242,16 +223,16 @@ def test_no_mask_means_no_mask(data, tmp_path):
         ("missing mask", ["--mask", "nope"], "mask dataset {data}/nope does not exist"),
     ],
 )
-def test_clear_errors_before_writing(data, tmp_path, capsys, case, extra, message):
+def test_clear_errors_before_writing(tiny_data, tmp_path, capsys, case, extra, message):
     output = tmp_path / "out.zarr"
-    assert bw.main(_args(data, output) + extra) == 2, case
-    assert message.format(data=data) in capsys.readouterr().err
+    assert bw.main(_args(tiny_data, output) + extra) == 2, case
+    assert message.format(data=tiny_data) in capsys.readouterr().err
     assert not output.exists()
 
 
 def test_empty_input_is_refused(tmp_path, capsys):
     container = tmp_path / "empty.zarr"
-    prepare_ds(str(container / "gt"), shape=(0, 8, 8), voxel_size=VOXEL_SIZE, dtype=np.uint8)
+    prepare_ds(str(container / "gt"), shape=(0, 8, 8), voxel_size=TINY_VOXEL_SIZE, dtype=np.uint8)
     output = tmp_path / "out.zarr"
     args = ["targets", "--input", str(container), "--gt", "gt", "--output", str(output)]
     assert bw.main([*args, "--block-shape", "4", "8", "8", "--no-progress"]) == 2
@@ -259,25 +240,25 @@ def test_empty_input_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out.zarr").exists()
 
 
-def test_output_that_is_a_file_is_refused(data, tmp_path, capsys):
+def test_output_that_is_a_file_is_refused(tiny_data, tmp_path, capsys):
     output = tmp_path / "out.zarr"
     output.write_text("results")
-    assert bw.main(_args(data, output)) == 2
+    assert bw.main(_args(tiny_data, output)) == 2
     assert f"output {output} is a file" in capsys.readouterr().err
     assert output.read_text() == "results"
 
 
-def test_corrupt_input_chunk_names_the_file(data, tmp_path):
+def test_corrupt_input_chunk_names_the_file(tiny_data, tmp_path):
     import shutil
 
     container = tmp_path / "data.zarr"
-    shutil.copytree(data, container)
+    shutil.copytree(tiny_data, container)
     chunk = sorted(
         p for p in (container / "gt").rglob("*") if p.is_file() and not p.name.startswith(".")
     )[0]
     chunk.write_bytes(b"not a chunk")
     output = tmp_path / "out.zarr"
-    job = bw.plan_targets(container / "gt", output, _predictor(), BLOCK)
+    job = bw.plan_targets(container / "gt", output, tiny_predictor(), BLOCK)
     with pytest.raises(bw.BlockwiseError, match=rf"(?s)chunk file {chunk}"):
         bw.run_job(job, max_retries=0, progress=False, multiprocessing=False)
 
@@ -294,7 +275,7 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
         load_model(config, tmp_path / "ckpt")
 
 
-def test_worker_sets_kernel_threads(data, tmp_path, monkeypatch):
+def test_worker_sets_kernel_threads(tiny_data, tmp_path, monkeypatch):
     """A job limits its worker's kernels through GP_HOTDISTANCE_THREADS
     (read by kernels.kernel_threads at every call) and numba."""
     import numba
@@ -303,7 +284,9 @@ def test_worker_sets_kernel_threads(data, tmp_path, monkeypatch):
 
     monkeypatch.delenv(THREADS_ENV, raising=False)
     before = numba.get_num_threads()
-    job = bw.plan_targets(data / "gt", tmp_path / "out.zarr", _predictor(), BLOCK, threads=1)
+    job = bw.plan_targets(
+        tiny_data / "gt", tmp_path / "out.zarr", tiny_predictor(), BLOCK, threads=1
+    )
     try:
         job._set_threads()
         assert os.environ[THREADS_ENV] == "1" and kernel_threads() == 1

@@ -24,40 +24,24 @@ import numpy as np
 import pytest
 import zarr
 
-from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines import blockwise as bw
 from pipelines.blockwise.jobfile import JobFileError, new_secret, read_job, read_secret, write_job
 from pipelines.blockwise.relay import Relay, RelayError, prove_worker
-from tests.helpers import blockwise_targets_args, write_volumes
+from tests.blockwise_jobs import HUNG_SECONDS, RogueFirst, RogueSuccess
+from tests.helpers import (
+    TINY_BLOCK,
+    TINY_SCALE,
+    blockwise_targets_args,
+    tiny_predictor,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPE = (8, 32, 48)
-BLOCK = (4, 32, 32)  # 2 x 1 x 2 blocks, the last ones shrink
-VOXEL_SIZE = (16, 8, 8)
-SCALE = 40.0
-
-
-@pytest.fixture(autouse=True)
-def _cwd_and_path(tmp_path, monkeypatch):
-    """Run in tmp_path with the repository importable by worker processes
-    (they unpickle jobs defined in this module)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "data.zarr"
-    write_volumes(path, SHAPE, VOXEL_SIZE, (0, 0, 0), seed=5)
-    return path
-
-
-def _predictor():
-    return HotDistancePredictor(["mito", "er"], scale_factor=SCALE, mask_distances=True)
+BLOCK, SCALE = TINY_BLOCK, TINY_SCALE  # 2 x 1 x 2 blocks of the 8 x 32 x 48 voxels of tiny_data
+pytestmark = pytest.mark.usefixtures("repo_importable_in_tmp")
 
 
 def _plan(data, output):
-    return bw.plan_targets(data / "gt", output, _predictor(), BLOCK, mask=data / "mask")
+    return bw.plan_targets(data / "gt", output, tiny_predictor(), BLOCK, mask=data / "mask")
 
 
 def _args(data, output, *extra):
@@ -65,10 +49,10 @@ def _args(data, output, *extra):
 
 
 @pytest.fixture(scope="module")
-def reference(data, tmp_path_factory):
+def reference(tiny_data, tmp_path_factory):
     """The targets computed in this process (daisy's serial mode)."""
     output = tmp_path_factory.mktemp("reference") / "out.zarr"
-    bw.run_job(_plan(data, output), progress=False, multiprocessing=False)
+    bw.run_job(_plan(tiny_data, output), progress=False, multiprocessing=False)
     return zarr.open_array(str(output / "target" / "s0"), mode="r")[...]
 
 
@@ -140,7 +124,7 @@ def test_job_file_is_sealed_and_refuses_planted_links(tmp_path):
     "name, extra",
     [("job.pickle", ["--worker-command", "{command}"]), ("worker_0.err", [])],
 )
-def test_link_planted_in_the_log_directory_stops_the_run(data, tmp_path, capsys, name, extra):
+def test_link_planted_in_the_log_directory_stops_the_run(tiny_data, tmp_path, capsys, name, extra):
     """A link where this run (job.pickle) or daisy (a worker's log) would
     write stops the run before any worker starts; the task's log directory
     is then 0700, so nothing can be planted while a run goes."""
@@ -150,7 +134,7 @@ def test_link_planted_in_the_log_directory_stops_the_run(data, tmp_path, capsys,
     victim = tmp_path / "victim.txt"
     victim.write_text("the user's results")
     (logs / name).symlink_to(victim)
-    assert bw.main(_args(data, output, *extra)) == 1
+    assert bw.main(_args(tiny_data, output, *extra)) == 1
     assert f"refusing to use the log directory {logs}: {name} is a symbolic link" in (
         capsys.readouterr().err
     )
@@ -159,7 +143,7 @@ def test_link_planted_in_the_log_directory_stops_the_run(data, tmp_path, capsys,
     assert not zarr.open_array(str(output / "done" / "targets"), mode="r")[...].any()  # no block
     (logs / name).unlink()
     if not extra:
-        assert bw.main(_args(data, output)) == 0  # once removed, the run goes
+        assert bw.main(_args(tiny_data, output)) == 0  # once removed, the run goes
 
 
 # ---------------------------------------------------------------------------
@@ -220,54 +204,6 @@ def test_relay_passes_only_workers_that_prove_the_secret():
         relay.close()
 
 
-def _listening(port):
-    """The local addresses (hex, as in /proc/net/tcp*) listening on ``port``."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
-                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                    found.append(local.rsplit(":", 1)[0])
-    return found
-
-
-HUNG_SECONDS = 600  # longer than any run of the test: only a kill ends it sooner
-
-
-class RogueFirst(bw.TargetsJob):
-    """In the first block a worker starts (flag file beside the output), a
-    raw daisy client of the same machine takes another block and gives it
-    back unprocessed (``mode`` "release") or claims it done (``mode``
-    "success"); it also records where the scheduler listens. After a
-    release the worker stays in its block (as one busy with a long block
-    would), so only the run stopping it ends it."""
-
-    mode: str = "release"
-
-    def process(self, write_roi):
-        import daisy
-        import daisy._daisy as native
-
-        flag = Path(self.output).parent / "rogue.txt"
-        if not flag.exists():
-            context = daisy.Context.from_env()
-            port = int(context["port"])
-            flag.write_text(f"{context['hostname']} {' '.join(_listening(port))}")
-            client = native.SyncClient(context["hostname"], port, context["task_id"], None)
-            block = client.acquire_block()
-            if self.mode == "success":
-                block.status = native.BlockStatus.SUCCESS
-            client.release_block(block)
-            if self.mode == "release":
-                time.sleep(HUNG_SECONDS)
-        return super().process(write_roi)
-
-
-class RogueSuccess(RogueFirst):
-    mode = "success"
-
-
 def _children():
     """Live child processes of this process."""
     pids = []
@@ -289,7 +225,7 @@ def _children():
         (RogueSuccess, "1 of 4 blocks not done"),
     ],
 )
-def test_raw_client_cannot_lose_blocks(data, reference, tmp_path, rogue, message):
+def test_raw_client_cannot_lose_blocks(tiny_data, reference, tmp_path, rogue, message):
     """A client that is no worker of the run (on loopback: the scheduler
     listens nowhere else) releases a block unprocessed, which makes daisy's
     scheduler panic, or claims it done (no done marker is written: only
@@ -300,7 +236,7 @@ def test_raw_client_cannot_lose_blocks(data, reference, tmp_path, rogue, message
     so the run returning, and no worker being left, show that the run
     stopped it; the bounds are far above what a loaded machine needs."""
     output = tmp_path / "out.zarr"
-    job = _plan(data, output)
+    job = _plan(tiny_data, output)
     bad = rogue(**{k: v for k, v in vars(job).items() if not k.startswith("_")})
     started = time.monotonic()
     try:
@@ -345,17 +281,19 @@ def _sleepers(tag):
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_hanging_worker_template_is_killed_and_reported(
-    data, reference, tmp_path, capsys, caplog, where
+    tiny_data, reference, tmp_path, capsys, caplog, where
 ):
     tag = str(1000000 + os.getpid() % 1000 * 10 + (where == "after"))
     template = f"sleep {tag}; {{command}}" if where == "before" else f"{{command}}; sleep {tag}"
     # "after": the worker itself must connect in time, on a loaded machine too
-    timeout = "1" if where == "before" else "15"
+    # (it starts and unpickles its job in 0.3 s on the idle machine), and the
+    # run then waits the whole timeout for the template to exit
+    timeout = "1" if where == "before" else "5"
     output = tmp_path / "out.zarr"
     started = time.monotonic()
     code = bw.main(
         _args(
-            data,
+            tiny_data,
             output,
             "--worker-command",
             template,
@@ -374,22 +312,22 @@ def test_hanging_worker_template_is_killed_and_reported(
         assert "--scheduler-host" in err
     else:
         assert code == 0  # every block was done; the template was killed afterwards
-        assert "did not exit within 15 s after its worker had finished" in caplog.text
+        assert f"did not exit within {timeout} s after its worker had finished" in caplog.text
         np.testing.assert_array_equal(_target(output), reference)
 
 
-def test_template_that_never_starts_the_worker(data, tmp_path, capsys):
+def test_template_that_never_starts_the_worker(tiny_data, tmp_path, capsys):
     """``echo {command}`` exits 0 without a worker: a failed worker, not a
     clean one that daisy would start again and again."""
     output = tmp_path / "out.zarr"
     code = bw.main(
-        _args(data, output, "--worker-command", "echo {command}", "--worker-restarts", "0")
+        _args(tiny_data, output, "--worker-command", "echo {command}", "--worker-restarts", "0")
     )
     assert code == 1
     assert "exited (status 0) without its worker connecting" in capsys.readouterr().err
 
 
-def test_scheduler_host_that_is_not_this_machine(data, tmp_path, capsys):
+def test_scheduler_host_that_is_not_this_machine(tiny_data, tmp_path, capsys):
     address = "203.0.113.77"  # TEST-NET-3: no address of this machine, nothing can listen there
     try:
         socket.create_server((address, 0)).close()
@@ -397,7 +335,7 @@ def test_scheduler_host_that_is_not_this_machine(data, tmp_path, capsys):
     except OSError:
         pass
     output = tmp_path / "out.zarr"
-    args = _args(data, output, "--worker-command", "{command}", "--scheduler-host", address)
+    args = _args(tiny_data, output, "--worker-command", "{command}", "--scheduler-host", address)
     assert bw.main(args) == 2
     assert f"cannot listen on --scheduler-host '{address}'" in capsys.readouterr().err
 
@@ -437,12 +375,14 @@ def test_stopped_launcher_kills_its_command_group(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_run_and_its_worker_commands(data, tmp_path):
+def test_ctrl_c_stops_the_run_and_its_worker_commands(tiny_data, tmp_path):
     """SIGINT to the scheduler's process group (Ctrl-C): one line, exit 130,
     every worker command's process group gone."""
     tag = str(1000700 + os.getpid() % 1000)
     command = [sys.executable, "-m", "pipelines.blockwise"]
-    command += _args(data, tmp_path / "out.zarr", "--worker-command", f"sleep {tag}; {{command}}")
+    command += _args(
+        tiny_data, tmp_path / "out.zarr", "--worker-command", f"sleep {tag}; {{command}}"
+    )
     run = subprocess.Popen(
         command, cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True
     )
@@ -492,23 +432,25 @@ def test_ctrl_c_stops_the_run_and_its_worker_commands(data, tmp_path):
         (["--target", "a/../../b"], "'a/../../b' must be a relative path inside --output"),
     ],
 )
-def test_bad_numbers_and_names_are_refused_before_writing(data, tmp_path, capsys, extra, message):
+def test_bad_numbers_and_names_are_refused_before_writing(
+    tiny_data, tmp_path, capsys, extra, message
+):
     output = tmp_path / "out.zarr"
-    assert bw.main(_args(data, output) + extra) == 2
+    assert bw.main(_args(tiny_data, output) + extra) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing created, not even outside
 
 
-def test_output_whose_parent_is_a_file(data, tmp_path, capsys):
+def test_output_whose_parent_is_a_file(tiny_data, tmp_path, capsys):
     parent = tmp_path / "results"
     parent.write_text("the user's file")
-    assert bw.main(_args(data, parent / "out.zarr")) == 2
+    assert bw.main(_args(tiny_data, parent / "out.zarr")) == 2
     assert f"{parent} is a file, not a directory" in capsys.readouterr().err
     assert parent.read_text() == "the user's file"
 
 
-def test_read_only_output_is_one_line(data, tmp_path, capsys, monkeypatch):
+def test_read_only_output_is_one_line(tiny_data, tmp_path, capsys, monkeypatch):
     """The file system refuses the output (read-only; tests run as root, so
     the refusal is injected where the container is created)."""
 
@@ -517,7 +459,7 @@ def test_read_only_output_is_one_line(data, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(Path, "mkdir", refuse)
     output = tmp_path / "out.zarr"
-    assert bw.main(_args(data, output)) == 1
+    assert bw.main(_args(tiny_data, output)) == 1
     err = capsys.readouterr().err.strip()
     assert err == (
         f"error: file system error at {output}: Read-only file system (errno {errno.EROFS}); "
@@ -526,12 +468,12 @@ def test_read_only_output_is_one_line(data, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.slow
-def test_file_size_limit_during_block_writes_then_resume(data, reference, tmp_path):
+def test_file_size_limit_during_block_writes_then_resume(tiny_data, reference, tmp_path):
     """Workers whose writes fail (a file-size limit: chunk files of the
     target exceed it, so the file system refuses them as a full disk would)
     end the run with one line; the rerun without the limit completes."""
     output = tmp_path / "out.zarr"
-    command = [sys.executable, "-m", "pipelines.blockwise", *_args(data, output)]
+    command = [sys.executable, "-m", "pipelines.blockwise", *_args(tiny_data, output)]
     command += ["--max-retries", "0", "--worker-restarts", "0"]
 
     def limit():
@@ -545,5 +487,5 @@ def test_file_size_limit_during_block_writes_then_resume(data, reference, tmp_pa
     assert len(error) == 1 and "Traceback" not in result.stderr.split("error:")[-1]
     assert "blocks not done: cannot write" in error[0]
     assert "File too large (errno 27)" in error[0] and "rerun the same command" in error[0]
-    assert bw.main(_args(data, output)) == 0
+    assert bw.main(_args(tiny_data, output)) == 0
     np.testing.assert_array_equal(_target(output), reference)

@@ -1,10 +1,13 @@
 """Batches as named arrays and their writer: the previews' and the
 training snapshots' ``raw``, ``gt/<c>``, ``mask/<c>``, ``target/hot_<c>``,
 ``target/dist_<c>``, ``weights/...``, ``distance_mask/dist_<c>`` (and
-``prediction/...``), each written as an OME-NGFF group at its world offset."""
+``prediction/...``), each written as an OME-NGFF group at its world offset.
+A container is written only where no symbolic link leads elsewhere
+(:func:`refuse_links`)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +19,7 @@ from funlib.geometry import Coordinate
 
 from gp_hotdistance.data import write_volume
 from gp_hotdistance.predictor import target_channel_names
-from pipelines.config import Config
+from pipelines.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from pipelines.batches import Keys
@@ -134,3 +137,30 @@ def write_batch(container: Path, group: str, arrays: list[BatchArray]) -> list[s
         )
         written.append(name)
     return written
+
+
+def refuse_links(root: str | Path, *names: str) -> Path:
+    """``root/names[0]/.../names[-1]`` to write a container at, refused where
+    it, a folder between ``root`` and it, or anything already inside it is a
+    symbolic link: zarr follows links, so a link planted in a run's folder
+    would send its writes elsewhere. ``root`` itself may be a link.
+
+    Raises:
+        ConfigError: naming the link (nothing was written through it).
+    """
+    path = Path(root)
+    links = []
+    for name in names:
+        path = path / name
+        if path.is_symlink():
+            links.append(path)
+            break
+    else:
+        for folder, dirs, files in os.walk(path):  # does not follow links
+            links += [Path(folder, n) for n in dirs + files if os.path.islink(Path(folder, n))]
+    if links:
+        raise ConfigError(
+            f"refusing to write {path}: {links[0]} is a symbolic link, which this project "
+            "did not create; remove it (nothing was written through it)"
+        )
+    return path

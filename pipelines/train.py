@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from gp_hotdistance.torch import BalancedWeights, HotDistanceLoss
 from gp_hotdistance.torch.inference import input_shape_for
-from pipelines.batch_io import item_arrays, write_batch
+from pipelines.batch_io import item_arrays, refuse_links, write_batch
 from pipelines.batches import (
     Data,
     generate_demo_data,
@@ -95,6 +95,9 @@ LOSS_WINDOW = 100
 
 PLAIN_LINES = 20
 """Without a terminal, progress is at most about this many plain lines per run."""
+
+SNAPSHOTS = "snapshots"
+"""The run directory's folder of snapshots, ``batch_<iteration>.zarr``."""
 
 
 class Progress:
@@ -168,6 +171,7 @@ def train(config: Config, out: Path, iterations: int | None = None, quiet: bool 
 
             def begin() -> tuple[int, Path] | None:
                 run.check_config(config)
+                refuse_links(out, SNAPSHOTS)  # before training, not at the first snapshot
                 generate_demo_data(config, out)
                 data = opened["data"] = open_data(config)  # before anything is written
                 if not quiet:
@@ -366,8 +370,9 @@ def write_snapshot(
 ) -> Path:
     """Write the first sample of a training batch (with its weights and
     prediction) to ``out/snapshots/batch_<iteration>.zarr`` (OME-NGFF groups,
-    see :func:`pipelines.batch_io.write_batch`)."""
-    path = out / "snapshots" / f"batch_{iteration}.zarr"
+    see :func:`pipelines.batch_io.write_batch`). A symbolic link at
+    ``snapshots``, at the container or inside it is refused (:func:`refuse_links`)."""
+    path = refuse_links(out, SNAPSHOTS, f"batch_{iteration}.zarr")
     write_batch(path, "", item_arrays(config, batch, voxel_size, context))
     return path
 

@@ -26,6 +26,7 @@ from pipelines import common
 from pipelines import demo_data as demo_module
 from pipelines import preview as preview_module
 from pipelines import train as train_module
+from pipelines.batch_io import refuse_links
 from pipelines.batches import generate_demo_data
 from pipelines.checkpoints import state_checksum
 from pipelines.config import ConfigError
@@ -374,6 +375,36 @@ def test_a_lock_file_planted_as_a_link_is_not_followed(tmp_path):
     with pytest.raises(RunDirectoryWriteError, match=f"cannot write in run directory {out} "):
         RunDirectory(out).acquire()
     assert target.read_bytes() == b"the user's notes"
+
+
+@pytest.mark.parametrize(
+    "planted", ["snapshots", "snapshots/batch_1.zarr", "snapshots/batch_1.zarr/raw"]
+)
+def test_a_link_planted_among_the_snapshots_is_not_followed(tmp_path, capsys, planted):
+    """zarr follows links: a link at ``snapshots/``, at a snapshot container
+    or inside one would send the snapshots elsewhere. Training refuses it
+    before its first step (before even generating the demo), and so does
+    writing a snapshot; the link's target is untouched."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep").write_bytes(b"precious")
+    out = tmp_path / "run"
+    link = out / planted
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target, target_is_directory=True)
+    small = {"num_fmaps": 2, "downsample_factors": [[2, 2]], "output_shape": [8, 8]}
+    config = tmp_path / "demo.json"  # the demo's data, a tiny model, one iteration
+    config.write_text(json.dumps({"model": small, "training": {"iterations": 1}}))
+    assert train_module.main(["--config", str(config), "--out", str(out), "--quiet"]) == 2
+    message = f"error: refusing to write {out / 'snapshots'}: {link} is a symbolic link"
+    assert capsys.readouterr().err.startswith(message)
+    assert not (out / "demo_data.zarr").exists() and not list(out.glob("model_checkpoint_*"))
+    with pytest.raises(ConfigError, match=f"{link} is a symbolic link"):
+        train_module.write_snapshot(out, {}, None, None, None, 1)  # refused before reading
+    assert tree(target) == {"keep": b"precious"}
+    # the run directory itself may be a link: the user chose it
+    (tmp_path / "runs").symlink_to(tmp_path / "elsewhere")
+    assert refuse_links(tmp_path / "runs", "snapshots") == tmp_path / "runs" / "snapshots"
 
 
 FILE_SIZE_LIMIT = textwrap.dedent(

@@ -204,10 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
         "lyso, ld, perox, mito, np, mt, cell, instance)",
     )
     segment.add_argument("--seed-level", type=float, help="seed level, world units (all classes)")
-    segment.add_argument(
+    masks = segment.add_mutually_exclusive_group()
+    masks.add_argument(
         "--mask-threshold",
         type=float,
         help="object mask sigmoid(hot) > this (all classes; default: the run's, else 0.5)",
+    )
+    masks.add_argument(
+        "--mask",
+        choices=["distance"],
+        help="distance: object mask d > 0 (the predicted distance), not sigmoid(hot) > a "
+        "threshold (all classes; SegmentParameters.mask_threshold None)",
     )
     segment.add_argument("--min-size", type=float, help="smallest object, world volume")
     return parser
@@ -426,6 +433,8 @@ def _segment_settings(args: argparse.Namespace) -> tuple[list[str], float, dict]
         ):
             if value is not None:
                 base[key] = value
+        if args.mask == "distance":
+            base["mask_threshold"] = None
         chosen[channel] = SegmentParameters(**base)
     return channels, float(scale_factor), chosen
 

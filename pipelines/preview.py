@@ -43,7 +43,7 @@ from funlib.geometry import Coordinate, Roi
 
 from gp_hotdistance.geometry import roi_slices
 from gp_hotdistance.torch.inference import input_shape_for
-from pipelines.batch_io import BatchArray, batch_arrays, write_batch
+from pipelines.batch_io import BatchArray, batch_arrays, refuse_links, write_batch
 from pipelines.batches import (
     Keys,
     build_data_pipeline,
@@ -238,11 +238,13 @@ def preview(config: Config, out: Path, batches: int) -> list[Path]:
     batches of an earlier preview in ``out`` (``preview.zarr/batch_*`` and
     ``batch_*.png``, as listed in its :data:`RECORD`) are removed first, so
     that ``out`` holds this preview alone; files of those names that no
-    preview wrote are refused, and nothing else in ``out`` is touched."""
+    preview wrote are refused, and nothing else in ``out`` is touched; nor
+    is anything through a symbolic link in ``preview.zarr`` (refused)."""
     zarr_path = out / "preview.zarr"
     for path, what in ((out, "--out"), (zarr_path, "the preview container")):
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{what} {path} is a file, not a directory")
+    refuse_links(out, zarr_path.name)
     out.mkdir(parents=True, exist_ok=True)
     _claim_outputs(out, zarr_path, batches)
     random.seed(config.training.seed)  # gunpowder draws each request's seed from it

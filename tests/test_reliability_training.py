@@ -205,6 +205,27 @@ def test_preview_keeps_files_it_did_not_write(tmp_path, capsys, name):
     assert tree(out) == before
 
 
+@pytest.mark.parametrize("planted", ["preview.zarr", "preview.zarr/batch_0/raw"])
+def test_a_preview_through_a_planted_link_is_refused(tmp_path, capsys, planted):
+    """An earlier preview's record lists preview.zarr and its batch_0: a link
+    planted there would have the next preview remove and write batches in
+    the link's target. It is refused; the target is untouched."""
+    target = tmp_path / "elsewhere"
+    (target / "batch_0").mkdir(parents=True)
+    (target / "batch_0" / "keep").write_bytes(b"precious")
+    out = tmp_path / "figures"
+    (out / planted).parent.mkdir(parents=True)
+    (out / planted).symlink_to(target, target_is_directory=True)
+    written = ["preview.zarr", "preview.zarr/batch_0", "batch_0.png"]
+    (out / preview_module.RECORD).write_text(json.dumps({"written": written}))
+    config = write_config(demo_config(tmp_path / "demo_data.zarr"), tmp_path / "c.json")
+    assert preview_module.main(["--config", str(config), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: refusing to write {out / 'preview.zarr'}: {out / planted} is a symbolic link"
+    )
+    assert tree(target) == {"batch_0": None, "batch_0/keep": b"precious"}
+
+
 # -- checkpoints: verified, our own loader only, writes that fail cleanly --------
 
 COUNTS = {"moving_counts": [{"0": [3.0, 4.0], "1": [1.0, 4.0]}] * 4}

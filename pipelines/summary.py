@@ -17,18 +17,18 @@ from pipelines.evaluation import ClassScore
 from pipelines.rundir import SUMMARY_NAME
 
 #: The report's mean losses are over at most this many first and last iterations.
-LOSS_WINDOW = 50
+REPORT_LOSS_WINDOW = 50
 
 
 def loss_summary(losses: Sequence[float]) -> dict:
     """The summary's mean losses of the ``n = len(losses)`` iterations a run
     trained: ``first_50_loss`` over the first ``loss_window`` of them and
     ``last_50_loss`` over the last, where ``loss_window`` is
-    ``min(LOSS_WINDOW, n // 2)`` (1 for one iteration), so the two do not
+    ``min(REPORT_LOSS_WINDOW, n // 2)`` (1 for one iteration), so the two do not
     overlap; ``None`` (window 0) when nothing was trained."""
     if not losses:
         return {"first_50_loss": None, "last_50_loss": None, "loss_window": 0}
-    window = min(LOSS_WINDOW, max(len(losses) // 2, 1))
+    window = min(REPORT_LOSS_WINDOW, max(len(losses) // 2, 1))
     return {
         "first_50_loss": float(np.mean(losses[:window])),
         "last_50_loss": float(np.mean(losses[-window:])),

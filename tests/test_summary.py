@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.summary import LOSS_WINDOW, loss_summary, print_summary
+from pipelines.summary import REPORT_LOSS_WINDOW, loss_summary, print_summary
 
 
 def _report(losses, capsys, resumed_from=0):
@@ -46,7 +46,7 @@ def test_a_short_run_reports_the_halves_it_trained(capsys):
     ],
 )
 def test_the_loss_window_is_at_most_fifty_and_halves_never_overlap(count, window, first, last):
-    assert LOSS_WINDOW == 50
+    assert REPORT_LOSS_WINDOW == 50
     summary = loss_summary([float(i) for i in range(count)])
     assert summary == {
         "first_50_loss": pytest.approx(first),

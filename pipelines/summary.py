@@ -58,11 +58,15 @@ def challenge_summary(
 
 
 def parameter_lines(parameters: Mapping[str, Mapping[str, float | None]]) -> list[str]:
-    """One line per class of the parameters it uses (``SegmentParameters.used``);
-    a semantic class's line says that it has no seed level or size limit."""
+    """One line per class of the parameters it uses (``SegmentParameters.used``;
+    ``mask_threshold None`` is the ``d > 0`` mask); a semantic class's line
+    says that it has no seed level or size limit."""
     lines = []
     for name, values in parameters.items():
-        words = ", ".join(f"{key} {value}" for key, value in values.items())
+        words = ", ".join(
+            f"{key} {value}" + (" (d > 0)" if key == "mask_threshold" and value is None else "")
+            for key, value in values.items()
+        )
         if "seed_level" not in values:
             words += " (semantic class, a 0/1 mask: seed_level and min_size unused)"
         lines.append(f"{name}: {words}")

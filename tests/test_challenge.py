@@ -9,7 +9,7 @@ from funlib.geometry import Roi
 from gp_hotdistance.segment import SegmentParameters, default_parameters
 from pipelines import challenge
 from pipelines.config import ConfigError
-from pipelines.summary import challenge_summary, print_challenge_scores
+from pipelines.summary import challenge_summary, parameter_lines, print_challenge_scores
 
 SCALE = 40.0
 
@@ -111,10 +111,16 @@ def test_reports_show_a_semantic_class_without_seed_level(capsys):
     }
     print_challenge_scores(entries)
     lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
-    assert f"mito: seed_level 20.0, mask_threshold {mito.mask_threshold}, min_size 0.0" in lines
+    assert mito.mask_threshold is None  # the d > 0 mask, which the line names
+    assert "mito: seed_level 20.0, mask_threshold None (d > 0), min_size 0.0" in lines
     assert (
         f"er: mask_threshold {er.mask_threshold} (semantic class, a 0/1 mask: seed_level and "
         "min_size unused)"
     ) in lines
     # er counted as an instance class: all three are used again
     assert challenge_summary(tuned, ["mito", "er"])["segmentation_parameters"]["er"] == er.to_dict()
+    # the d > 0 mask (mask_threshold None) says so
+    assert parameter_lines({"er": {"mask_threshold": None}}) == [
+        "er: mask_threshold None (d > 0) (semantic class, a 0/1 mask: seed_level and min_size "
+        "unused)"
+    ]

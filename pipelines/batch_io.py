@@ -148,14 +148,9 @@ def refuse_links(root: str | Path, *names: str) -> Path:
     Raises:
         ConfigError: naming the link (nothing was written through it).
     """
-    path = Path(root)
-    links = []
-    for name in names:
-        path = path / name
-        if path.is_symlink():
-            links.append(path)
-            break
-    else:
+    path = Path(root, *names)
+    links = [p for p in (Path(root, *names[: i + 1]) for i in range(len(names))) if p.is_symlink()]
+    if not links:
         for folder, dirs, files in os.walk(path):  # does not follow links
             links += [Path(folder, n) for n in dirs + files if os.path.islink(Path(folder, n))]
     if links:

@@ -25,8 +25,9 @@ GEOMETRY_LINES = 10
 
 
 def augmentation_growth(config: Config, voxel_size: Coordinate, shape: Coordinate) -> Coordinate:
-    """Voxels per side by which the augmentations of :func:`pipelines.batches.build_data_pipeline`
-    grow a request of ``shape`` voxels, at worst. ``SimpleAugment`` (nearer
+    """Voxels per side by which the augmentations of
+    :func:`pipelines.batches.build_data_pipeline` grow a request of ``shape``
+    voxels, at worst. ``SimpleAugment`` (nearer
     the network) may transpose the request's in-plane axes first; for every
     such order, ``ElasticAugment``'s rotation (up to :data:`ROTATION_MAX` in
     the last two axes) grows the box as its worst angle does, and the

@@ -1,7 +1,8 @@
-"""The summary of a training run (``summary.json``): the challenge's entries
-(:func:`challenge_summary`) and the report ``python -m pipelines.train``
-prints of it (:func:`print_summary`): device, iterations, losses, per-class
-Dice pooled over the evaluation crops and the challenge's scores.
+"""The summary of a training run (``summary.json``): the mean losses
+(:func:`loss_summary`), the challenge's entries (:func:`challenge_summary`)
+and the report ``python -m pipelines.train`` prints of it
+(:func:`print_summary`): device, iterations, losses, per-class Dice pooled
+over the evaluation crops and the challenge's scores.
 """
 
 from __future__ import annotations

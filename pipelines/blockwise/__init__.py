@@ -20,7 +20,9 @@ Block shapes are in voxels, contexts and ROIs in world units. Modules: ``plan``
 datasets and done markers), ``jobs`` (one block's work), ``run`` (the daisy
 runner), ``worker`` (workers started by ``--worker-command``), ``jobfile``
 (their sealed job), ``relay`` (their authenticated way to the scheduler),
-``segment`` (instances and masks: fragments, merge, relabel), ``cli``.
+``segment`` (instances and masks: fragments, merge, relabel), ``cli``
+(the command line; ``options``: the flags every command shares;
+``segment_cli``: the segment command).
 Geometry, the exactness condition of blockwise targets,
 resuming and cluster workers are described in ``docs/blockwise.md``.
 """

@@ -6,103 +6,22 @@ import argparse
 import dataclasses
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from funlib.geometry import Roi
-
 from gp_hotdistance.predictor import HotDistancePredictor
 from pipelines.blockwise.jobfile import JobFileError
 from pipelines.blockwise.jobs import BlockJob
+from pipelines.blockwise.options import add_run_options, args_roi, check_args, run_options
 from pipelines.blockwise.plan import plan_predict, plan_targets
-from pipelines.blockwise.run import BlockwiseError, check_run_options, run_job
-from pipelines.blockwise.worker import check_template
+from pipelines.blockwise.run import BlockwiseError, run_job
+from pipelines.blockwise.segment_cli import run_segment
 from pipelines.common import make_predictor, resolve_device
 from pipelines.config import Config, ConfigError, from_dict, load_config
 
 if TYPE_CHECKING:
     from gp_hotdistance.data import Sample
-
-
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", help="input zarr container (required unless --sample)")
-    parser.add_argument(
-        "--sample",
-        type=int,
-        metavar="N",
-        help="instead of --input: sample N of the config's data.samples (its raw and labels "
-        "read through gp_hotdistance.data.Sample at data.voxel_size)",
-    )
-    parser.add_argument(
-        "--roi-offset",
-        type=int,
-        nargs="+",
-        metavar="W",
-        help="with --sample: WORLD offset of the region to process (default: the sample's "
-        "labelled ROI)",
-    )
-    parser.add_argument(
-        "--roi-shape", type=int, nargs="+", metavar="W", help="with --sample: WORLD shape"
-    )
-    parser.add_argument("--output", required=True, help="output zarr container (created if absent)")
-    parser.add_argument(
-        "--block-shape",
-        type=int,
-        nargs="+",
-        metavar="N",
-        help="write block shape in VOXELS, one value per spatial axis",
-    )
-    parser.add_argument("--workers", type=int, default=1, help="daisy worker processes (default 1)")
-    parser.add_argument(
-        "--threads-per-worker",
-        type=int,
-        help="CPU threads per worker (numba / torch); default: cores // workers",
-    )
-    parser.add_argument(
-        "--max-retries", type=int, default=2, help="retries of a failed block (default 2)"
-    )
-    parser.add_argument(
-        "--block-timeout",
-        type=float,
-        default=600.0,
-        help="seconds before a stuck block's worker is killed and the block retried (default 600)",
-    )
-    parser.add_argument(
-        "--worker-command",
-        metavar="TEMPLATE",
-        help="start each worker with this shell command instead of as a local process, e.g. "
-        "'bsub -K -n 2 -o {log} {command}', 'srun --gres=gpu:1 {command}', "
-        "'ssh HOST {command}'; {command} is the worker (required), {log} a per-worker log "
-        "path, {worker} the worker number. Workers connect back to this process over TCP "
-        "(README: Running on a cluster)",
-    )
-    parser.add_argument(
-        "--worker-restarts",
-        type=int,
-        help="how often workers that exit with an error are restarted before the run is "
-        "abandoned (default: daisy's)",
-    )
-    parser.add_argument(
-        "--scheduler-host",
-        help="with --worker-command: the address of this machine that the workers connect "
-        "to (default 127.0.0.1: workers on this machine); only this address is listened on, "
-        "and only workers that prove the run's secret get through (README: Running on a "
-        "cluster)",
-    )
-    parser.add_argument(
-        "--worker-start-timeout",
-        type=float,
-        default=300.0,
-        metavar="SECONDS",
-        help="a worker command that has not connected within this many seconds (queue "
-        "waits included), or has not exited this long after its worker finished, is killed "
-        "and reported (default 300)",
-    )
-    parser.add_argument("--log-dir", help="daisy worker logs (default: <output>.logs)")
-    parser.add_argument("--no-progress", action="store_true", help="no daisy progress bar/summary")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--context; the target is exact wherever |d| <= context (see module docs)."
         ),
     )
-    _add_run_options(targets)
+    add_run_options(targets)
     targets.add_argument(
         "--gt", default=None, help="gt dataset inside --input (required with --input)"
     )
@@ -159,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
             "prediction of the volume in one piece."
         ),
     )
-    _add_run_options(predict)
+    add_run_options(predict)
     predict.add_argument("--run", required=True, help="training output directory (config.json)")
     predict.add_argument(
         "--config",
@@ -184,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
             "gp_hotdistance.segment on the whole volume (docs/blockwise.md)."
         ),
     )
-    _add_run_options(segment)
+    add_run_options(segment)
     segment.add_argument(
         "--prediction",
         default="prediction",
@@ -258,33 +177,6 @@ def config_sample(config: Config, index: int, run_config: Config) -> Sample:
     )
 
 
-def _roi(args: argparse.Namespace) -> Roi | None:
-    """The world ROI of ``--roi-offset``/``--roi-shape`` (both or neither)."""
-    if args.roi_offset is None and args.roi_shape is None:
-        return None
-    if args.sample is None:
-        raise ConfigError("--roi-offset/--roi-shape select a region of a --sample")
-    if args.roi_offset is None or args.roi_shape is None:
-        raise ConfigError("give both --roi-offset and --roi-shape")
-    if len(args.roi_offset) != len(args.roi_shape):
-        raise ConfigError(
-            f"--roi-offset {args.roi_offset} and --roi-shape {args.roi_shape} differ in length"
-        )
-    return Roi(args.roi_offset, args.roi_shape)
-
-
-def _check_run_options(args: argparse.Namespace) -> None:
-    """:func:`check_run_options` of the command line's run options."""
-    check_run_options(
-        args.workers,
-        args.max_retries,
-        args.block_timeout,
-        args.worker_restarts,
-        args.worker_start_timeout,
-        args.threads_per_worker,
-    )
-
-
 def _os_error(error: OSError) -> str:
     """One line for a file-system error while preparing a run."""
     where = f" at {error.filename}" if error.filename else ""
@@ -299,14 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "segment":
-            return _segment(args)
+            return run_segment(args)
         if (args.input is None) == (args.sample is None):
             raise ConfigError("give either --input (with dataset names) or --sample N")
         container = Path(args.input or ".")
-        _check_run_options(args)
-        if args.worker_command is not None:
-            check_template(args.worker_command)
-        roi = _roi(args)
+        check_args(args)
+        roi = args_roi(args)
         dataset = "--gt" if args.command == "targets" else "--raw"
         if args.input is not None and not getattr(args, dataset[2:]):
             raise ConfigError(
@@ -362,18 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 threads=args.threads_per_worker,
                 roi=roi,
             )
-        report = run_job(
-            job,
-            num_workers=args.workers,
-            max_retries=args.max_retries,
-            timeout=args.block_timeout,
-            progress=not args.no_progress,
-            log_dir=args.log_dir,
-            worker_command=args.worker_command,
-            max_worker_restarts=args.worker_restarts,
-            scheduler_host=args.scheduler_host,
-            worker_start_timeout=args.worker_start_timeout,
-        )
+        report = run_job(job, **run_options(args))
     except (ConfigError, ValueError, BlockwiseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if not isinstance(error, BlockwiseError) else 1
@@ -401,96 +280,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{report.processed_voxels} of {report.voxels} voxels processed in {report.seconds:.1f} s"
         f" = {report.voxels_per_second:.3g} voxels/s"
         f"{'; some blocks were retried (see logs)' if report.retried_error else ''}"
-    )
-    return 0
-
-
-def _segment_settings(args: argparse.Namespace) -> tuple[list[str], float, dict]:
-    """Channels, scale factor and per-class parameters of ``segment``: the
-    run's (with its tuned parameters), else the config's, then the flags."""
-    from gp_hotdistance.segment import SegmentParameters, default_parameters
-    from pipelines.challenge import run_parameters
-
-    channels, scale_factor, parameters = None, None, {}
-    if args.run is not None:
-        config = load_config(Path(args.run) / "config.json")
-        channels, scale_factor = list(config.channels), config.scale_factor
-        parameters = run_parameters(args.run, config)
-    elif args.config is not None:
-        config = load_config(args.config)
-        channels, scale_factor = list(config.channels), config.scale_factor
-    channels = list(args.channels) if args.channels is not None else channels
-    scale_factor = args.scale_factor if args.scale_factor is not None else scale_factor
-    if channels is None or scale_factor is None:
-        raise ConfigError("segment needs --run, --config or --channels and --scale-factor")
-    chosen = {}
-    for channel in channels:
-        base = parameters.get(channel, default_parameters(scale_factor)).to_dict()
-        for key, value in (
-            ("seed_level", args.seed_level),
-            ("mask_threshold", args.mask_threshold),
-            ("min_size", args.min_size),
-        ):
-            if value is not None:
-                base[key] = value
-        if args.mask == "distance":
-            base["mask_threshold"] = None
-        chosen[channel] = SegmentParameters(**base)
-    return channels, float(scale_factor), chosen
-
-
-def _segment(args: argparse.Namespace) -> int:
-    """``blockwise segment``: fragments, merge, relabel (pipelines.blockwise.segment)."""
-    from gp_hotdistance.segment import DEFAULT_INSTANCE_CLASSES
-    from pipelines.blockwise.segment import merge, plan_segment
-
-    if args.input is None or args.sample is not None or args.roi_offset or args.roi_shape:
-        raise ConfigError("segment reads --input with --prediction (no --sample, no ROI)")
-    if args.block_shape is None:
-        raise ConfigError("--block-shape is required for segment")
-    _check_run_options(args)
-    if args.worker_command is not None:
-        check_template(args.worker_command)
-    channels, scale_factor, parameters = _segment_settings(args)
-    fragments, relabel = plan_segment(
-        Path(args.input) / args.prediction,
-        args.output,
-        channels,
-        scale_factor,
-        parameters,
-        args.block_shape,
-        instance_classes=args.instance_classes or DEFAULT_INSTANCE_CLASSES,
-        num_workers=args.workers,
-        threads=args.threads_per_worker,
-    )
-    options = {
-        "num_workers": args.workers,
-        "max_retries": args.max_retries,
-        "timeout": args.block_timeout,
-        "progress": not args.no_progress,
-        "log_dir": args.log_dir,
-        "worker_command": args.worker_command,
-        "max_worker_restarts": args.worker_restarts,
-        "scheduler_host": args.scheduler_host,
-        "worker_start_timeout": args.worker_start_timeout,
-    }
-    if relabel.markers.done().all():  # nothing to do: no workers started
-        print(
-            f"segment: nothing to do: all {relabel.markers.done().size} blocks were already "
-            f"done in {args.output} (outputs unchanged)"
-        )
-        return 0
-    first = run_job(fragments, **options)
-    began = time.perf_counter()
-    objects = merge(fragments, float(np.prod(fragments.voxel_size)))
-    merged = time.perf_counter() - began
-    second = run_job(relabel, **options)
-    seconds = first.seconds + merged + second.seconds
-    print(
-        f"segment: {first.blocks} blocks ({first.skipped} already done), {first.voxels} voxels "
-        f"in {seconds:.1f} s = {first.voxels / seconds:.3g} voxels/s (fragments "
-        f"{first.seconds:.1f} s, merge {merged:.1f} s, relabel {second.seconds:.1f} s); "
-        + ", ".join(f"{c}: {n} objects" for c, n in objects.items())
     )
     return 0
 

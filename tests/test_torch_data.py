@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gp_hotdistance import HotDistancePredictor, WeightNode
+from gp_hotdistance import functional as F
 from gp_hotdistance.torch import BalancedWeights, HotDistanceDataset
 from pipelines.batches import open_data
 from pipelines.common import make_predictor
@@ -125,6 +126,46 @@ def test_balanced_weights_equal_weight_node_sample_by_sample(
                 assert mine[c] == pytest.approx(theirs[c], rel=1e-12)
     else:
         assert balanced.counts() == [{0: (0.0, 1.0), 1: (0.0, 1.0)}] * 4
+
+
+@pytest.mark.parametrize("kind", ["bool", "float64", "distance mask alone"])
+def test_balanced_weights_other_mask_dtypes_equal_the_kernels(kind):
+    """bool masks, float64 masks (taken as float32, the dtype the weights
+    are computed in) and a distance mask without a mask give the kernels'
+    weights and counts for the same three samples in order."""
+    rng = np.random.default_rng(11)
+    predictor = HotDistancePredictor(["a", "b"], 24.0, True, clipmin=0.1, clipmax=0.9)
+    samples = _samples(rng, 3, 2, (4, 5, 6), "uint8")
+    target = torch.from_numpy(np.stack([s[1] for s in samples]))
+    mask = np.stack([s[2] for s in samples])
+    dmask = np.stack([s[3] for s in samples])
+    if kind == "float64":  # values that float32 rounds
+        mask = mask * rng.uniform(0.1, 1.0, mask.shape)
+        dmask = dmask * rng.uniform(0.1, 1.0, dmask.shape)
+        assert (mask.astype(np.float32) != mask).any()
+    elif kind == "bool":
+        mask, dmask = mask.astype(bool), dmask.astype(bool)
+    balanced = BalancedWeights(predictor)
+    got = balanced(
+        target,
+        None if kind == "distance mask alone" else torch.from_numpy(mask),
+        torch.from_numpy(dmask),
+    ).numpy()
+    counts = None
+    for i, sample in enumerate(samples):
+        expected, counts = F.hot_distance_weights(
+            sample[0],
+            None if kind == "distance mask alone" else mask[i].astype(np.float32),
+            dmask[i].astype(np.float32),
+            counts,
+            clipmin=0.1,
+            clipmax=0.9,
+        )
+        np.testing.assert_allclose(got[i], expected, rtol=2e-7, atol=0)
+    assert (got == 0).any() and (got > 1).any()
+    for mine, theirs in zip(balanced.counts(), counts, strict=True):
+        for c in (0, 1):
+            assert mine[c] == pytest.approx(theirs[c], rel=1e-12)
 
 
 def test_balanced_weights_hand_checked_and_state_dict():

@@ -17,12 +17,12 @@ class BalancedWeights(torch.nn.Module):
 
     ``balanced(target, mask, distance_mask)`` takes ``target`` ``(B, 2C,
     *spatial)`` (its hot channels are the labels) and ``mask``,
-    ``distance_mask`` ``(B, C, *spatial)`` or ``None`` (all ones). Each of the
-    ``2C`` channels is balanced between its two classes: hot channels over
-    ``mask``, distance channels over ``mask * distance_mask``; a class of
-    fraction ``frac`` (clipped to the predictor's ``[clipmin, clipmax]``)
-    gets ``1 / (2 * frac)``, an absent class 0, and the weight is that times
-    the mask product.
+    ``distance_mask`` ``(B, C, *spatial)`` of any dtype (taken as float32)
+    or ``None`` (all ones). Each of the ``2C`` channels is balanced between
+    its two classes: hot channels over ``mask``, distance channels over
+    ``mask * distance_mask``; a class of fraction ``frac`` (clipped to the
+    predictor's ``[clipmin, clipmax]``) gets ``1 / (2 * frac)``, an absent
+    class 0, and the weight is that times the mask product.
 
     With ``moving_counts`` the counts (buffers ``num`` and ``den``, ``(2C,
     2)`` float64, in the ``state_dict``) carry over from call to call and a
@@ -101,15 +101,13 @@ class BalancedWeights(torch.nn.Module):
         self._check("mask", mask, shape)
         self._check("distance_mask", distance_mask, shape)
         with torch.no_grad():
-            labels = (target[:, :classes] != 0).flatten(2)
-            hot = (
-                torch.ones(labels.shape, dtype=torch.float32, device=target.device)
-                if mask is None
-                else mask.flatten(2).to(torch.float32)
-            )
-            distance = (
-                hot if distance_mask is None else hot * distance_mask.flatten(2).to(torch.float32)
-            )
+            labels = target[:, :classes].bool().flatten(2)  # != 0, faster
+            hot = None if mask is None else mask.flatten(2).to(torch.float32)
+            distance = hot
+            if distance_mask is not None:
+                distance = distance_mask.flatten(2).to(torch.float32)
+                if hot is not None:
+                    distance = hot * distance
             # per sample and channel (hot channels, then distance channels):
             # masked-in sum, background and foreground counts
             stats = torch.cat([_class_counts(labels, hot), _class_counts(labels, distance)], 1)
@@ -127,10 +125,19 @@ class BalancedWeights(torch.nn.Module):
             frac = (num / den).clamp(self.clipmin, self.clipmax)
             weight = torch.where(present, 1.0 / (2.0 * frac), 0.0).to(torch.float32)
             w0, w1 = weight[first : first + target.shape[0], :, :, None].unbind(2)
+            # each voxel's class weight as lab * w1 + (1 - lab) * w0, exact
+            # since one of the two terms is 0 (much faster than torch.where
+            # with per-channel weights on the CPU), times the scale
+            foreground = labels.to(torch.float32)
+            background = 1.0 - foreground
             weights = torch.empty(target.shape, dtype=torch.float32, device=target.device)
             flat = weights.view(*target.shape[:2], -1)
             for part, scale in ((slice(0, classes), hot), (slice(classes, None), distance)):
-                flat[:, part] = scale * torch.where(labels, w1[:, part], w0[:, part])
+                out = flat[:, part]
+                torch.mul(foreground, w1[:, part], out=out)
+                out.addcmul_(background, w0[:, part])
+                if scale is not None:
+                    out.mul_(scale)
             return weights
 
     def _gather(self, stats: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -143,13 +150,21 @@ class BalancedWeights(torch.nn.Module):
         return torch.cat(parts), dist.get_rank() * stats.shape[0]
 
 
-def _class_counts(labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def _class_counts(labels: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     """``(B, C, 3)`` float64: per sample and channel of flat ``(B, C, N)``
-    tensors, ``sum(scale)``, the background and the foreground voxels where
-    ``scale != 0``."""
-    known = scale != 0
-    known_count = known.sum(-1)
-    foreground = (known & labels).sum(-1)
-    return torch.stack(
-        [scale.sum(-1, dtype=torch.float64), known_count - foreground, foreground], dim=-1
-    ).to(torch.float64)
+    bool ``labels`` and float32 ``scale`` (``None``: all ones), ``sum(scale)``
+    and the background and foreground voxels where ``scale != 0``. The
+    counts are exact integer sums, in int32 where ``N`` allows (several
+    times faster than int64 on the CPU)."""
+    size = labels.shape[-1]
+    count = torch.int32 if size < 2**31 else torch.int64
+    if scale is None:
+        foreground = labels.sum(-1, dtype=count).to(torch.float64)
+        known = torch.full_like(foreground, float(size))
+        masked_in = known
+    else:
+        known_voxels = scale.bool()  # scale != 0, several times faster
+        foreground = (known_voxels & labels).sum(-1, dtype=count).to(torch.float64)
+        known = known_voxels.sum(-1, dtype=count).to(torch.float64)
+        masked_in = scale.sum(-1, dtype=torch.float64)
+    return torch.stack([masked_in, known - foreground, foreground], dim=-1)

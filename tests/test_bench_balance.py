@@ -43,3 +43,13 @@ def test_bench_balance_check_rejects_other_weights_and_counts():
         check("weights", weights * np.float32(1 + 5e-7), counts, weights, counts)
     with pytest.raises(AssertionError, match="counts"):
         check("counts", weights, [{0: (1.0, 2.0), 1: (0.5, 2.000001)}] * 4, weights, counts)
+
+
+def test_bench_balance_times_training_steps_beside_a_busy_process(capsys):
+    args = ["--classes", "2", "--batch", "1", "--shape", "16", "16", "--repeats", "1"]
+    bench().main([*args, "--step", "1", "--threads", "1", "--busy", "1"])
+    out = capsys.readouterr().out
+    assert "1 repeats, 1 other processes spinning, OMP_WAIT_POLICY " in out
+    assert "training steps: input 56x56, 1 repeats" in out
+    assert "training step, 1 thread(s): " in out and "% of it" in out
+    assert "training step, 1 threads / 1 thread (median): 1.00" in out

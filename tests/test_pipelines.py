@@ -448,7 +448,8 @@ def test_context_must_be_symmetric():
 def test_progress_without_a_terminal_is_plain_lines(demo_2d, tmp_path):
     """With stderr redirected to a file, training writes no carriage-return
     frames, only a bounded number of plain progress lines."""
-    config = tiny_config(demo_2d.data_section(), iterations=45, save_every=45, snapshot_every=45)
+    # more iterations than PLAIN_LINES + 5, so a line per iteration breaks the bound below
+    config = tiny_config(demo_2d.data_section(), iterations=26, save_every=26, snapshot_every=26)
     (tmp_path / "c.json").write_text(json.dumps(config.to_dict()))
     root = Path(__file__).resolve().parents[1]
     with open(tmp_path / "stderr.txt", "w") as stderr:
@@ -465,9 +466,9 @@ def test_progress_without_a_terminal_is_plain_lines(demo_2d, tmp_path):
     assert done.returncode == 0, text
     assert "\r" not in text
     progress = [line for line in text.splitlines() if line.startswith("iteration ")]
-    # every ceil(45 / PLAIN_LINES) = 3 iterations: 15 lines, the last at 45
-    assert len(progress) == 15, text
-    assert progress[-1].startswith("iteration 45/45: loss (mean of last 45) ")
+    # every ceil(26 / PLAIN_LINES) = 2 iterations: 13 lines, the last at 26
+    assert len(progress) == 13, text
+    assert progress[-1].startswith("iteration 26/26: loss (mean of last 26) ")
     assert len(text.splitlines()) <= train_module.PLAIN_LINES + 5, text
 
 

@@ -11,11 +11,23 @@ start (``repo_importable_in_tmp``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker (``-n N``), torch computes on one thread:
+    N test processes share the cores, and N thread pools as large as the
+    machine would oversubscribe them. The processes the tests start keep
+    torch's default."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

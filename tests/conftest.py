@@ -1,4 +1,4 @@
-"""Shared fixtures.
+"""Shared hooks and fixtures.
 
 The notebook is a slow test too: nbmake collects it without a way to
 decorate it, so it is marked here (``pytest -m "not slow"`` skips it).
@@ -47,7 +47,7 @@ def repo_importable_in_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    """gt and mask of TINY_SHAPE voxels (tests.helpers), one per test module."""
+    """raw, gt and mask of TINY_SHAPE voxels (tests.helpers), one per test module."""
     from tests.helpers import TINY_OFFSET, TINY_SHAPE, TINY_VOXEL_SIZE, write_volumes
 
     path = tmp_path_factory.mktemp("data") / "data.zarr"

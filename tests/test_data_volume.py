@@ -123,3 +123,14 @@ def test_refused_write_names_the_path_and_errno(tmp_path, monkeypatch):
     assert str(raised.value) == (
         f"cannot write {volume.path} in {volume.roi}: No space left on device (errno 28)"
     )
+
+
+def test_former_argument_order_warns_and_still_works(channel_first):
+    volume, data = channel_first
+    array = zarr.open_array(volume.path, mode="r")
+    with pytest.warns(DeprecationWarning, match="Volume\\(path, array, voxel_size"):
+        old = Volume(volume.path, array, volume.voxel_size, volume.offset, 1)
+    assert old == volume and old.array is array
+    np.testing.assert_array_equal(old.read(old.roi), data)
+    new = Volume(volume.path, tuple(volume.voxel_size), list(volume.offset), channels=1)
+    assert new == volume and isinstance(new.voxel_size, Coordinate)

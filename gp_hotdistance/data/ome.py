@@ -103,9 +103,7 @@ def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None
             _check_dims(name, scale, target)
     _check_spatial_array(name, array, scale, channels)
     offset = _place(name, scale, translation, target)
-    volume = Volume(path=name, voxel_size=scale, offset=offset, channels=channels)
-    volume._arrays["r"] = array  # opened already
-    return volume
+    return Volume(name, scale, offset, channels, array=array)
 
 
 def read_placement(

@@ -9,6 +9,8 @@ path and placement; each process opens the array on first use and keeps it.
 from __future__ import annotations
 
 import itertools
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ class VolumeWriteError(RuntimeError):
         self.errno = error.errno
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Volume:
     """One zarr array placed in world units.
 
@@ -47,15 +49,44 @@ class Volume:
         offset: world position of the first voxel's corner.
         channels: how many leading axes are channels (0 or 1), before the
             spatial axes.
+
+    ``array`` (optional) is the array at ``path`` already opened read-only.
+    The former order ``Volume(path, array, voxel_size, offset, channels)``
+    still works, with a ``DeprecationWarning``.
     """
 
     path: str
     voxel_size: Coordinate
     offset: Coordinate
     channels: int = 0
-    _arrays: dict[str, zarr.Array] = field(
-        default_factory=dict, init=False, repr=False, compare=False, hash=False
-    )
+    _arrays: dict[str, zarr.Array] = field(repr=False, compare=False, hash=False)
+
+    def __init__(
+        self,
+        path: str,
+        voxel_size: Sequence[int],
+        offset: Sequence[int],
+        channels: int = 0,
+        array: zarr.Array | None = None,
+    ) -> None:
+        if isinstance(voxel_size, zarr.Array):  # Volume(path, array, voxel_size, offset, ...)
+            warnings.warn(
+                "Volume(path, array, voxel_size, offset, channels) is deprecated: use "
+                "Volume(path, voxel_size, offset, channels, array=array) or open_volume(path)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            array, voxel_size, offset, channels = (
+                voxel_size,
+                offset,
+                channels,
+                0 if array is None else array,
+            )
+        object.__setattr__(self, "path", str(path))
+        object.__setattr__(self, "voxel_size", Coordinate(voxel_size))
+        object.__setattr__(self, "offset", Coordinate(offset))
+        object.__setattr__(self, "channels", int(channels))
+        object.__setattr__(self, "_arrays", {} if array is None else {"r": array})
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled as path and placement; the array is reopened on first use."""

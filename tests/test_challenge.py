@@ -90,7 +90,9 @@ def test_report_says_when_a_kind_of_class_is_missing():
     )
     both = {**only_semantic, "label_scores": {"er": semantic, "mito": instance},
             "overall_instance_score": 1.0}  # fmt: skip
-    assert challenge.format_scores(both)[0] == "overall_score 0.000 (instance 1.000, semantic 0.500)"
+    assert (
+        challenge.format_scores(both)[0] == "overall_score 0.000 (instance 1.000, semantic 0.500)"
+    )
     only_instance = {**both, "label_scores": {"mito": instance}}
     assert challenge.format_scores(only_instance)[0].endswith(
         "; no semantic class: the challenge counts its mean as 0)"

@@ -76,6 +76,20 @@ def test_command_template_output_is_byte_identical(tiny_data, reference, tmp_pat
     assert _chunk_files(output) == files
 
 
+def test_workers_started_in_another_directory_find_relative_paths(
+    tiny_data, reference, tmp_path, capsys
+):
+    """Input, output and logs given relative to this directory; the
+    template starts each worker in ``/`` (as ``ssh HOST {command}`` starts
+    it in the home directory)."""
+    data = Path(os.path.relpath(tiny_data))
+    assert not data.is_absolute() and Path.cwd() == tmp_path
+    args = _args(data, Path("out.zarr"), "--worker-command", "cd / && {command}")
+    assert bw.main(args) == 0, capsys.readouterr().err
+    assert _chunk_files(tmp_path / "out.zarr") == _chunk_files(reference)
+    assert (tmp_path / "out.zarr.logs").is_dir()
+
+
 @pytest.mark.slow
 def test_killed_worker_block_is_retried(tiny_data, reference, tmp_path):
     output = tmp_path / "out.zarr"

@@ -134,3 +134,13 @@ def test_former_argument_order_warns_and_still_works(channel_first):
     np.testing.assert_array_equal(old.read(old.roi), data)
     new = Volume(volume.path, tuple(volume.voxel_size), list(volume.offset), channels=1)
     assert new == volume and isinstance(new.voxel_size, Coordinate)
+
+
+def test_a_relative_path_is_kept_absolute(channel_first, tmp_path, monkeypatch):
+    volume, data = channel_first
+    monkeypatch.chdir(tmp_path)
+    relative = open_volume("out.zarr/target")
+    assert relative.path == volume.path == str(tmp_path / "out.zarr/target/s0")
+    state = pickle.dumps(relative)
+    monkeypatch.chdir("/")  # a worker started elsewhere
+    np.testing.assert_array_equal(pickle.loads(state).read(volume.roi), data)

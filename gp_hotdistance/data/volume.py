@@ -9,6 +9,7 @@ path and placement; each process opens the array on first use and keeps it.
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,8 +44,9 @@ class Volume:
     """One zarr array placed in world units.
 
     Attributes:
-        path: the array (for a multiscale group, the level array, e.g.
-            ``.../mito/s0``).
+        path: the array, absolute (for a multiscale group, the level
+            array, e.g. ``.../mito/s0``), so that a process started in
+            another directory reopens the same array.
         voxel_size: world units per voxel, per spatial axis.
         offset: world position of the first voxel's corner.
         channels: how many leading axes are channels (0 or 1), before the
@@ -82,7 +84,7 @@ class Volume:
                 channels,
                 0 if array is None else array,
             )
-        object.__setattr__(self, "path", str(path))
+        object.__setattr__(self, "path", os.path.abspath(path))
         object.__setattr__(self, "voxel_size", Coordinate(voxel_size))
         object.__setattr__(self, "offset", Coordinate(offset))
         object.__setattr__(self, "channels", int(channels))

@@ -4,6 +4,7 @@ outputs and build the job."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -183,7 +184,7 @@ def plan_targets(
         context_world = predictor.whole_voxel_context(voxel_size, values)
     job = TargetsJob(
         task_id="targets",
-        output=str(output),
+        output=os.path.abspath(output),  # workers may start in another directory
         volume_roi=volume,
         voxel_size=voxel_size,
         block_size=block_size,
@@ -307,7 +308,7 @@ def plan_predict(
     predictor_channels = list(config.channels)
     job = PredictJob(
         task_id="predict",
-        output=str(output),
+        output=os.path.abspath(output),  # workers may start in another directory
         volume_roi=volume,
         voxel_size=voxel_size,
         block_size=block_size_world(block_shape, voxel_size),
@@ -316,7 +317,7 @@ def plan_predict(
         threads=threads or default_threads(num_workers),
         raw=raw_array,
         sample=sample,
-        checkpoint=str(checkpoint),
+        checkpoint=os.path.abspath(checkpoint),
         config=config.to_dict(),
         output_shape=output_shape,
         device=device,

@@ -130,6 +130,7 @@ def run_job(
     from daisy import logging as daisy_logging
 
     logs = Path(log_dir) if log_dir is not None else Path(str(job.output).rstrip("/") + ".logs")
+    logs = Path(os.path.abspath(logs))  # worker commands may start in another directory
     private_directory(logs / job.task_id)  # daisy's worker logs and our job files
     daisy_logging.set_log_basedir(str(logs))
     if not multiprocessing:

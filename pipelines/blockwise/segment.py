@@ -265,7 +265,7 @@ def plan_segment(
     block_shape = tuple(int(b) for b in block_shape)
     voxel_size = Coordinate(volume.voxel_size)
     common: dict[str, Any] = {
-        "output": str(output),
+        "output": os.path.abspath(output),  # workers may start in another directory
         "volume_roi": volume.roi,
         "voxel_size": voxel_size,
         "block_size": block_size_world(block_shape, voxel_size),

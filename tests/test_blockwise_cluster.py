@@ -77,11 +77,12 @@ def test_command_template_output_is_byte_identical(tiny_data, reference, tmp_pat
 
 
 def test_workers_started_in_another_directory_find_relative_paths(
-    tiny_data, reference, tmp_path, capsys
+    tiny_data, reference, tmp_path, capsys, monkeypatch
 ):
     """Input, output and logs given relative to this directory; the
     template starts each worker in ``/`` (as ``ssh HOST {command}`` starts
-    it in the home directory)."""
+    it in the home directory), without a PYTHONPATH naming the repository."""
+    monkeypatch.delenv("PYTHONPATH")
     data = Path(os.path.relpath(tiny_data))
     assert not data.is_absolute() and Path.cwd() == tmp_path
     args = _args(data, Path("out.zarr"), "--worker-command", "cd / && {command}")

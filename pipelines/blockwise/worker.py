@@ -5,8 +5,10 @@ daisy 2.0 runs an arity-0 process function once per worker slot in its own
 subprocess; :class:`CommandLauncher` is that function. It opens a
 :class:`~pipelines.blockwise.relay.Relay` on ``--scheduler-host`` (daisy
 itself listens on loopback only), fills the template with ``{command}``
-(``python -m pipelines.blockwise worker --job JOB --key KEY
---scheduler-host HOST --scheduler-port PORT --daisy-context CONTEXT``),
+(``env PYTHONPATH=ROOT python -m pipelines.blockwise worker --job JOB
+--key KEY --scheduler-host HOST --scheduler-port PORT --daisy-context
+CONTEXT``, ROOT the folder ``pipelines`` is imported from, so that a worker
+started in another directory, e.g. by ``ssh HOST {command}``, finds it),
 ``{log}`` (a per-worker log path) and ``{worker}`` (the worker id), runs it
 through ``/bin/sh`` in a process group of its own and supervises it:
 
@@ -51,6 +53,14 @@ logger = logging.getLogger(__name__)
 STOP_SECONDS = 5.0  # from SIGTERM to SIGKILL of a worker command's process group
 NOTES = "worker_commands.notes"  # launchers' reports, in the task's log directory
 FIELDS = ("command", "log", "worker")  # the names a template may use
+
+
+def worker_python_path() -> str:
+    """``PYTHONPATH`` of a launched worker: the folder this ``pipelines``
+    package is imported from, then this process's own ``PYTHONPATH``."""
+    root = str(Path(__file__).resolve().parents[2])
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([root, inherited] if inherited else [root])
 
 
 class WorkerCommandError(RuntimeError):
@@ -102,6 +112,8 @@ class CommandLauncher:
         worker = int(context["worker_id"])
         command = shlex.join(
             [
+                "env",
+                f"PYTHONPATH={worker_python_path()}",
                 self.python,
                 "-m",
                 "pipelines.blockwise",

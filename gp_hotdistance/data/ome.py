@@ -80,27 +80,17 @@ def open_volume(path: str | os.PathLike, voxel_size: Sequence[int] | None = None
             ratio to ``voxel_size``.
     """
     name = str(path)
-    node = _open_node(name)
+    node, levels, channels = _read_levels(name)
     target = None if voxel_size is None else Coordinate(voxel_size)
-    if isinstance(node, zarr.Group):
-        if "multiscales" not in node.attrs:
-            raise ValueError(f"{name} is a zarr group without OME-NGFF 'multiscales' metadata")
-        levels, channels = _levels(name, node.attrs.asdict())
-        levels = [(p, _integer_voxel_size(f"{name}/{p}", v), t) for p, v, t in levels]
-        if target is not None:
-            _check_dims(name, levels[0][1], target)
-        level = levels[0] if target is None else _choose_level(name, levels, target)
-        level_path, scale, translation = level
-        if level_path not in node:
-            raise FileNotFoundError(f"{name}: multiscale level {level_path!r} does not exist")
-        array = node[level_path]
-        name = f"{name}/{level_path}"
+    levels = [(p, _integer_voxel_size(f"{name}/{p}" if p else name, v), t) for p, v, t in levels]
+    if target is not None:
+        _check_dims(name, levels[0][1], target)
+    if isinstance(node, zarr.Group) and target is not None:
+        level = _choose_level(name, levels, target)
     else:
-        array = node
-        scale, translation, channels = _array_transform(name, array)
-        scale = _integer_voxel_size(name, scale)
-        if target is not None:
-            _check_dims(name, scale, target)
+        level = levels[0]
+    level_path, scale, translation = level
+    name, array = _level_array(name, node, level_path)
     _check_spatial_array(name, array, scale, channels)
     offset = _place(name, scale, translation, target)
     return Volume(name, scale, offset, channels, array=array)
@@ -120,20 +110,37 @@ def read_placement(
         ValueError: as :func:`open_volume`, but for non-integer placements.
     """
     name = str(path)
+    node, levels, channels = _read_levels(name)
+    level_path, scale, translation = levels[0]
+    name, array = _level_array(name, node, level_path)
+    _check_spatial_array(name, array, scale, channels)
+    return array, scale, translation, channels
+
+
+def _read_levels(name: str) -> tuple[zarr.Array | zarr.Group, list[_Level], int]:
+    """The node at ``name``, its levels ``(path, voxel size, translation)``
+    (spatial axes, as stored; a plain array is one level, path ``""``) and
+    its number of leading channel axes."""
     node = _open_node(name)
     if isinstance(node, zarr.Group):
         if "multiscales" not in node.attrs:
             raise ValueError(f"{name} is a zarr group without OME-NGFF 'multiscales' metadata")
         levels, channels = _levels(name, node.attrs.asdict())
-        level_path, scale, translation = levels[0]
-        if level_path not in node:
-            raise FileNotFoundError(f"{name}: multiscale level {level_path!r} does not exist")
-        array = node[level_path]
-    else:
-        array = node
-        scale, translation, channels = _array_transform(name, array)
-    _check_spatial_array(name, array, scale, channels)
-    return array, scale, translation, channels
+        return node, levels, channels
+    scale, translation, channels = _array_transform(name, node)
+    return node, [("", scale, translation)], channels
+
+
+def _level_array(
+    name: str, node: zarr.Array | zarr.Group, level_path: str
+) -> tuple[str, zarr.Array]:
+    """The name and array of level ``level_path`` of group ``node`` (of a
+    plain array, ``level_path`` ``""``: the array itself)."""
+    if not level_path:
+        return name, node
+    if level_path not in node:
+        raise FileNotFoundError(f"{name}: multiscale level {level_path!r} does not exist")
+    return f"{name}/{level_path}", node[level_path]
 
 
 def _check_dims(name: str, voxel_size: Sequence[int], target: Coordinate) -> None:

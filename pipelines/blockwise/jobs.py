@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 class BlockWriteError(RuntimeError):
     """A block's output that cannot be written (disk full, read-only, ...)."""
 
-    def __init__(self, error: VolumeWriteError | str) -> None:
+    def __init__(self, error: VolumeWriteError) -> None:
         super().__init__(
             f"{error}; blocks finished before are kept: make room or fix the permissions "
             "and rerun the same command to resume"
